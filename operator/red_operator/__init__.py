@@ -1,0 +1,1 @@
+"""Red's Kubernetes operator: reconciles Federations into KubeRay RayClusters and RayJobs."""

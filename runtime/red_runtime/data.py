@@ -1,0 +1,123 @@
+"""Datasets: scikit-learn's bundled digits, seeded synthetic data, or a user's factory.
+
+A `DataSource` is cheap to build anywhere (driver or node actor) and hands out one node's data on
+demand, so an actor only ever holds the partitions of the virtual nodes it hosts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from red_runtime import partition
+from red_runtime.imports import resolve
+from red_runtime.spec import Task
+
+
+@dataclass(frozen=True)
+class Arrays:
+    x: np.ndarray  # float32, shape (n, *input_shape)
+    y: np.ndarray  # int64, shape (n,)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, idx: np.ndarray) -> Arrays:
+        return Arrays(self.x[idx], self.y[idx])
+
+
+def load_digits_pool() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 8x8 digits shipped inside scikit-learn (no download), scaled to [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
+    return x, digits.target.astype(np.int64)
+
+
+def _user_pool(ref: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    factory = resolve(ref, "spec.task.dataset.name")
+    x, y = factory(seed)
+    return np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
+
+
+class DataSource:
+    """Test set and per-node partitions for one Federation's task, deterministic in the seed."""
+
+    def __init__(self, task: Task, nodes: int):
+        self.task = task
+        self.nodes = nodes
+        self.synthetic = task.dataset.name == "synthetic"
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.task.dataset.features,) if self.synthetic else tuple(self._pool[0].shape[1:])
+
+    @property
+    def classes(self) -> int:
+        return self.task.dataset.classes if self.synthetic else int(self._pool[1].max()) + 1
+
+    def test_set(self) -> Arrays:
+        if self.synthetic:
+            c = self.task.dataset.classes
+            per_class = max(1, 2000 // c)
+            return self._generate(np.full(c, per_class), np.random.default_rng([self.task.seed, 3]))
+        x, y = self._pool
+        return Arrays(x, y).take(self._test_train_split[0])
+
+    def node_data(self, index: int) -> Arrays:
+        if self.synthetic:
+            counts = self._class_counts[index]
+            return self._generate(counts, np.random.default_rng([self.task.seed, 2, index]))
+        x, y = self._pool
+        train_idx = self._test_train_split[1]
+        return Arrays(x, y).take(train_idx[self._partitions[index]])
+
+    def node_sizes(self) -> np.ndarray:
+        if self.synthetic:
+            return self._class_counts.sum(axis=1)
+        return np.array([len(p) for p in self._partitions])
+
+    @cached_property
+    def _pool(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.task.dataset.name == "digits":
+            return load_digits_pool()
+        return _user_pool(self.task.dataset.name, self.task.seed)
+
+    @cached_property
+    def _test_train_split(self) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.model_selection import train_test_split
+
+        y = self._pool[1]
+        train, test = train_test_split(
+            np.arange(len(y)),
+            test_size=self.task.dataset.testFraction,
+            random_state=self.task.seed,
+            stratify=y if np.bincount(y).min() >= 2 else None,
+        )
+        return np.sort(test), np.sort(train)
+
+    @cached_property
+    def _partitions(self) -> list[np.ndarray]:
+        labels = self._pool[1][self._test_train_split[1]]
+        return partition.split(labels, self.nodes, self.task.partition, self.task.seed)
+
+    @cached_property
+    def _class_counts(self) -> np.ndarray:
+        d = self.task.dataset
+        return partition.class_counts(self.nodes, d.samplesPerNode, d.classes, self.task.partition, self.task.seed)
+
+    @cached_property
+    def _class_means(self) -> np.ndarray:
+        # A Gaussian mixture with one centre per class: learnable, and label skew is easy to express.
+        d = self.task.dataset
+        rng = np.random.default_rng([self.task.seed, 1])
+        return (rng.standard_normal((d.classes, d.features)) * (3.0 / np.sqrt(d.features))).astype(np.float32)
+
+    def _generate(self, counts: np.ndarray, rng: np.random.Generator) -> Arrays:
+        y = np.repeat(np.arange(len(counts)), counts).astype(np.int64)
+        y = y[rng.permutation(len(y))]
+        noise = rng.standard_normal((len(y), self.task.dataset.features), dtype=np.float32)
+        return Arrays(self._class_means[y] + noise, y)

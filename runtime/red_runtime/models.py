@@ -1,0 +1,71 @@
+"""Models by name, and the flat parameter vector that travels between nodes and the server.
+
+A model crosses the object store as one float32 numpy array: zero-copy for readers on the same
+machine, and the same layout for every strategy's arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from red_runtime.imports import resolve
+from red_runtime.spec import Model
+
+
+def build_model(spec: Model, input_shape: tuple[int, ...], classes: int, seed: int) -> nn.Module:
+    """The model named in `spec`, initialised from `seed` so every party starts from the same weights."""
+    torch.manual_seed(seed)
+    features = math.prod(input_shape)
+    if spec.name == "logreg":
+        return nn.Sequential(nn.Flatten(), nn.Linear(features, classes))
+    if spec.name == "mlp":
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = features
+        for hidden in spec.hidden:
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        return nn.Sequential(*layers, nn.Linear(width, classes))
+    if spec.name == "cnn":
+        return _cnn(input_shape, classes, spec.channels)
+    cls = resolve(spec.name, "spec.task.model.name")
+    return cls(input_shape=input_shape, classes=classes)
+
+
+def _cnn(input_shape: tuple[int, ...], classes: int, channels: tuple[int, ...]) -> nn.Module:
+    if len(input_shape) != 3:
+        raise ValueError(f"spec.task.model.name: 'cnn': needs image input (C, H, W), got shape {input_shape}")
+    layers: list[nn.Module] = []
+    in_ch = input_shape[0]
+    for out_ch in channels:
+        layers += [nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.ReLU()]
+        in_ch = out_ch
+    layers += [nn.MaxPool2d(2), nn.Flatten()]
+    spatial = (input_shape[1] // 2) * (input_shape[2] // 2)
+    return nn.Sequential(*layers, nn.Linear(in_ch * spatial, classes))
+
+
+def _float_tensors(model: nn.Module) -> list[torch.Tensor]:
+    return [t for t in model.state_dict().values() if t.is_floating_point()]
+
+
+def get_flat(model: nn.Module) -> np.ndarray:
+    """Every float parameter and buffer of `model`, concatenated in state_dict order."""
+    with torch.no_grad():
+        return torch.cat([t.detach().reshape(-1).float().cpu() for t in _float_tensors(model)]).numpy()
+
+
+def set_flat(model: nn.Module, flat: np.ndarray) -> None:
+    # A copy: arrays read from the object store are read-only, and torch warns on those.
+    vec = torch.tensor(np.asarray(flat, dtype=np.float32))
+    offset = 0
+    with torch.no_grad():
+        for t in _float_tensors(model):
+            n = t.numel()
+            t.copy_(vec[offset : offset + n].view_as(t))
+            offset += n
+    if offset != vec.numel():
+        raise ValueError(f"parameter vector has {vec.numel()} values, the model {offset}")

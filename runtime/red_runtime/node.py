@@ -1,0 +1,181 @@
+"""The node host: one Ray actor that runs any number of virtual federation nodes.
+
+Each virtual node keeps its data partition, optimizer state and (for decentralised topologies) its
+own model inside the actor between rounds; one torch model object is reused for all of them, so a
+thousand nodes cost a thousand partitions, not a thousand Python processes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from red_runtime.data import DataSource
+from red_runtime.models import build_model
+from red_runtime.spec import FederationSpec
+from red_runtime.strategies import Update
+from red_runtime.topology import node_id
+from red_runtime.training import LocalState, evaluate, local_splits, train_local
+
+
+def pick_device() -> torch.device:
+    """The GPU Ray assigned to this actor, if any (Ray sets CUDA_VISIBLE_DEVICES to it)."""
+    if ray.get_gpu_ids() and torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def round_generator(seed: int, index: int, round_no: int) -> torch.Generator:
+    """A node's shuffling RNG for one round: the same on any actor, so placement never changes results."""
+    state = np.random.SeedSequence([seed, index, round_no]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+class NodeHost:
+    def __init__(self, spec: FederationSpec, slot: int, manager: Any, threads: int):
+        torch.set_num_threads(threads)
+        self.spec = spec
+        self.slot = slot
+        self.manager = manager
+        self.source = DataSource(spec.task, spec.nodes.count)
+        self.device = pick_device()
+        self.model = build_model(spec.task.model, self.source.input_shape, self.source.classes, spec.task.seed)
+        self.model.to(self.device)
+        self.states: dict[int, LocalState] = {}
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "slot": self.slot,
+            "pid": os.getpid(),
+            "device": str(self.device),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+            "hosted": sorted(self.states),
+            "threads": torch.get_num_threads(),
+        }
+
+    def ping(self) -> int:
+        return self.slot
+
+    def _state(self, index: int) -> LocalState:
+        # Lazy: a virtual node's data is built on its first use and kept for every later round.
+        if index not in self.states:
+            data = self.source.node_data(index)
+            self.states[index] = local_splits(data, self.spec.nodes.roles, self.spec.task.seed, index)
+        return self.states[index]
+
+    def _inbox(self, round_no: int, indices: list[int]) -> dict[int, list[tuple[tuple[str, ...], Any]]]:
+        box = ray.get(self.manager.collect.remote(round_no, [node_id(i) for i in indices]))
+        return {i: box[node_id(i)] for i in indices}
+
+    def _post(self, round_no: int, srcs: list[str], dsts: list[str], value: Any) -> Any:
+        return self.manager.post.remote(round_no, srcs, dsts, [ray.put(value)])
+
+    def train(
+        self, round_no: int, indices: list[int], upstream: dict[int, str], pool: bool, proximal_mu: float
+    ) -> list[dict[str, Any]]:
+        """One star/hierarchical round: read the model sent down, train, send updates up.
+
+        With `pool` (linear strategies) the updates bound for one receiver are summed here, so the
+        receiver gets one message per actor instead of one per node.
+        """
+        inbox = self._inbox(round_no, indices)
+        cache: dict[Any, np.ndarray] = {}
+        pooled: dict[str, Update] = {}
+        posts, results = [], []
+        for index in indices:
+            messages = inbox[index]
+            if not messages:
+                raise RuntimeError(f"{node_id(index)} received no model in round {round_no}")
+            ref = messages[-1][1][0]
+            if ref not in cache:
+                cache[ref] = ray.get(ref)
+            began = time.perf_counter()
+            state = self._state(index)
+            result = self._evaluate_local(index, cache[ref], state)
+            gen = round_generator(self.spec.task.seed, index, round_no)
+            params, loss = train_local(
+                self.model, cache[ref], state, self.spec.task.train, gen, self.device, proximal_mu
+            )
+            weight = float(len(state.train))
+            update = Update.single(node_id(index), params, weight)
+            dst = upstream[index]
+            if pool:
+                acc = pooled.setdefault(dst, Update(np.zeros_like(update.params), 0.0))
+                acc.params += update.params
+                acc.weight += weight
+                acc.nodes += (node_id(index),)
+            else:
+                posts.append(self._post(round_no, [node_id(index)], [dst], update))
+            result.update(train_loss=loss, samples=int(weight), seconds=time.perf_counter() - began)
+            results.append(result)
+        for dst, acc in pooled.items():
+            posts.append(self._post(round_no, list(acc.nodes), [dst], acc))
+        ray.get(posts)
+        return results
+
+    def _evaluate_local(self, index: int, params: np.ndarray, state: LocalState) -> dict[str, Any]:
+        result: dict[str, Any] = {"index": index}
+        if state.eval is not None:
+            loss, acc = evaluate(self.model, params, state.eval, self.device)
+            result.update(eval_loss=loss, eval_accuracy=acc, eval_samples=len(state.eval))
+        return result
+
+    def gossip_train(
+        self, round_no: int, indices: list[int], start_ref: list[Any], neighbours: dict[int, list[str]]
+    ) -> list[dict[str, Any]]:
+        """Decentralised phase one: every node trains its own model and sends it to its neighbours."""
+        start = None
+        posts, results = [], []
+        for index in indices:
+            state = self._state(index)
+            if state.params is None:
+                start = ray.get(start_ref[0]) if start is None else start
+                state.params = np.array(start, dtype=np.float32)
+            began = time.perf_counter()
+            result = self._evaluate_local(index, state.params, state)
+            gen = round_generator(self.spec.task.seed, index, round_no)
+            state.params, loss = train_local(self.model, state.params, state, self.spec.task.train, gen, self.device)
+            posts.append(self._post(round_no, [node_id(index)], neighbours[index], state.params))
+            result.update(train_loss=loss, samples=len(state.train), seconds=time.perf_counter() - began)
+            results.append(result)
+        ray.get(posts)
+        return results
+
+    def gossip_mix(self, round_no: int, indices: list[int], weights: dict[int, dict[str, float]]) -> dict[str, Any]:
+        """Decentralised phase two: mix own and neighbours' models; return sums for the average model."""
+        inbox = self._inbox(round_no, indices)
+        total = None
+        square_norms = 0.0
+        for index in indices:
+            state = self._state(index)
+            me = node_id(index)
+            mixed = weights[index][me] * state.params.astype(np.float64)
+            present = weights[index][me]
+            for srcs, payload in inbox[index]:
+                mixed += weights[index][srcs[0]] * np.asarray(ray.get(payload[0]), dtype=np.float64)
+                present += weights[index][srcs[0]]
+            # A neighbour that missed the round sent nothing: renormalise over those that did.
+            mixed /= present
+            state.params = mixed.astype(np.float32)
+            total = mixed if total is None else total + mixed
+            square_norms += float(mixed @ mixed)
+        return {"sum": total, "square_norms": square_norms, "count": len(indices)}
+
+    def test(self, indices: list[int], params: np.ndarray) -> dict[str, float]:
+        """The test role: evaluate the final global model on each node's local test split."""
+        loss_sum, correct, count = 0.0, 0.0, 0
+        for index in indices:
+            state = self._state(index)
+            if state.test is None:
+                continue
+            loss, acc = evaluate(self.model, params, state.test, self.device)
+            loss_sum += loss * len(state.test)
+            correct += acc * len(state.test)
+            count += len(state.test)
+        return {"loss_sum": loss_sum, "correct": correct, "count": count}

@@ -1,0 +1,118 @@
+"""Local sinks: a live console progress bar and the run folder (metrics, summary, model, plot)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from red_runtime.reporting import NodeStatus, RoundReport, RunInfo, Sink, Summary
+
+
+class ConsoleSink(Sink):
+    """A tqdm bar, one tick per round, with loss, accuracy, healthy nodes and seconds per round."""
+
+    def __init__(self, stream: Any = None):
+        self.stream = stream or sys.stderr
+        self.bar = None
+
+    def started(self, info: RunInfo, nodes: list[NodeStatus]) -> None:
+        from tqdm import tqdm
+
+        resumed = f", resuming after round {info.resumed_from}" if info.resumed_from else ""
+        print(
+            f"red: {info.name}: {info.nodes} nodes on {info.slots} actor slot(s), {info.topology} topology, "
+            f"{info.algorithm}, {info.rounds} rounds (started in {info.startup_seconds:.1f}s{resumed})",
+            file=self.stream,
+        )
+        self.bar = tqdm(
+            total=info.rounds, initial=info.resumed_from, desc=info.name, unit="round", file=self.stream,
+            dynamic_ncols=True,
+        )
+
+    def round_done(self, report: RoundReport, nodes: list[NodeStatus]) -> None:
+        if self.bar is None:
+            return
+        self.bar.set_postfix(
+            loss=f"{report.loss:.4f}",
+            acc=f"{report.accuracy:.4f}",
+            nodes=f"{report.nodes_healthy}/{report.nodes_total}",
+            s_per_round=f"{report.seconds:.2f}",
+            refresh=False,
+        )
+        self.bar.update(1)
+
+    def finished(self, summary: Summary, params: Any, model: Any) -> None:
+        self.close()
+        early = " (target accuracy reached)" if summary.stopped_early else ""
+        print(
+            f"red: {summary.name}: done after {summary.rounds_run} rounds{early}: accuracy "
+            f"{summary.final_accuracy:.4f}, loss {summary.final_loss:.4f}, {summary.seconds_per_round:.2f}s/round",
+            file=self.stream,
+        )
+
+    def failed(self, reason: str) -> None:
+        self.close()
+        print(f"red: federation failed: {reason}", file=self.stream)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write then rename, so a reader (or a crash) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class RunFolderSink(Sink):
+    """metrics.jsonl (one object per round), summary.json, model.pt, nodes.json and metrics.png."""
+
+    def __init__(self, out: Path, resume: bool = False):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.history: list[dict[str, Any]] = []
+        metrics = self.out / "metrics.jsonl"
+        if resume and metrics.exists():
+            self.history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        self._metrics = open(metrics, "a" if resume else "w", encoding="utf-8")
+
+    def started(self, info: RunInfo, nodes: list[NodeStatus]) -> None:
+        # A resumed run drops rounds after its checkpoint: they are about to be run again.
+        kept = [h for h in self.history if h["round"] <= info.resumed_from]
+        if len(kept) != len(self.history):
+            self.history = kept
+            self._metrics.close()
+            (self.out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in kept))
+            self._metrics = open(self.out / "metrics.jsonl", "a", encoding="utf-8")
+
+    def round_done(self, report: RoundReport, nodes: list[NodeStatus]) -> None:
+        row = report.as_dict()
+        self.history.append(row)
+        self._metrics.write(json.dumps(row) + "\n")
+        self._metrics.flush()
+
+    def finished(self, summary: Summary, params: Any, model: Any) -> None:
+        import torch
+
+        from red_runtime.models import set_flat
+        from red_runtime.plot import plot_history
+
+        set_flat(model, params)
+        torch.save(model.state_dict(), self.out / "model.pt")
+        atomic_write(self.out / "summary.json", json.dumps(summary.as_dict(), indent=2).encode())
+        plot_history(self.history, self.out / "metrics.png", title=summary.name)
+
+    def nodes_changed(self, nodes: list[NodeStatus]) -> None:
+        atomic_write(self.out / "nodes.json", json.dumps([n.as_dict() for n in nodes], indent=2).encode())
+
+    def close(self) -> None:
+        self._metrics.close()

@@ -1,0 +1,91 @@
+"""The schema interface: who trains, who aggregates and who sends to whom in one round."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from red_runtime.pool import NodePool
+from red_runtime.spec import FederationSpec
+from red_runtime.strategies import Strategy
+
+
+class QuorumError(RuntimeError):
+    """Fewer updates arrived than `algorithm.minNodes` requires."""
+
+
+@dataclass
+class Context:
+    spec: FederationSpec
+    pool: NodePool
+    manager: Any
+    graph: nx.Graph
+    strategy: Strategy
+    params: np.ndarray  # the current global (or average) model
+    sizes: dict[str, int]  # training samples per node id
+
+
+@dataclass
+class RoundOutcome:
+    params: np.ndarray  # the model this round is judged by: the new global, or the nodes' average
+    results: list[dict[str, Any]]  # one per node that reported
+    straggling: set[int] = field(default_factory=set)
+    failed: set[int] = field(default_factory=set)
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Gathered:
+    results: dict[int, Any]  # slot -> value returned
+    straggling: set[int]  # slots that missed the deadline
+    failed: set[int]  # slots whose actor died
+
+
+def gather(calls: dict[int, Any], timeout_s: float) -> Gathered:
+    """Wait for one call per slot until the round deadline; sort them into done, late and dead."""
+    deadline = time.monotonic() + timeout_s
+    pending = {ref: slot for slot, ref in calls.items()}
+    results: dict[int, Any] = {}
+    failed: set[int] = set()
+    while pending:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=remaining)
+        for ref in ready:
+            slot = pending.pop(ref)
+            try:
+                results[slot] = ray.get(ref)
+            except (RayActorError, GetTimeoutError):
+                failed.add(slot)
+    return Gathered(results=results, straggling=set(pending.values()), failed=failed)
+
+
+def require_quorum(arrived: int, spec: FederationSpec, round_no: int, expected: int) -> None:
+    needed = spec.algorithm.minNodes
+    if arrived < needed:
+        raise QuorumError(
+            f"round {round_no}: {arrived} of {expected} node updates arrived, below the quorum "
+            f"spec.algorithm.minNodes={needed}"
+        )
+
+
+class Schema(ABC):
+    """One topology's round. Subclasses say how a model flows; the driver does everything else."""
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    @abstractmethod
+    def run_round(self, round_no: int, sampled: list[int]) -> RoundOutcome:
+        """Run one round over the `sampled` node indices and return what happened."""
+
+    def nodes_of(self, slots: set[int], by_slot: dict[int, list[int]]) -> set[int]:
+        return {i for s in slots for i in by_slot.get(s, [])}

@@ -1,0 +1,82 @@
+"""Hierarchical: the server talks to `topology.groups` aggregators, each of which serves its nodes.
+
+Aggregators are small Ray actors in the manager's bundle. Each relays the global model down to its
+group and sends one combined update up (every update, for robust strategies that need them all).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import ray
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from red_runtime.schemas.base import Context, RoundOutcome, Schema, gather, require_quorum
+from red_runtime.strategies import Update
+from red_runtime.topology import SERVER, aggregator_id, group_of, node_id
+
+
+class GroupAggregator:
+    def __init__(self, name: str, manager: Any):
+        self.name = name
+        self.manager = manager
+
+    def relay_down(self, round_no: int, members: list[str]) -> int:
+        inbox = ray.get(self.manager.collect.remote(round_no, [self.name]))[self.name]
+        if not inbox or not members:
+            return 0
+        return ray.get(self.manager.post.remote(round_no, [self.name], members, inbox[-1][1]))
+
+    def aggregate_up(self, round_no: int, pool: bool) -> int:
+        inbox = ray.get(self.manager.collect.remote(round_no, [self.name]))[self.name]
+        updates: list[Update] = ray.get([payload[0] for _, payload in inbox])
+        if not updates:
+            return 0
+        if pool:
+            combined = Update(np.sum([u.params for u in updates], axis=0), sum(u.weight for u in updates))
+            combined.nodes = tuple(n for u in updates for n in u.nodes)
+            updates = [combined]
+        ray.get([self.manager.post.remote(round_no, [self.name], [SERVER], [ray.put(u)]) for u in updates])
+        return sum(len(u.nodes) for u in updates)
+
+
+class HierarchicalSchema(Schema):
+    def __init__(self, ctx: Context):
+        super().__init__(ctx)
+        self.groups = ctx.spec.topology.groups or 1
+        cls = ray.remote(GroupAggregator).options(
+            num_cpus=0,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(ctx.pool.pg, placement_group_bundle_index=0),
+        )
+        self.aggregators = [cls.remote(aggregator_id(g), ctx.manager) for g in range(self.groups)]
+
+    def run_round(self, round_no: int, sampled: list[int]) -> RoundOutcome:
+        ctx = self.ctx
+        ref = ray.put(ctx.params)
+        names = [aggregator_id(g) for g in range(self.groups)]
+        ray.get(ctx.manager.post.remote(round_no, [SERVER], names, [ref]))
+        members: dict[int, list[str]] = {g: [] for g in range(self.groups)}
+        for i in sampled:
+            members[group_of(i, self.groups)].append(node_id(i))
+        ray.get([a.relay_down.remote(round_no, members[g]) for g, a in enumerate(self.aggregators)])
+        by_slot = ctx.pool.by_slot(sampled)
+        upstream = {i: aggregator_id(group_of(i, self.groups)) for i in sampled}
+        calls = {
+            slot: ctx.pool.actor(slot).train.remote(
+                round_no, idx, upstream, ctx.strategy.linear, ctx.strategy.proximal_mu
+            )
+            for slot, idx in by_slot.items()
+        }
+        done = gather(calls, ctx.spec.faultTolerance.roundTimeoutSeconds)
+        ray.get([a.aggregate_up.remote(round_no, ctx.strategy.linear) for a in self.aggregators])
+        inbox = ray.get(ctx.manager.collect.remote(round_no, [SERVER]))[SERVER]
+        updates = ray.get([payload[0] for _, payload in inbox])
+        require_quorum(sum(len(u.nodes) for u in updates), ctx.spec, round_no, len(sampled))
+        ctx.params = ctx.strategy.step(ctx.params, updates)
+        return RoundOutcome(
+            params=ctx.params,
+            results=[r for rs in done.results.values() for r in rs],
+            straggling=self.nodes_of(done.straggling, by_slot),
+            failed=self.nodes_of(done.failed, by_slot),
+        )

@@ -1,0 +1,632 @@
+"""The Federation spec model: one parser and validator for the driver, `red run` and the operator.
+
+A manifest is parsed into frozen dataclasses with defaults filled in. Every problem is collected with
+its field path and value, so a user fixes a manifest in one pass instead of one error at a time.
+The CRD in crds/ expresses the same rules as an OpenAPI schema; tests keep the two in agreement.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+API_GROUP = "red.dev"
+API_VERSION = f"{API_GROUP}/v1alpha1"
+KIND = "Federation"
+
+TOPOLOGIES = ("star", "ring", "mesh", "kregular", "custom", "hierarchical")
+ALGORITHMS = (
+    "fedavg",
+    "fedprox",
+    "fedavgm",
+    "fedadam",
+    "fedyogi",
+    "fedadagrad",
+    "fedmedian",
+    "trimmedmean",
+    "krum",
+)
+DATASETS = ("digits", "synthetic")
+PARTITIONS = ("iid", "dirichlet", "labels", "quantity")
+MODELS = ("logreg", "mlp", "cnn")
+OPTIMIZERS = ("sgd", "adam")
+ROLES = ("train", "eval", "test")
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+SUBMISSION_MODES = ("K8sJobMode", "HTTPMode")
+MIXING = ("metropolis", "datasize")
+
+# KubeRay names the head Service "<cluster>-head-svc" and Pods "<cluster>-head-xxxxx"; Services are
+# DNS labels (63 chars). Red names the RayCluster "<federation>-ray", so 63 - len("-ray-head-svc").
+MAX_NAME_LENGTH = 50
+# "pkg.module:attr" points at a user's dataset factory or model class.
+IMPORT_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class SpecError(ValueError):
+    """A manifest that cannot run; `problems` holds one "path: value: reason" line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid Federation:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Topology:
+    kind: str = "star"
+    degree: int | None = None
+    edges: tuple[tuple[int, int], ...] = ()
+    groups: int | None = None
+    mixing: str = "metropolis"
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass(frozen=True)
+class Nodes:
+    count: int = 8
+    role: str = "train-eval"
+    resources: Resources = field(default_factory=Resources)
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return frozenset(self.role.split("-"))
+
+
+@dataclass(frozen=True)
+class Placement:
+    strategy: str = "PACK"
+
+
+@dataclass(frozen=True)
+class Privacy:
+    clip: float = 1.0
+    noiseMultiplier: float = 0.0
+    delta: float = 1e-5
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str = "fedavg"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    fraction: float = 1.0
+    minNodes: int = 1
+    targetAccuracy: float | None = None
+    privacy: Privacy | None = None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str = "digits"
+    samplesPerNode: int = 256
+    features: int = 32
+    classes: int = 10
+    testFraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class Partition:
+    kind: str = "iid"
+    alpha: float = 0.5
+    labels: int = 2
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str = "mlp"
+    hidden: tuple[int, ...] = (64,)
+    channels: tuple[int, ...] = (8, 16)
+
+
+@dataclass(frozen=True)
+class Train:
+    epochs: int = 1
+    batchSize: int = 32
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.0
+    weightDecay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Task:
+    dataset: Dataset = field(default_factory=Dataset)
+    partition: Partition = field(default_factory=Partition)
+    model: Model = field(default_factory=Model)
+    train: Train = field(default_factory=Train)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    every: int = 0
+    path: str = ""
+    keep: int = 3
+
+
+@dataclass(frozen=True)
+class FaultTolerance:
+    maxNodeRestarts: int = 3
+    roundTimeoutSeconds: float = 600.0
+    maxJobRetries: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerGroup:
+    name: str
+    replicas: int = 1
+    cpu: str = "1"
+    gpu: int = 0
+    memory: str = "4Gi"
+
+
+@dataclass(frozen=True)
+class HeadGroup:
+    cpu: str = "2"
+    memory: str = "8Gi"
+
+
+@dataclass(frozen=True)
+class RaySpec:
+    image: str = "ghcr.io/red-dev/red-runtime:0.1.0"
+    head: HeadGroup = field(default_factory=HeadGroup)
+    workerGroups: tuple[WorkerGroup, ...] = ()
+    submissionMode: str = "K8sJobMode"
+    runtimeEnv: Mapping[str, Any] = field(default_factory=dict)
+    keepCluster: bool = False
+
+
+@dataclass(frozen=True)
+class FederationSpec:
+    rounds: int = 10
+    topology: Topology = field(default_factory=Topology)
+    nodes: Nodes = field(default_factory=Nodes)
+    placement: Placement = field(default_factory=Placement)
+    algorithm: Algorithm = field(default_factory=Algorithm)
+    task: Task = field(default_factory=Task)
+    checkpoint: Checkpoint = field(default_factory=Checkpoint)
+    faultTolerance: FaultTolerance = field(default_factory=FaultTolerance)
+    ray: RaySpec = field(default_factory=RaySpec)
+    suspend: bool = False
+
+
+@dataclass(frozen=True)
+class Federation:
+    name: str
+    namespace: str
+    spec: FederationSpec
+    uid: str = ""
+
+
+class _Checker:
+    """Reads a plain mapping field by field, recording problems instead of raising on the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def fail(self, path: str, value: Any, reason: str) -> None:
+        self.problems.append(f"{path}: {value!r}: {reason}")
+
+    def section(self, data: Mapping[str, Any], key: str, path: str, known: tuple[str, ...]) -> dict:
+        value = data.get(key, {})
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.fail(f"{path}.{key}", value, "must be a mapping")
+            return {}
+        for extra in sorted(set(value) - set(known)):
+            self.fail(f"{path}.{key}.{extra}", value[extra], f"unknown field (known: {', '.join(known)})")
+        return dict(value)
+
+    def integer(self, data, key, path, default, minimum=None, maximum=None) -> int:
+        value = data.get(key, default)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(f"{path}.{key}", value, "must be an integer")
+            return default
+        self._bounds(f"{path}.{key}", value, minimum, maximum)
+        return value
+
+    def number(self, data, key, path, default, minimum=None, maximum=None, exclusive_min=False) -> float:
+        value = data.get(key, default)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            self.fail(f"{path}.{key}", value, "must be a finite number")
+            return default
+        if exclusive_min and minimum is not None and value <= minimum:
+            self.fail(f"{path}.{key}", value, f"must be greater than {minimum}")
+            return float(value)
+        self._bounds(f"{path}.{key}", value, None if exclusive_min else minimum, maximum)
+        return float(value)
+
+    def _bounds(self, path, value, minimum, maximum) -> None:
+        if minimum is not None and value < minimum:
+            self.fail(path, value, f"must be at least {minimum}")
+        elif maximum is not None and value > maximum:
+            self.fail(path, value, f"must be at most {maximum}")
+
+    def choice(self, data, key, path, default, choices, allow_import=False) -> str:
+        value = data.get(key, default)
+        if not isinstance(value, str):
+            self.fail(f"{path}.{key}", value, "must be a string")
+            return default
+        if value in choices or (allow_import and IMPORT_REF.match(value)):
+            return value
+        hint = f"one of {', '.join(choices)}"
+        if allow_import:
+            hint += ', or "package.module:name"'
+        self.fail(f"{path}.{key}", value, f"unknown; expected {hint}")
+        return default
+
+    def string(self, data, key, path, default) -> str:
+        value = data.get(key, default)
+        if not isinstance(value, str):
+            self.fail(f"{path}.{key}", value, "must be a string")
+            return default
+        return value
+
+    def boolean(self, data, key, path, default) -> bool:
+        value = data.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(f"{path}.{key}", value, "must be true or false")
+            return default
+        return value
+
+    def int_list(self, data, key, path, default, minimum=1) -> tuple[int, ...]:
+        value = data.get(key, list(default))
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value
+        ):
+            self.fail(f"{path}.{key}", value, f"must be a list of integers >= {minimum}")
+            return tuple(default)
+        return tuple(value)
+
+
+SPEC_FIELDS = (
+    "rounds",
+    "topology",
+    "nodes",
+    "placement",
+    "algorithm",
+    "task",
+    "checkpoint",
+    "faultTolerance",
+    "ray",
+    "suspend",
+)
+
+
+def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec") -> FederationSpec:
+    """Validate a Federation's `spec` mapping and return it with defaults filled in."""
+    c = _Checker()
+    spec = {} if spec is None else spec
+    if not isinstance(spec, Mapping):
+        raise SpecError([f"{path}: {spec!r}: must be a mapping"])
+    for extra in sorted(set(spec) - set(SPEC_FIELDS)):
+        c.fail(f"{path}.{extra}", spec[extra], f"unknown field (known: {', '.join(SPEC_FIELDS)})")
+
+    rounds = c.integer(spec, "rounds", path, 10, minimum=1, maximum=100000)
+    nodes = _nodes(c, spec, path)
+    topology = _topology(c, spec, path, nodes.count)
+    placement_raw = c.section(spec, "placement", path, ("strategy",))
+    placement = Placement(
+        strategy=c.choice(placement_raw, "strategy", f"{path}.placement", "PACK", PLACEMENT_STRATEGIES)
+    )
+    algorithm = _algorithm(c, spec, path, nodes.count)
+    task = _task(c, spec, path, nodes.count)
+    checkpoint = _checkpoint(c, spec, path)
+    ft_raw = c.section(spec, "faultTolerance", path, ("maxNodeRestarts", "roundTimeoutSeconds", "maxJobRetries"))
+    fault = FaultTolerance(
+        maxNodeRestarts=c.integer(ft_raw, "maxNodeRestarts", f"{path}.faultTolerance", 3, 0, 1000),
+        roundTimeoutSeconds=c.number(
+            ft_raw, "roundTimeoutSeconds", f"{path}.faultTolerance", 600.0, 0, 86400, exclusive_min=True
+        ),
+        maxJobRetries=c.integer(ft_raw, "maxJobRetries", f"{path}.faultTolerance", 0, 0, 100),
+    )
+    ray = _ray(c, spec, path)
+    suspend = c.boolean(spec, "suspend", path, False)
+    if c.problems:
+        raise SpecError(c.problems)
+    return FederationSpec(
+        rounds=rounds,
+        topology=topology,
+        nodes=nodes,
+        placement=placement,
+        algorithm=algorithm,
+        task=task,
+        checkpoint=checkpoint,
+        faultTolerance=fault,
+        ray=ray,
+        suspend=suspend,
+    )
+
+
+def _nodes(c: _Checker, spec: Mapping, path: str) -> Nodes:
+    raw = c.section(spec, "nodes", path, ("count", "role", "resources"))
+    p = f"{path}.nodes"
+    count = c.integer(raw, "count", p, 8, minimum=1, maximum=100000)
+    role = c.string(raw, "role", p, "train-eval")
+    parts = role.split("-")
+    if not parts or any(r not in ROLES for r in parts) or len(set(parts)) != len(parts):
+        c.fail(f"{p}.role", role, f"must be roles from {', '.join(ROLES)} joined by '-', each once")
+    elif "train" not in parts:
+        c.fail(f"{p}.role", role, "must include train: a federation with no training node learns nothing")
+    res_raw = c.section(raw, "resources", p, ("cpu", "gpu"))
+    cpu = c.number(res_raw, "cpu", f"{p}.resources", 1.0, minimum=0)
+    gpu = c.number(res_raw, "gpu", f"{p}.resources", 0.0, minimum=0)
+    if cpu == 0 and gpu == 0:
+        c.fail(f"{p}.resources", dict(res_raw), "a node actor needs some cpu or gpu")
+    for key, value in (("cpu", cpu), ("gpu", gpu)):
+        # Ray accepts a fraction below 1 or a whole number, nothing in between (1.5 GPUs is refused).
+        if value > 1 and value != int(value):
+            c.fail(f"{p}.resources.{key}", value, "must be a fraction below 1 or a whole number")
+    return Nodes(count=count, role=role, resources=Resources(cpu=cpu, gpu=gpu))
+
+
+def _topology(c: _Checker, spec: Mapping, path: str, count: int) -> Topology:
+    raw = c.section(spec, "topology", path, ("kind", "degree", "edges", "groups", "mixing"))
+    p = f"{path}.topology"
+    kind = c.choice(raw, "kind", p, "star", TOPOLOGIES)
+    mixing = c.choice(raw, "mixing", p, "metropolis", MIXING)
+    degree = c.integer(raw, "degree", p, None, minimum=1)
+    groups = c.integer(raw, "groups", p, None, minimum=1)
+    edges: tuple[tuple[int, int], ...] = ()
+    if kind == "kregular":
+        if degree is None:
+            c.fail(f"{p}.degree", None, "is required for a kregular topology")
+        elif degree >= count:
+            c.fail(f"{p}.degree", degree, f"is not below nodes.count ({count})")
+        elif (degree * count) % 2:
+            c.fail(f"{p}.degree", degree, f"times nodes.count ({count}) must be even for a regular graph")
+    if kind in ("ring", "mesh", "kregular", "custom") and count < 2:
+        c.fail(f"{path}.nodes.count", count, f"a {kind} topology needs at least 2 nodes")
+    if kind == "hierarchical":
+        if groups is None:
+            c.fail(f"{p}.groups", None, "is required for a hierarchical topology")
+        elif groups > count:
+            c.fail(f"{p}.groups", groups, f"is more than nodes.count ({count}): a group would be empty")
+    if kind == "custom":
+        edges = _edges(c, raw.get("edges"), f"{p}.edges", count)
+    elif raw.get("edges"):
+        c.fail(f"{p}.edges", raw["edges"], "is only used by a custom topology")
+    return Topology(kind=kind, degree=degree, edges=edges, groups=groups, mixing=mixing)
+
+
+def _edges(c: _Checker, value: Any, path: str, count: int) -> tuple[tuple[int, int], ...]:
+    if not isinstance(value, list) or not value:
+        c.fail(path, value, "a custom topology needs a non-empty list of [a, b] node index pairs")
+        return ()
+    edges = []
+    for i, edge in enumerate(value):
+        ok = (
+            isinstance(edge, list)
+            and len(edge) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in edge)
+        )
+        if not ok:
+            c.fail(f"{path}[{i}]", edge, "must be a pair of node indices [a, b]")
+        elif not all(0 <= v < count for v in edge):
+            c.fail(f"{path}[{i}]", edge, f"node index out of range 0..{count - 1}")
+        elif edge[0] == edge[1]:
+            c.fail(f"{path}[{i}]", edge, "is a self loop")
+        else:
+            edges.append((edge[0], edge[1]))
+    if len(edges) == len(value):
+        # Connectivity is a graph property the schema cannot express; checked here, before any work.
+        seen, frontier = {0}, [0]
+        adjacency: dict[int, set[int]] = {}
+        for a, b in edges:
+            adjacency.setdefault(a, set()).add(b)
+            adjacency.setdefault(b, set()).add(a)
+        while frontier:
+            for nxt in adjacency.get(frontier.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    frontier.append(nxt)
+        if len(seen) != count:
+            missing = sorted(set(range(count)) - seen)
+            c.fail(path, value, f"graph is not connected: nodes {missing[:10]} are unreachable from node 0")
+    return tuple(edges)
+
+
+def _algorithm(c: _Checker, spec: Mapping, path: str, count: int) -> Algorithm:
+    raw = c.section(
+        spec, "algorithm", path, ("name", "options", "fraction", "minNodes", "targetAccuracy", "privacy")
+    )
+    p = f"{path}.algorithm"
+    name = c.choice(raw, "name", p, "fedavg", ALGORITHMS)
+    options = raw.get("options") or {}
+    if not isinstance(options, Mapping):
+        c.fail(f"{p}.options", options, "must be a mapping")
+        options = {}
+    fraction = c.number(raw, "fraction", p, 1.0, minimum=0, maximum=1, exclusive_min=True)
+    min_nodes = c.integer(raw, "minNodes", p, 1, minimum=1)
+    if min_nodes > count:
+        c.fail(f"{p}.minNodes", min_nodes, f"is more than nodes.count ({count})")
+    target = c.number(raw, "targetAccuracy", p, None, minimum=0, maximum=1)
+    privacy = None
+    if raw.get("privacy") is not None:
+        pr = c.section(raw, "privacy", p, ("clip", "noiseMultiplier", "delta"))
+        privacy = Privacy(
+            clip=c.number(pr, "clip", f"{p}.privacy", 1.0, minimum=0, exclusive_min=True),
+            noiseMultiplier=c.number(pr, "noiseMultiplier", f"{p}.privacy", 0.0, minimum=0),
+            delta=c.number(pr, "delta", f"{p}.privacy", 1e-5, minimum=0, maximum=1, exclusive_min=True),
+        )
+    if kind_is_decentralized(spec) and name != "fedavg":
+        c.fail(f"{p}.name", name, "is a server-side strategy; decentralised topologies mix with topology.mixing")
+    if kind_is_decentralized(spec) and fraction != 1.0:
+        c.fail(f"{p}.fraction", fraction, "decentralised topologies train every node each round; use 1.0")
+    from red_runtime.strategies import check_options
+
+    for problem in check_options(name, dict(options), sampled=max(1, math.ceil(fraction * count))):
+        c.problems.append(f"{p}.options.{problem}")
+    return Algorithm(
+        name=name,
+        options=dict(options),
+        fraction=fraction,
+        minNodes=min_nodes,
+        targetAccuracy=target,
+        privacy=privacy,
+    )
+
+
+def kind_is_decentralized(spec: Mapping) -> bool:
+    topology = spec.get("topology")
+    return isinstance(topology, Mapping) and topology.get("kind") in ("ring", "mesh", "kregular", "custom")
+
+
+def _task(c: _Checker, spec: Mapping, path: str, count: int) -> Task:
+    raw = c.section(spec, "task", path, ("dataset", "partition", "model", "train", "seed"))
+    p = f"{path}.task"
+    ds = c.section(raw, "dataset", p, ("name", "samplesPerNode", "features", "classes", "testFraction"))
+    dp = f"{p}.dataset"
+    dataset = Dataset(
+        name=c.choice(ds, "name", dp, "digits", DATASETS, allow_import=True),
+        samplesPerNode=c.integer(ds, "samplesPerNode", dp, 256, minimum=1, maximum=1_000_000),
+        features=c.integer(ds, "features", dp, 32, minimum=1, maximum=100_000),
+        classes=c.integer(ds, "classes", dp, 10, minimum=2, maximum=10_000),
+        testFraction=c.number(ds, "testFraction", dp, 0.2, minimum=0, maximum=0.9, exclusive_min=True),
+    )
+    pt = c.section(raw, "partition", p, ("kind", "alpha", "labels"))
+    pp = f"{p}.partition"
+    partition = Partition(
+        kind=c.choice(pt, "kind", pp, "iid", PARTITIONS),
+        alpha=c.number(pt, "alpha", pp, 0.5, minimum=0, exclusive_min=True),
+        labels=c.integer(pt, "labels", pp, 2, minimum=1),
+    )
+    md = c.section(raw, "model", p, ("name", "hidden", "channels"))
+    mp = f"{p}.model"
+    model = Model(
+        name=c.choice(md, "name", mp, "mlp", MODELS, allow_import=True),
+        hidden=c.int_list(md, "hidden", mp, (64,)),
+        channels=c.int_list(md, "channels", mp, (8, 16)),
+    )
+    if model.name == "cnn" and dataset.name == "synthetic":
+        c.fail(f"{mp}.name", "cnn", "needs image data (dataset digits); synthetic data is a flat vector")
+    tr = c.section(raw, "train", p, ("epochs", "batchSize", "optimizer", "lr", "momentum", "weightDecay"))
+    tp = f"{p}.train"
+    train = Train(
+        epochs=c.integer(tr, "epochs", tp, 1, minimum=1, maximum=10000),
+        batchSize=c.integer(tr, "batchSize", tp, 32, minimum=1),
+        optimizer=c.choice(tr, "optimizer", tp, "sgd", OPTIMIZERS),
+        lr=c.number(tr, "lr", tp, 0.05, minimum=0, exclusive_min=True),
+        momentum=c.number(tr, "momentum", tp, 0.0, minimum=0, maximum=1),
+        weightDecay=c.number(tr, "weightDecay", tp, 0.0, minimum=0),
+    )
+    seed = c.integer(raw, "seed", p, 0, minimum=0, maximum=2**31 - 1)
+    return Task(dataset=dataset, partition=partition, model=model, train=train, seed=seed)
+
+
+def _checkpoint(c: _Checker, spec: Mapping, path: str) -> Checkpoint:
+    raw = c.section(spec, "checkpoint", path, ("every", "path", "keep"))
+    p = f"{path}.checkpoint"
+    every = c.integer(raw, "every", p, 0, minimum=0)
+    where = c.string(raw, "path", p, "")
+    keep = c.integer(raw, "keep", p, 3, minimum=1)
+    return Checkpoint(every=every, path=where, keep=keep)
+
+
+def _ray(c: _Checker, spec: Mapping, path: str) -> RaySpec:
+    raw = c.section(
+        spec, "ray", path, ("image", "head", "workerGroups", "submissionMode", "runtimeEnv", "keepCluster")
+    )
+    p = f"{path}.ray"
+    head_raw = c.section(raw, "head", p, ("cpu", "memory"))
+    head = HeadGroup(
+        cpu=str(head_raw.get("cpu", "2")),
+        memory=str(head_raw.get("memory", "8Gi")),
+    )
+    groups = []
+    raw_groups = raw.get("workerGroups") or []
+    if not isinstance(raw_groups, list):
+        c.fail(f"{p}.workerGroups", raw_groups, "must be a list")
+        raw_groups = []
+    known = ("name", "replicas", "cpu", "gpu", "memory")
+    names = set()
+    for i, g in enumerate(raw_groups):
+        gp = f"{p}.workerGroups[{i}]"
+        if not isinstance(g, Mapping):
+            c.fail(gp, g, "must be a mapping")
+            continue
+        for extra in sorted(set(g) - set(known)):
+            c.fail(f"{gp}.{extra}", g[extra], f"unknown field (known: {', '.join(known)})")
+        name = c.string(g, "name", gp, "")
+        if not DNS_LABEL.match(name) or len(name) > 30:
+            c.fail(f"{gp}.name", name, "must be a DNS label of at most 30 characters")
+        elif name in names:
+            c.fail(f"{gp}.name", name, "is used by two worker groups")
+        names.add(name)
+        groups.append(
+            WorkerGroup(
+                name=name,
+                replicas=c.integer(g, "replicas", gp, 1, minimum=0, maximum=1000),
+                cpu=str(g.get("cpu", "1")),
+                gpu=c.integer(g, "gpu", gp, 0, minimum=0, maximum=64),
+                memory=str(g.get("memory", "4Gi")),
+            )
+        )
+    runtime_env = raw.get("runtimeEnv") or {}
+    if not isinstance(runtime_env, Mapping):
+        c.fail(f"{p}.runtimeEnv", runtime_env, "must be a mapping")
+        runtime_env = {}
+    return RaySpec(
+        image=c.string(raw, "image", p, RaySpec.image),
+        head=head,
+        workerGroups=tuple(groups),
+        submissionMode=c.choice(raw, "submissionMode", p, "K8sJobMode", SUBMISSION_MODES),
+        runtimeEnv=dict(runtime_env),
+        keepCluster=c.boolean(raw, "keepCluster", p, False),
+    )
+
+
+def parse_manifest(doc: Mapping[str, Any]) -> Federation:
+    """Validate a whole Federation object (apiVersion, kind, metadata, spec)."""
+    if not isinstance(doc, Mapping):
+        raise SpecError([f"manifest: {doc!r}: must be a mapping"])
+    problems = []
+    if doc.get("apiVersion") != API_VERSION:
+        problems.append(f"apiVersion: {doc.get('apiVersion')!r}: expected {API_VERSION}")
+    if doc.get("kind") != KIND:
+        problems.append(f"kind: {doc.get('kind')!r}: expected {KIND}")
+    meta = doc.get("metadata") or {}
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    if not isinstance(name, str) or not DNS_LABEL.match(name):
+        problems.append(f"metadata.name: {name!r}: must be a lowercase DNS label")
+    elif len(name) > MAX_NAME_LENGTH:
+        problems.append(
+            f"metadata.name: {name!r}: is {len(name)} characters; at most {MAX_NAME_LENGTH} leave room "
+            "for the names KubeRay gives the RayCluster's Services"
+        )
+    try:
+        spec = parse_spec(doc.get("spec"))
+    except SpecError as err:
+        problems.extend(err.problems)
+    if problems:
+        raise SpecError(problems)
+    return Federation(
+        name=name,
+        namespace=str(meta.get("namespace") or "default"),
+        spec=spec,
+        uid=str(meta.get("uid") or ""),
+    )
+
+
+def load_manifest(path: str) -> Federation:
+    """Read the first Federation in a YAML file, as `kubectl apply -f` would take it."""
+    with open(path, encoding="utf-8") as fh:
+        docs = [d for d in yaml.safe_load_all(fh) if d is not None]
+    feds = [d for d in docs if isinstance(d, Mapping) and d.get("kind") == KIND]
+    if not feds:
+        raise SpecError([f"{path}: no document of kind {KIND} found"])
+    return parse_manifest(feds[0])

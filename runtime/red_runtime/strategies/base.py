@@ -1,0 +1,118 @@
+"""The strategy interface: how the server turns this round's updates into the next global model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass
+class Update:
+    """Model parameters from one or more nodes.
+
+    `params` is the weighted *sum* of the nodes' flat parameter vectors (float64) and `weight` the sum
+    of their weights, so an actor hosting many nodes can send one partial aggregate instead of one
+    update per node; for a single node `params / weight` is its model.
+    """
+
+    params: np.ndarray
+    weight: float
+    nodes: tuple[str, ...] = ()
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.params / self.weight
+
+    @staticmethod
+    def single(node: str, params: np.ndarray, weight: float) -> Update:
+        return Update(params=params.astype(np.float64) * weight, weight=float(weight), nodes=(node,))
+
+
+@dataclass(frozen=True)
+class Option:
+    default: float
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_min: bool = False
+    integer: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "must be a number"
+        if self.integer and value != int(value):
+            return "must be an integer"
+        if self.minimum is not None:
+            if self.exclusive_min and value <= self.minimum:
+                return f"must be greater than {self.minimum}"
+            if not self.exclusive_min and value < self.minimum:
+                return f"must be at least {self.minimum}"
+        if self.maximum is not None and value > self.maximum:
+            return f"must be at most {self.maximum}"
+        return None
+
+
+class Strategy:
+    """One server-side aggregation rule.
+
+    `linear` strategies only need the weighted mean of the updates, so node actors pre-aggregate;
+    robust ones (median, trimmed mean, Krum) must see each node's update.
+    """
+
+    name: ClassVar[str]
+    linear: ClassVar[bool] = True
+    options: ClassVar[dict[str, Option]] = {}
+    # Local-training proximal coefficient (FedProx); zero for everything else.
+    proximal_mu: float = 0.0
+
+    def __init__(self, **options: float):
+        merged = {k: o.default for k, o in self.options.items()}
+        merged.update(options)
+        self.opts = merged
+
+    @classmethod
+    def option_problems(cls, options: dict[str, Any], sampled: int) -> list[str]:
+        problems = []
+        for key, value in options.items():
+            if key not in cls.options:
+                known = ", ".join(cls.options) or "none"
+                problems.append(f"{key}: {value!r}: unknown option for {cls.name} (known: {known})")
+                continue
+            reason = cls.options[key].problem(value)
+            if reason:
+                problems.append(f"{key}: {value!r}: {reason}")
+        return problems
+
+    def aggregate(self, updates: list[Update]) -> np.ndarray:
+        """Combine updates into one parameter vector (float64)."""
+        return weighted_mean(updates)
+
+    def step(self, global_params: np.ndarray, updates: list[Update]) -> np.ndarray:
+        """The next global model (float32) from the current one and this round's updates."""
+        return self.aggregate(updates).astype(np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore server state (optimiser moments) from a checkpoint."""
+
+
+def weighted_mean(updates: list[Update]) -> np.ndarray:
+    if not updates:
+        raise ValueError("no updates to aggregate")
+    total = sum(u.weight for u in updates)
+    acc = np.zeros_like(updates[0].params, dtype=np.float64)
+    for u in updates:
+        acc += u.params
+    return acc / total
+
+
+def stacked_means(updates: list[Update]) -> np.ndarray:
+    """Each node's own model, one row each; robust strategies need them unpooled."""
+    for u in updates:
+        if len(u.nodes) > 1:
+            raise ValueError(f"robust aggregation received a pooled update from {len(u.nodes)} nodes")
+    return np.stack([u.mean for u in updates])

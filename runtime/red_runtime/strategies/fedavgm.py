@@ -1,0 +1,30 @@
+"""FedAvgM (Hsu et al., 2019): server momentum on the pseudo-gradient (global - mean)."""
+
+from typing import Any
+
+import numpy as np
+
+from red_runtime.strategies.base import Option, Strategy, Update, weighted_mean
+
+
+class FedAvgM(Strategy):
+    name = "fedavgm"
+    options = {"serverLr": Option(1.0, minimum=0, exclusive_min=True), "momentum": Option(0.9, 0, 1)}
+
+    def __init__(self, **options: float):
+        super().__init__(**options)
+        self.velocity: np.ndarray | None = None
+
+    def step(self, global_params: np.ndarray, updates: list[Update]) -> np.ndarray:
+        pseudo_grad = global_params.astype(np.float64) - weighted_mean(updates)
+        if self.velocity is None:
+            self.velocity = pseudo_grad
+        else:
+            self.velocity = self.opts["momentum"] * self.velocity + pseudo_grad
+        return (global_params - self.opts["serverLr"] * self.velocity).astype(np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"velocity": self.velocity}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.velocity = state.get("velocity")

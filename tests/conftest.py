@@ -1,0 +1,244 @@
+"""Shared pytest wiring for all test tiers.
+
+Cluster fixtures (used by tests marked ``cluster`` / ``e2e``):
+
+``kube`` (session)
+    A ready Kubernetes cluster, as a :class:`Kube` object: ``.kubeconfig`` (path),
+    ``.api`` (a ``kubernetes.client.ApiClient``), ``.core`` / ``.custom`` (typed API
+    shortcuts), ``.kubectl(...)`` (real kubectl with that kubeconfig), ``.wait_for(...)``.
+
+    * With ``RED_TEST_KUBECONFIG=/path/to/kubeconfig`` that cluster is used (kind, k3d,
+      a real one ...) and nothing is started or stopped.
+    * Otherwise ``tests/cluster/ctl up`` starts the local control plane (etcd,
+      kube-apiserver, kube-controller-manager, kube-scheduler, KubeRay, kwok nodes);
+      at session end ``tests/cluster/ctl down`` runs, but only if this session was the
+      one that started it (set ``RED_TEST_KEEP_CLUSTER=1`` to leave it running).
+
+``namespace`` (function)
+    A fresh namespace per test (name returned), deleted afterwards.
+
+``kubectl`` (session)
+    ``kube.kubectl``: ``kubectl("get", "pods", "-n", ns)`` -> ``CompletedProcess`` (text).
+
+Nothing cluster-related is imported, built or started unless a selected test requests
+one of these fixtures, so ``pytest -m unit`` / ``-m ray`` never touch it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+CLUSTER_DIR = TESTS_DIR / "cluster"
+CTL = CLUSTER_DIR / "ctl"
+CLUSTER_FIXTURES = {"kube", "namespace", "kubectl"}
+
+
+def _bin_dir() -> Path:
+    return Path(os.environ.get("RED_CLUSTER_BIN", CLUSTER_DIR / ".bin"))
+
+
+def _find_kubectl() -> str:
+    """RED_TEST_KUBECTL, else the kubectl built by ctl, else the one on PATH."""
+    explicit = os.environ.get("RED_TEST_KUBECTL")
+    if explicit:
+        return explicit
+    built = _bin_dir() / "kubectl"
+    if built.is_file() and os.access(built, os.X_OK):
+        return str(built)
+    found = shutil.which("kubectl")
+    if found:
+        return found
+    raise RuntimeError("no kubectl: build it with `tests/cluster/ctl build` or set RED_TEST_KUBECTL")
+
+
+class KubectlError(subprocess.CalledProcessError):
+    def __str__(self) -> str:
+        return f"{super().__str__()}\nstdout: {self.stdout}\nstderr: {self.stderr}"
+
+
+class Kube:
+    """A handle on a ready cluster."""
+
+    def __init__(self, kubeconfig: str, started_here: bool = False):
+        self.kubeconfig = kubeconfig
+        self.started_here = started_here
+        self.kubectl_path = _find_kubectl()
+        self._api = None
+
+    # ------------------------------------------------------------- python client
+    @property
+    def api(self):
+        """A ``kubernetes.client.ApiClient`` for this cluster (created lazily)."""
+        if self._api is None:
+            from kubernetes import config
+
+            self._api = config.new_client_from_config(config_file=self.kubeconfig)
+        return self._api
+
+    @property
+    def core(self):
+        from kubernetes import client
+
+        return client.CoreV1Api(self.api)
+
+    @property
+    def custom(self):
+        from kubernetes import client
+
+        return client.CustomObjectsApi(self.api)
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+
+    # ------------------------------------------------------------------ kubectl
+    def env(self) -> dict[str, str]:
+        """Environment for subprocesses that should talk to this cluster."""
+        env = dict(os.environ)
+        env["KUBECONFIG"] = self.kubeconfig
+        return env
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 120,
+        namespace: str | None = None,
+    ) -> subprocess.CompletedProcess:
+        """Run real kubectl against this cluster. Raises KubectlError if check and rc != 0."""
+        cmd = [self.kubectl_path, "--kubeconfig", self.kubeconfig]
+        if namespace:
+            cmd += ["--namespace", namespace]
+        cmd += list(args)
+        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise KubectlError(proc.returncode, cmd, proc.stdout, proc.stderr)
+        return proc
+
+    def kubectl_json(self, *args: str, **kw: Any) -> Any:
+        """``kubectl ... -o json`` parsed."""
+        return json.loads(self.kubectl(*args, "-o", "json", **kw).stdout)
+
+    def apply(self, manifest: str | dict | list, namespace: str | None = None) -> None:
+        """``kubectl apply -f -`` of a YAML/JSON string or (list of) dict(s)."""
+        if not isinstance(manifest, str):
+            items = manifest if isinstance(manifest, list) else [manifest]
+            manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+        self.kubectl("apply", "-f", "-", input=manifest, namespace=namespace)
+
+    # ------------------------------------------------------------------ waiting
+    @staticmethod
+    def wait_for(
+        predicate: Callable[[], Any],
+        timeout: float = 60,
+        interval: float = 0.5,
+        message: str | Callable[[], str] = "condition",
+    ) -> Any:
+        """Poll ``predicate`` until it returns something truthy; return it.
+
+        Exceptions from the predicate count as "not yet" (the last one is reported).
+        """
+        deadline = time.monotonic() + timeout
+        last_exc: BaseException | None = None
+        while True:
+            try:
+                result = predicate()
+                if result:
+                    return result
+            except Exception as exc:  # noqa: BLE001 - reported below
+                last_exc = exc
+            if time.monotonic() >= deadline:
+                what = message() if callable(message) else message
+                detail = f" (last error: {last_exc!r})" if last_exc else ""
+                raise TimeoutError(f"timed out after {timeout}s waiting for {what}{detail}")
+            time.sleep(interval)
+
+
+def _ctl(*args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(CTL), *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
+def _wants_cluster(item: pytest.Item) -> bool:
+    return bool(CLUSTER_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    """Build the control-plane binaries before any test runs, outside per-test timeouts.
+
+    Only when a selected test needs the cluster and no external cluster is given: a cold
+    build (kubernetes from source) takes far longer than the per-test timeout.
+    """
+    if os.environ.get("RED_TEST_KUBECONFIG") or config.option.collectonly:
+        return
+    if not any(_wants_cluster(item) for item in items):
+        return
+    sys.stderr.write("\n[conftest] tests/cluster/ctl build (first time: builds kubernetes from Go modules)\n")
+    proc = subprocess.run([str(CTL), "build"], stdin=subprocess.DEVNULL, text=True, capture_output=True)
+    if proc.returncode != 0:
+        # don't fail collection: the `kube` fixture will retry and report it per test
+        sys.stderr.write(f"[conftest] ctl build failed (rc={proc.returncode}):\n{proc.stderr[-4000:]}\n")
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[Kube]:
+    external = os.environ.get("RED_TEST_KUBECONFIG")
+    if external:
+        if not Path(external).is_file():
+            pytest.fail(f"RED_TEST_KUBECONFIG={external} does not exist")
+        k = Kube(external, started_here=False)
+        yield k
+        k.close()
+        return
+
+    already = _ctl("status").returncode == 0
+    proc = _ctl("up", timeout=float(os.environ.get("RED_TEST_CLUSTER_UP_TIMEOUT", 3600)))
+    if proc.returncode != 0:
+        pytest.fail(f"tests/cluster/ctl up failed (rc={proc.returncode}):\n{proc.stderr[-6000:]}", pytrace=False)
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    if not last.startswith("KUBECONFIG="):
+        pytest.fail(f"tests/cluster/ctl up printed no KUBECONFIG= line:\n{proc.stdout}\n{proc.stderr[-3000:]}")
+    k = Kube(last.split("=", 1)[1], started_here=not already)
+    try:
+        yield k
+    finally:
+        k.close()
+        if k.started_here and not os.environ.get("RED_TEST_KEEP_CLUSTER"):
+            down = _ctl("down", timeout=300)
+            if down.returncode != 0:
+                sys.stderr.write(f"[conftest] ctl down failed: {down.stderr[-2000:]}\n")
+
+
+@pytest.fixture(scope="session")
+def kubectl(kube: Kube) -> Callable[..., subprocess.CompletedProcess]:
+    return kube.kubectl
+
+
+@pytest.fixture
+def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test; deleted (not awaited) afterwards."""
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-") or "t"
+    name = f"t-{base}-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("create", "namespace", name)
+    kube.kubectl("label", "namespace", name, "red.test/ephemeral=true")
+    try:
+        yield name
+    finally:
+        if not os.environ.get("RED_TEST_KEEP_NAMESPACES"):
+            kube.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
