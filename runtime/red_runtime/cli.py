@@ -15,13 +15,14 @@ EXIT_INTERRUPTED = 130
 
 def run_command(manifest: str, out: str | None, address: str | None) -> int:
     """Run one Federation to completion; the exit code says how it ended."""
-    from red_runtime.driver import Driver, ray_session
+    from red_runtime.driver import Driver, check_references, ray_session
     from red_runtime.outputs import ConsoleSink, RunFolderSink
     from red_runtime.reporting import Reporter
 
     try:
         fed = load_manifest(manifest)
-    except (SpecError, OSError) as err:
+        check_references(fed)
+    except (SpecError, OSError, ValueError) as err:
         print(f"red: {err}", file=sys.stderr)
         return EXIT_INVALID
     folder = Path(out) if out else Path("runs") / fed.name

@@ -26,6 +26,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from red_runtime.data import DataSource
+from red_runtime.imports import resolve
 from red_runtime.models import build_model, get_flat
 from red_runtime.placement import SlotPlan, plan_slots
 from red_runtime.pool import NodePool
@@ -62,6 +63,17 @@ class Prepared:
 
 def cluster_machines() -> list[dict[str, float]]:
     return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+
+
+def check_references(fed: Federation) -> None:
+    """Import the user's dataset and model references now, so a typo fails before Ray starts."""
+    task = fed.spec.task
+    for ref, path in (
+        (task.dataset.name, "spec.task.dataset.name"),
+        (task.model.name, "spec.task.model.name"),
+    ):
+        if ":" in ref:
+            resolve(ref, path)
 
 
 def prepare(fed: Federation, machines: list[dict[str, float]]) -> Prepared:
@@ -124,7 +136,9 @@ class Driver:
             self.reporter.started(info, self.nodes)
             return self._rounds(schema, ctx, prepared, test_set, info)
         except BaseException as err:
-            self.reporter.failed(f"{type(err).__name__}: {err}" if not isinstance(err, KeyboardInterrupt) else "interrupted")
+            self.reporter.failed(
+                f"{type(err).__name__}: {err}" if not isinstance(err, KeyboardInterrupt) else "interrupted"
+            )
             raise
         finally:
             self.stop()
@@ -132,7 +146,9 @@ class Driver:
 
     def _start(self, prepared: Prepared) -> Context:
         spec = self.spec
-        self.pg = placement_group(prepared.plan.bundles, strategy=spec.placement.strategy, name=f"red-{self.fed.name}")
+        self.pg = placement_group(
+            prepared.plan.bundles, strategy=spec.placement.strategy, name=f"red-{self.fed.name}"
+        )
         ready, _ = ray.wait([self.pg.ready()], timeout=PLACEMENT_TIMEOUT_S)
         if not ready:
             raise RuntimeError(
@@ -151,7 +167,9 @@ class Driver:
             .remote([tuple(e) for e in graph.edges], list(graph.nodes), spec.topology.kind)
         )
         self.pool = NodePool(spec, prepared.plan, self.pg, self.manager)
-        sizes = dict(zip([node_id(i) for i in range(spec.nodes.count)], prepared.source.node_sizes().tolist()))
+        sizes = dict(
+            zip([node_id(i) for i in range(spec.nodes.count)], prepared.source.node_sizes().tolist())
+        )
         return Context(
             spec=spec,
             pool=self.pool,
@@ -166,6 +184,7 @@ class Driver:
         spec = self.spec
         device = torch.device("cpu")
         seconds: list[float] = []
+        history: list[dict] = []
         loss = accuracy = float("nan")
         stopped_early = False
         rounds_run = 0
@@ -191,6 +210,7 @@ class Driver:
                 seconds=seconds[-1],
                 metrics={k: v for k, v in metrics.items() if v is not None},
             )
+            history.append(report.as_dict())
             self.reporter.round_done(report, self.nodes)
             if spec.algorithm.targetAccuracy is not None and accuracy >= spec.algorithm.targetAccuracy:
                 stopped_early = round_no < spec.rounds
@@ -208,7 +228,9 @@ class Driver:
             slots=prepared.plan.slots,
             startup_seconds=info.startup_seconds,
             stopped_early=stopped_early,
+            actors_started=len(ctx.pool.actors),
             metrics=final,
+            history=history,
         )
         self.reporter.finished(summary, ctx.params, prepared.model)
         return summary
@@ -254,7 +276,12 @@ def ray_session(address: str | None = None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    kwargs = {"address": address} if address else {"num_cpus": os.cpu_count(), "include_dashboard": False}
+    # "local" always starts a fresh Ray, even when another one runs on this machine.
+    kwargs = (
+        {"address": address}
+        if address
+        else {"address": "local", "num_cpus": os.cpu_count(), "include_dashboard": False}
+    )
     ray.init(logging_level=logging.WARNING, log_to_driver=True, **kwargs)
     try:
         yield
@@ -268,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m red_runtime.driver", description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", required=True, help="Federation YAML file")
     parser.add_argument("--out", default=None, help="run folder (default runs/<name>)")
-    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray address (default: embedded)")
+    parser.add_argument(
+        "--address", default=os.environ.get("RAY_ADDRESS"), help="Ray address (default: embedded)"
+    )
     args = parser.parse_args(argv)
     return run_command(args.manifest, args.out, args.address)
 

@@ -28,7 +28,11 @@ class ConsoleSink(Sink):
             file=self.stream,
         )
         self.bar = tqdm(
-            total=info.rounds, initial=info.resumed_from, desc=info.name, unit="round", file=self.stream,
+            total=info.rounds,
+            initial=info.resumed_from,
+            desc=info.name,
+            unit="round",
+            file=self.stream,
             dynamic_ncols=True,
         )
 

@@ -75,10 +75,12 @@ class Summary:
     slots: int
     startup_seconds: float
     stopped_early: bool = False
+    actors_started: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "history"}
 
 
 class Sink:

@@ -326,7 +326,9 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec") -> Federation
     algorithm = _algorithm(c, spec, path, nodes.count)
     task = _task(c, spec, path, nodes.count)
     checkpoint = _checkpoint(c, spec, path)
-    ft_raw = c.section(spec, "faultTolerance", path, ("maxNodeRestarts", "roundTimeoutSeconds", "maxJobRetries"))
+    ft_raw = c.section(
+        spec, "faultTolerance", path, ("maxNodeRestarts", "roundTimeoutSeconds", "maxJobRetries")
+    )
     fault = FaultTolerance(
         maxNodeRestarts=c.integer(ft_raw, "maxNodeRestarts", f"{path}.faultTolerance", 3, 0, 1000),
         roundTimeoutSeconds=c.number(
@@ -464,7 +466,9 @@ def _algorithm(c: _Checker, spec: Mapping, path: str, count: int) -> Algorithm:
             delta=c.number(pr, "delta", f"{p}.privacy", 1e-5, minimum=0, maximum=1, exclusive_min=True),
         )
     if kind_is_decentralized(spec) and name != "fedavg":
-        c.fail(f"{p}.name", name, "is a server-side strategy; decentralised topologies mix with topology.mixing")
+        c.fail(
+            f"{p}.name", name, "is a server-side strategy; decentralised topologies mix with topology.mixing"
+        )
     if kind_is_decentralized(spec) and fraction != 1.0:
         c.fail(f"{p}.fraction", fraction, "decentralised topologies train every node each round; use 1.0")
     from red_runtime.strategies import check_options

@@ -1,0 +1,70 @@
+"""A real Ray for the runtime tier: two CPUs, like the machines this suite runs on."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from red_runtime.reporting import Reporter, Sink
+from red_runtime.spec import parse_manifest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+class Recorder(Sink):
+    """Keeps everything the driver reports, for assertions."""
+
+    def __init__(self):
+        self.info = None
+        self.reports = []
+        self.nodes = []
+        self.summary = None
+        self.failure = None
+
+    def started(self, info, nodes):
+        self.info = info
+
+    def round_done(self, report, nodes):
+        self.reports.append(report)
+        self.nodes = [copy.copy(n) for n in nodes]
+
+    def finished(self, summary, params, model):
+        self.summary = summary
+        self.params = params
+
+    def failed(self, reason):
+        self.failure = reason
+
+
+def example(name: str = "digits-star", **overrides) -> dict:
+    doc = yaml.safe_load((ROOT / "manifests/examples" / f"{name}.yaml").read_text())
+    for dotted, value in overrides.items():
+        target = doc["spec"]
+        *path, last = dotted.split(".")
+        for key in path:
+            target = target.setdefault(key, {})
+        target[last] = value
+    return doc
+
+
+def run(doc: dict) -> Recorder:
+    from red_runtime.driver import Driver
+
+    rec = Recorder()
+    Driver(parse_manifest(doc), Reporter([rec])).run()
+    return rec
+
+
+@pytest.fixture
+def run_federation(ray_cluster):
+    return run

@@ -1,0 +1,141 @@
+"""`red run` as a user runs it: a subprocess with its own embedded Ray."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import torch
+import yaml
+
+from tests.runtime.conftest import example
+
+pytestmark = pytest.mark.ray
+
+
+def red(*args, cwd=None, env=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "red_runtime.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def write(tmp_path, doc, name="fed.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_run_writes_metrics_summary_model_and_plot(tmp_path):
+    out = tmp_path / "out"
+    proc = red("run", str(write(tmp_path, example(rounds=3))), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2, 3]
+    assert {"round", "loss", "accuracy", "nodes_healthy", "seconds"} <= set(rows[0])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rounds_run"] == 3 and summary["nodes"] == 8
+    assert summary["final_accuracy"] == rows[-1]["accuracy"]
+    state = torch.load(out / "model.pt")
+    assert any(k.endswith("weight") for k in state)
+    assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    assert "done after 3 rounds" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"topology": {"kind": "torus"}}, "spec.topology.kind"),
+        ({"algorithm.name": "fedsgd"}, "spec.algorithm.name"),
+        ({"task.dataset": {"name": "mnist"}}, "spec.task.dataset.name"),
+        ({"task.model": {"name": "resnet"}}, "spec.task.model.name"),
+        ({"task.partition": {"kind": "shards"}}, "spec.task.partition.kind"),
+        ({"rounds": 0}, "spec.rounds"),
+        ({"nodes.count": 0}, "spec.nodes.count"),
+        ({"task.dataset": {"name": "no_such_pkg.data:load"}}, "spec.task.dataset.name"),
+        ({"task.model": {"name": "json:NoSuchModel"}}, "spec.task.model.name"),
+    ],
+)
+def test_bad_input_fails_before_ray_starts(tmp_path, overrides, field):
+    proc = red("run", str(write(tmp_path, example(**overrides))), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert field in proc.stderr
+    assert "Ray" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_resources_no_bundle_can_hold_fail_before_any_actor(tmp_path):
+    proc = red("run", str(write(tmp_path, example(**{"nodes.resources": {"cpu": 64}}))))
+    assert proc.returncode == 2
+    assert (
+        "spec.nodes.resources: 64 cpu" in proc.stderr and "no Ray node can hold one node actor" in proc.stderr
+    )
+    assert "NodeHost" not in proc.stderr
+
+
+USER_MODULE = """
+import numpy as np
+from torch import nn
+
+def blobs(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, 600)
+    x = rng.standard_normal((600, 5)) + 3.0 * np.eye(3, 5)[y]
+    return x, y
+
+class TinyNet(nn.Module):
+    def __init__(self, input_shape, classes):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(input_shape[0], 16), nn.Tanh(), nn.Linear(16, classes))
+
+    def forward(self, x):
+        return self.net(x)
+"""
+
+
+def test_user_dataset_and_model_by_reference(tmp_path):
+    (tmp_path / "usermod.py").write_text(USER_MODULE)
+    doc = example(
+        rounds=5, **{"task.dataset": {"name": "usermod:blobs"}, "task.model": {"name": "usermod:TinyNet"}}
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = red("run", str(write(tmp_path, doc)), "--out", str(tmp_path / "out"), cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "out/summary.json").read_text())["final_accuracy"] > 0.8
+
+
+def test_ctrl_c_stops_cleanly(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "red_runtime.cli",
+            "run",
+            str(write(tmp_path, example(rounds=100000))),
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None, "no round finished"
+        time.sleep(0.2)
+    spawned = psutil.Process(proc.pid).children(recursive=True)
+    assert spawned, "an embedded Ray runs under red"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted" in err
+    gone, alive = psutil.wait_procs(spawned, timeout=30)
+    assert alive == [], [p.info for p in alive]

@@ -1,0 +1,122 @@
+"""The spec model: defaults filled in, and every problem reported with its field path and value."""
+
+import pytest
+from red_runtime.spec import MAX_NAME_LENGTH, SpecError, load_manifest, parse_manifest, parse_spec
+
+pytestmark = pytest.mark.unit
+
+
+def manifest(spec=None, name="fed"):
+    return {
+        "apiVersion": "red.dev/v1alpha1",
+        "kind": "Federation",
+        "metadata": {"name": name},
+        "spec": spec or {},
+    }
+
+
+def problems(spec=None, name="fed"):
+    with pytest.raises(SpecError) as err:
+        parse_manifest(manifest(spec, name))
+    return err.value.problems
+
+
+def test_empty_spec_gets_defaults():
+    spec = parse_spec({})
+    assert spec.rounds == 10
+    assert spec.topology.kind == "star"
+    assert spec.nodes.count == 8 and spec.nodes.roles == {"train", "eval"}
+    assert spec.nodes.resources.cpu == 1.0 and spec.nodes.resources.gpu == 0.0
+    assert spec.algorithm.name == "fedavg" and spec.algorithm.fraction == 1.0
+    assert spec.task.dataset.name == "digits" and spec.task.model.hidden == (64,)
+    assert spec.placement.strategy == "PACK"
+
+
+def test_example_manifest_parses(repo_root):
+    fed = load_manifest(str(repo_root / "manifests/examples/digits-star.yaml"))
+    assert fed.name == "digits-star"
+    assert fed.spec.rounds == 20 and fed.spec.nodes.count == 8
+    assert fed.spec.task.partition.kind == "dirichlet" and fed.spec.task.partition.alpha == 0.5
+
+
+@pytest.mark.parametrize(
+    "spec, path, value",
+    [
+        ({"topology": {"kind": "torus"}}, "spec.topology.kind", "'torus'"),
+        ({"algorithm": {"name": "fedsgd"}}, "spec.algorithm.name", "'fedsgd'"),
+        ({"task": {"dataset": {"name": "mnist"}}}, "spec.task.dataset.name", "'mnist'"),
+        ({"task": {"model": {"name": "resnet"}}}, "spec.task.model.name", "'resnet'"),
+        ({"task": {"partition": {"kind": "shards"}}}, "spec.task.partition.kind", "'shards'"),
+        ({"rounds": 0}, "spec.rounds", "0"),
+        ({"rounds": -3}, "spec.rounds", "-3"),
+        ({"nodes": {"count": 0}}, "spec.nodes.count", "0"),
+        ({"nodes": {"role": "train-serve"}}, "spec.nodes.role", "'train-serve'"),
+        ({"nodes": {"role": "eval"}}, "spec.nodes.role", "'eval'"),
+        ({"nodes": {"resources": {"cpu": 0, "gpu": 0}}}, "spec.nodes.resources", "'cpu': 0"),
+        ({"nodes": {"resources": {"gpu": 1.5}}}, "spec.nodes.resources.gpu", "1.5"),
+        ({"topology": {"kind": "kregular", "degree": 8}}, "spec.topology.degree", "8"),
+        ({"topology": {"kind": "kregular", "degree": 3}, "nodes": {"count": 7}}, "spec.topology.degree", "3"),
+        ({"topology": {"kind": "kregular"}}, "spec.topology.degree", "None"),
+        ({"topology": {"kind": "custom", "edges": [[0, 9]]}}, "spec.topology.edges[0]", "[0, 9]"),
+        ({"topology": {"kind": "custom", "edges": [[1, 1]]}}, "spec.topology.edges[0]", "[1, 1]"),
+        (
+            {"topology": {"kind": "custom", "edges": [[0, 1], [2, 3]]}, "nodes": {"count": 4}},
+            "spec.topology.edges",
+            "not connected",
+        ),
+        ({"topology": {"kind": "hierarchical", "groups": 9}}, "spec.topology.groups", "9"),
+        ({"algorithm": {"fraction": 0}}, "spec.algorithm.fraction", "0"),
+        ({"algorithm": {"fraction": 1.5}}, "spec.algorithm.fraction", "1.5"),
+        ({"algorithm": {"minNodes": 9}}, "spec.algorithm.minNodes", "9"),
+        ({"algorithm": {"name": "krum", "options": {"f": 3}}}, "spec.algorithm.options.f", "3"),
+        ({"algorithm": {"name": "fedprox", "options": {"nu": 1}}}, "spec.algorithm.options.nu", "1"),
+        ({"algorithm": {"name": "fedprox", "options": {"mu": -1}}}, "spec.algorithm.options.mu", "-1"),
+        ({"topology": {"kind": "ring"}, "algorithm": {"name": "krum"}}, "spec.algorithm.name", "'krum'"),
+        ({"task": {"train": {"lr": 0}}}, "spec.task.train.lr", "0"),
+        ({"task": {"train": {"optimizer": "rmsprop"}}}, "spec.task.train.optimizer", "'rmsprop'"),
+        (
+            {"task": {"dataset": {"name": "synthetic"}, "model": {"name": "cnn"}}},
+            "spec.task.model.name",
+            "'cnn'",
+        ),
+        ({"placement": {"strategy": "RANDOM"}}, "spec.placement.strategy", "'RANDOM'"),
+        ({"roundz": 3}, "spec.roundz", "3"),
+        ({"nodes": {"cont": 3}}, "spec.nodes.cont", "3"),
+        ({"rounds": "ten"}, "spec.rounds", "'ten'"),
+    ],
+)
+def test_each_problem_names_field_and_value(spec, path, value):
+    found = problems(spec)
+    assert any(p.startswith(f"{path}:") and value in p for p in found), found
+
+
+def test_all_problems_are_reported_at_once():
+    found = problems({"rounds": 0, "nodes": {"count": 0}, "topology": {"kind": "torus"}})
+    assert {p.split(":")[0] for p in found} >= {"spec.rounds", "spec.nodes.count", "spec.topology.kind"}
+
+
+def test_name_too_long_for_kuberay_children():
+    found = problems(name="a" * (MAX_NAME_LENGTH + 1))
+    assert found[0].startswith("metadata.name:") and str(MAX_NAME_LENGTH) in found[0]
+
+
+def test_wrong_kind_and_version():
+    with pytest.raises(SpecError) as err:
+        parse_manifest({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}})
+    assert any(p.startswith("apiVersion:") for p in err.value.problems)
+    assert any(p.startswith("kind:") for p in err.value.problems)
+
+
+def test_user_references_are_accepted_by_shape():
+    spec = parse_spec({"task": {"dataset": {"name": "mypkg.data:load"}, "model": {"name": "mypkg.nets:Net"}}})
+    assert spec.task.dataset.name == "mypkg.data:load"
+    assert spec.task.model.name == "mypkg.nets:Net"
+
+
+def test_valid_topologies():
+    assert parse_spec({"topology": {"kind": "kregular", "degree": 3}}).topology.degree == 3
+    custom = parse_spec(
+        {"topology": {"kind": "custom", "edges": [[0, 1], [1, 2], [2, 3]]}, "nodes": {"count": 4}}
+    )
+    assert custom.topology.edges == ((0, 1), (1, 2), (2, 3))
+    assert parse_spec({"topology": {"kind": "hierarchical", "groups": 2}}).topology.groups == 2

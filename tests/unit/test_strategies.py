@@ -1,0 +1,98 @@
+"""Each strategy's arithmetic on hand-made updates."""
+
+import numpy as np
+import pytest
+from red_runtime.strategies import STRATEGIES, Update, make_strategy
+from red_runtime.strategies.adaptive import FedAdagrad, FedAdam, FedYogi
+
+pytestmark = pytest.mark.unit
+
+
+def single(name, vec, weight=1.0):
+    return Update.single(name, np.asarray(vec, dtype=np.float32), weight)
+
+
+def test_fedavg_weights_by_samples():
+    updates = [single("a", [1.0, 0.0], 10), single("b", [4.0, 3.0], 30)]
+    out = make_strategy("fedavg", {}).step(np.zeros(2, np.float32), updates)
+    # (10*[1,0] + 30*[4,3]) / 40 = [3.25, 2.25]
+    np.testing.assert_allclose(out, [3.25, 2.25])
+    assert out.dtype == np.float32
+
+
+def test_pooled_partial_sums_give_the_same_model():
+    rng = np.random.default_rng(0)
+    singles = [single(f"n{i}", rng.standard_normal(5), w) for i, w in enumerate([3, 7, 1, 9])]
+    pooled = [
+        Update(singles[0].params + singles[1].params, 10.0, ("n0", "n1")),
+        Update(singles[2].params + singles[3].params, 10.0, ("n2", "n3")),
+    ]
+    base = np.zeros(5, np.float32)
+    for name in ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad"):
+        a = make_strategy(name, {}).step(base, singles)
+        b = make_strategy(name, {}).step(base, pooled)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fedavgm_accumulates_momentum():
+    s = make_strategy("fedavgm", {"serverLr": 1.0, "momentum": 0.5})
+    g = np.zeros(1, np.float32)
+    g1 = s.step(g, [single("a", [1.0])])  # v = -1 -> g = 1
+    g2 = s.step(g1, [single("a", [2.0])])  # grad = 1-2 = -1; v = 0.5*-1 + -1 = -1.5 -> g = 2.5
+    np.testing.assert_allclose([g1[0], g2[0]], [1.0, 2.5])
+
+
+@pytest.mark.parametrize("cls", [FedAdam, FedYogi, FedAdagrad])
+def test_adaptive_first_step_by_hand(cls):
+    lr, b1, b2, tau = 0.1, 0.9, 0.99, 1e-3
+    s = cls(serverLr=lr, beta1=b1, beta2=b2, tau=tau)
+    out = s.step(np.zeros(1, np.float32), [single("a", [2.0])])
+    delta = 2.0
+    m = (1 - b1) * delta
+    v0 = tau * tau
+    v = {
+        FedAdam: b2 * v0 + (1 - b2) * delta**2,
+        FedYogi: v0 - (1 - b2) * delta**2 * np.sign(v0 - delta**2),
+        FedAdagrad: v0 + delta**2,
+    }[cls]
+    np.testing.assert_allclose(out, [lr * m / (np.sqrt(v) + tau)], rtol=1e-6)
+    assert set(s.state_dict()) == {"m", "v"}
+
+
+def test_median_and_trimmed_mean_resist_a_poisoned_update():
+    honest = [single(f"n{i}", [1.0 + 0.01 * i, -1.0]) for i in range(6)]
+    poison = single("evil", [1000.0, 1000.0])
+    median = make_strategy("fedmedian", {}).aggregate(honest + [poison])
+    trimmed = make_strategy("trimmedmean", {"beta": 0.2}).aggregate(honest + [poison])
+    mean = make_strategy("fedavg", {}).aggregate(honest + [poison])
+    assert abs(median[0] - 1.03) < 0.02 and abs(trimmed[0] - 1.025) < 0.02
+    assert mean[0] > 100
+
+
+def test_trimmed_mean_by_hand():
+    ups = [single(str(i), [v]) for i, v in enumerate([1.0, 2.0, 3.0, 4.0, 100.0])]
+    # beta 0.2 of 5 drops one from each end: mean(2, 3, 4) = 3
+    np.testing.assert_allclose(make_strategy("trimmedmean", {"beta": 0.2}).aggregate(ups), [3.0])
+
+
+def test_krum_picks_an_honest_update():
+    rng = np.random.default_rng(1)
+    honest = [single(f"n{i}", rng.normal(0, 0.1, 4)) for i in range(6)]
+    poison = [single("evil", np.full(4, 50.0))]
+    s = make_strategy("krum", {"f": 1})
+    chosen = s.aggregate(honest + poison)
+    assert np.abs(chosen).max() < 1.0
+    assert np.argmax(s.scores(np.stack([u.mean for u in honest + poison]))) == 6
+
+
+def test_robust_strategies_refuse_pooled_updates():
+    pooled = Update(np.ones(2), 2.0, ("a", "b"))
+    for name in ("fedmedian", "trimmedmean", "krum"):
+        assert not STRATEGIES[name].linear
+        with pytest.raises(ValueError, match="pooled"):
+            make_strategy(name, {}).aggregate([pooled, pooled, pooled, pooled, pooled])
+
+
+def test_fedprox_exposes_mu_to_local_training():
+    assert make_strategy("fedprox", {"mu": 0.5}).proximal_mu == 0.5
+    assert make_strategy("fedavg", {}).proximal_mu == 0.0
