@@ -107,9 +107,7 @@ class DataSource:
     @cached_property
     def _class_counts(self) -> np.ndarray:
         d = self.task.dataset
-        return partition.class_counts(
-            self.nodes, d.samplesPerNode, d.classes, self.task.partition, self.task.seed
-        )
+        return partition.class_counts(self.nodes, d.samplesPerNode, d.classes, self.task.partition, self.task.seed)
 
     @cached_property
     def _class_means(self) -> np.ndarray:

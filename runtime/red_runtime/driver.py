@@ -146,9 +146,7 @@ class Driver:
 
     def _start(self, prepared: Prepared) -> Context:
         spec = self.spec
-        self.pg = placement_group(
-            prepared.plan.bundles, strategy=spec.placement.strategy, name=f"red-{self.fed.name}"
-        )
+        self.pg = placement_group(prepared.plan.bundles, strategy=spec.placement.strategy, name=f"red-{self.fed.name}")
         ready, _ = ray.wait([self.pg.ready()], timeout=PLACEMENT_TIMEOUT_S)
         if not ready:
             raise RuntimeError(
@@ -167,9 +165,7 @@ class Driver:
             .remote([tuple(e) for e in graph.edges], list(graph.nodes), spec.topology.kind)
         )
         self.pool = NodePool(spec, prepared.plan, self.pg, self.manager)
-        sizes = dict(
-            zip([node_id(i) for i in range(spec.nodes.count)], prepared.source.node_sizes().tolist())
-        )
+        sizes = dict(zip([node_id(i) for i in range(spec.nodes.count)], prepared.source.node_sizes().tolist()))
         return Context(
             spec=spec,
             pool=self.pool,
@@ -295,9 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m red_runtime.driver", description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", required=True, help="Federation YAML file")
     parser.add_argument("--out", default=None, help="run folder (default runs/<name>)")
-    parser.add_argument(
-        "--address", default=os.environ.get("RAY_ADDRESS"), help="Ray address (default: embedded)"
-    )
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray address (default: embedded)")
     args = parser.parse_args(argv)
     return run_command(args.manifest, args.out, args.address)
 

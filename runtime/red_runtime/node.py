@@ -44,9 +44,7 @@ class NodeHost:
         self.manager = manager
         self.source = DataSource(spec.task, spec.nodes.count)
         self.device = pick_device()
-        self.model = build_model(
-            spec.task.model, self.source.input_shape, self.source.classes, spec.task.seed
-        )
+        self.model = build_model(spec.task.model, self.source.input_shape, self.source.classes, spec.task.seed)
         self.model.to(self.device)
         self.states: dict[int, LocalState] = {}
 
@@ -142,18 +140,14 @@ class NodeHost:
             began = time.perf_counter()
             result = self._evaluate_local(index, state.params, state)
             gen = round_generator(self.spec.task.seed, index, round_no)
-            state.params, loss = train_local(
-                self.model, state.params, state, self.spec.task.train, gen, self.device
-            )
+            state.params, loss = train_local(self.model, state.params, state, self.spec.task.train, gen, self.device)
             posts.append(self._post(round_no, [node_id(index)], neighbours[index], state.params))
             result.update(train_loss=loss, samples=len(state.train), seconds=time.perf_counter() - began)
             results.append(result)
         ray.get(posts)
         return results
 
-    def gossip_mix(
-        self, round_no: int, indices: list[int], weights: dict[int, dict[str, float]]
-    ) -> dict[str, Any]:
+    def gossip_mix(self, round_no: int, indices: list[int], weights: dict[int, dict[str, float]]) -> dict[str, Any]:
         """Decentralised phase two: mix own and neighbours' models; return sums for the average model."""
         inbox = self._inbox(round_no, indices)
         total = None

@@ -87,7 +87,7 @@ class RunFolderSink(Sink):
         metrics = self.out / "metrics.jsonl"
         if resume and metrics.exists():
             self.history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        self._metrics = open(metrics, "a" if resume else "w", encoding="utf-8")
+        self._metrics = open(metrics, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115 (open for the run)
 
     def started(self, info: RunInfo, nodes: list[NodeStatus]) -> None:
         # A resumed run drops rounds after its checkpoint: they are about to be run again.
@@ -96,7 +96,7 @@ class RunFolderSink(Sink):
             self.history = kept
             self._metrics.close()
             (self.out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in kept))
-            self._metrics = open(self.out / "metrics.jsonl", "a", encoding="utf-8")
+            self._metrics = open(self.out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
 
     def round_done(self, report: RoundReport, nodes: list[NodeStatus]) -> None:
         row = report.as_dict()

@@ -23,9 +23,7 @@ def plot_history(history: list[dict[str, Any]], path: Path, title: str = "") -> 
     ax_acc.legend(loc="lower right")
     ax_loss.plot(rounds, [h["loss"] for h in history], marker="o", ms=3, color="tab:red", label="test loss")
     if history and "train_loss" in history[0]:
-        ax_loss.plot(
-            rounds, [h["train_loss"] for h in history], ls="--", color="tab:orange", label="train loss"
-        )
+        ax_loss.plot(rounds, [h["train_loss"] for h in history], ls="--", color="tab:orange", label="train loss")
     ax_loss.set(xlabel="round", ylabel="cross-entropy", title="Loss")
     ax_loss.grid(alpha=0.3)
     ax_loss.legend(loc="upper right")

@@ -38,9 +38,7 @@ class NodePool:
         if slot not in self.actors:
             self.actors[slot] = self._actor_cls.options(
                 **self._options,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    self.pg, placement_group_bundle_index=slot + 1
-                ),
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=slot + 1),
             ).remote(self.spec, slot, self.manager, self.threads)
         return self.actors[slot]
 

@@ -326,9 +326,7 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec") -> Federation
     algorithm = _algorithm(c, spec, path, nodes.count)
     task = _task(c, spec, path, nodes.count)
     checkpoint = _checkpoint(c, spec, path)
-    ft_raw = c.section(
-        spec, "faultTolerance", path, ("maxNodeRestarts", "roundTimeoutSeconds", "maxJobRetries")
-    )
+    ft_raw = c.section(spec, "faultTolerance", path, ("maxNodeRestarts", "roundTimeoutSeconds", "maxJobRetries"))
     fault = FaultTolerance(
         maxNodeRestarts=c.integer(ft_raw, "maxNodeRestarts", f"{path}.faultTolerance", 3, 0, 1000),
         roundTimeoutSeconds=c.number(
@@ -443,9 +441,7 @@ def _edges(c: _Checker, value: Any, path: str, count: int) -> tuple[tuple[int, i
 
 
 def _algorithm(c: _Checker, spec: Mapping, path: str, count: int) -> Algorithm:
-    raw = c.section(
-        spec, "algorithm", path, ("name", "options", "fraction", "minNodes", "targetAccuracy", "privacy")
-    )
+    raw = c.section(spec, "algorithm", path, ("name", "options", "fraction", "minNodes", "targetAccuracy", "privacy"))
     p = f"{path}.algorithm"
     name = c.choice(raw, "name", p, "fedavg", ALGORITHMS)
     options = raw.get("options") or {}
@@ -466,9 +462,7 @@ def _algorithm(c: _Checker, spec: Mapping, path: str, count: int) -> Algorithm:
             delta=c.number(pr, "delta", f"{p}.privacy", 1e-5, minimum=0, maximum=1, exclusive_min=True),
         )
     if kind_is_decentralized(spec) and name != "fedavg":
-        c.fail(
-            f"{p}.name", name, "is a server-side strategy; decentralised topologies mix with topology.mixing"
-        )
+        c.fail(f"{p}.name", name, "is a server-side strategy; decentralised topologies mix with topology.mixing")
     if kind_is_decentralized(spec) and fraction != 1.0:
         c.fail(f"{p}.fraction", fraction, "decentralised topologies train every node each round; use 1.0")
     from red_runtime.strategies import check_options
@@ -542,9 +536,7 @@ def _checkpoint(c: _Checker, spec: Mapping, path: str) -> Checkpoint:
 
 
 def _ray(c: _Checker, spec: Mapping, path: str) -> RaySpec:
-    raw = c.section(
-        spec, "ray", path, ("image", "head", "workerGroups", "submissionMode", "runtimeEnv", "keepCluster")
-    )
+    raw = c.section(spec, "ray", path, ("image", "head", "workerGroups", "submissionMode", "runtimeEnv", "keepCluster"))
     p = f"{path}.ray"
     head_raw = c.section(raw, "head", p, ("cpu", "memory"))
     head = HeadGroup(

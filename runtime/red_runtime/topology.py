@@ -71,9 +71,7 @@ def _regular_edges(degree: int, count: int, seed: int) -> list[tuple[str, str]]:
         g = nx.random_regular_graph(degree, count, seed=seed + attempt)
         if nx.is_connected(g):
             return [(node_id(a), node_id(b)) for a, b in g.edges]
-    raise ValueError(
-        f"spec.topology.degree: {degree}: no connected {degree}-regular graph found on {count} nodes"
-    )
+    raise ValueError(f"spec.topology.degree: {degree}: no connected {degree}-regular graph found on {count} nodes")
 
 
 def metropolis_weights(g: nx.Graph, name: str) -> dict[str, float]:
@@ -108,9 +106,7 @@ class TopologyManager:
 
     def check(self, src: str, dst: str) -> None:
         if not self.graph.has_edge(src, dst):
-            raise TopologyError(
-                f"{src} may not send to {dst}: they are not neighbours in the {self.kind} topology"
-            )
+            raise TopologyError(f"{src} may not send to {dst}: they are not neighbours in the {self.kind} topology")
 
     def post(self, round_no: int, srcs: list[str], dsts: list[str], payload: Any) -> int:
         """Deliver one payload from `srcs` (a pooled update speaks for all of them) to each of `dsts`."""

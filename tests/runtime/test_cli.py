@@ -74,9 +74,7 @@ def test_bad_input_fails_before_ray_starts(tmp_path, overrides, field):
 def test_resources_no_bundle_can_hold_fail_before_any_actor(tmp_path):
     proc = red("run", str(write(tmp_path, example(**{"nodes.resources": {"cpu": 64}}))))
     assert proc.returncode == 2
-    assert (
-        "spec.nodes.resources: 64 cpu" in proc.stderr and "no Ray node can hold one node actor" in proc.stderr
-    )
+    assert "spec.nodes.resources: 64 cpu" in proc.stderr and "no Ray node can hold one node actor" in proc.stderr
     assert "NodeHost" not in proc.stderr
 
 
@@ -102,9 +100,7 @@ class TinyNet(nn.Module):
 
 def test_user_dataset_and_model_by_reference(tmp_path):
     (tmp_path / "usermod.py").write_text(USER_MODULE)
-    doc = example(
-        rounds=5, **{"task.dataset": {"name": "usermod:blobs"}, "task.model": {"name": "usermod:TinyNet"}}
-    )
+    doc = example(rounds=5, **{"task.dataset": {"name": "usermod:blobs"}, "task.model": {"name": "usermod:TinyNet"}})
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     proc = red("run", str(write(tmp_path, doc)), "--out", str(tmp_path / "out"), cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr

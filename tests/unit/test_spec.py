@@ -115,8 +115,6 @@ def test_user_references_are_accepted_by_shape():
 
 def test_valid_topologies():
     assert parse_spec({"topology": {"kind": "kregular", "degree": 3}}).topology.degree == 3
-    custom = parse_spec(
-        {"topology": {"kind": "custom", "edges": [[0, 1], [1, 2], [2, 3]]}, "nodes": {"count": 4}}
-    )
+    custom = parse_spec({"topology": {"kind": "custom", "edges": [[0, 1], [1, 2], [2, 3]]}, "nodes": {"count": 4}})
     assert custom.topology.edges == ((0, 1), (1, 2), (2, 3))
     assert parse_spec({"topology": {"kind": "hierarchical", "groups": 2}}).topology.groups == 2

@@ -10,8 +10,7 @@ from red_runtime.strategies.fedprox import FedProx
 from red_runtime.strategies.robust import FedMedian, Krum, TrimmedMean
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls
-    for cls in (FedAvg, FedProx, FedAvgM, FedAdam, FedYogi, FedAdagrad, FedMedian, TrimmedMean, Krum)
+    cls.name: cls for cls in (FedAvg, FedProx, FedAvgM, FedAdam, FedYogi, FedAdagrad, FedMedian, TrimmedMean, Krum)
 }
 
 
