@@ -8,16 +8,11 @@ from pathlib import Path
 
 from red_runtime.spec import SpecError, load_manifest
 
-EXIT_INVALID = 2
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
-
 
 def run_command(manifest: str, out: str | None, address: str | None) -> int:
-    """Run one Federation to completion; the exit code says how it ended."""
-    from red_runtime.driver import Driver, check_references, ray_session
+    """Run one Federation to completion with a progress bar and a run folder."""
+    from red_runtime.driver import EXIT_INVALID, check_references, execute
     from red_runtime.outputs import ConsoleSink, RunFolderSink
-    from red_runtime.reporting import Reporter
 
     try:
         fed = load_manifest(manifest)
@@ -26,21 +21,10 @@ def run_command(manifest: str, out: str | None, address: str | None) -> int:
         print(f"red: {err}", file=sys.stderr)
         return EXIT_INVALID
     folder = Path(out) if out else Path("runs") / fed.name
-    try:
-        with ray_session(address):
-            reporter = Reporter([ConsoleSink(), RunFolderSink(folder)])
-            Driver(fed, reporter).run()
-    except KeyboardInterrupt:
-        print("red: interrupted; placement group removed and Ray shut down", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except ValueError as err:
-        print(f"red: invalid Federation: {err}", file=sys.stderr)
-        return EXIT_INVALID
-    except Exception as err:
-        print(f"red: federation {fed.name} failed: {type(err).__name__}: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"red: results in {folder}/ (metrics.jsonl, summary.json, model.pt, metrics.png)", file=sys.stderr)
-    return 0
+    code = execute(fed, [ConsoleSink(), RunFolderSink(folder)], address)
+    if code == 0:
+        print(f"red: results in {folder}/ (metrics.jsonl, summary.json, model.pt, metrics.png)", file=sys.stderr)
+    return code
 
 
 def validate_command(manifest: str) -> int:
@@ -48,7 +32,7 @@ def validate_command(manifest: str) -> int:
         fed = load_manifest(manifest)
     except (SpecError, OSError) as err:
         print(f"red: {err}", file=sys.stderr)
-        return EXIT_INVALID
+        return 2
     print(f"{manifest}: Federation {fed.name} is valid")
     return 0
 

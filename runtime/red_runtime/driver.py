@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import ray
@@ -48,6 +49,7 @@ from red_runtime.topology import TopologyManager, build_graph, node_id
 from red_runtime.training import evaluate
 
 log = logging.getLogger("red.driver")
+EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 1, 2, 130
 PLACEMENT_TIMEOUT_S = float(os.environ.get("RED_PLACEMENT_TIMEOUT_S", "120"))
 
 
@@ -285,15 +287,56 @@ def ray_session(address: str | None = None) -> Iterator[None]:
         ray.shutdown()
 
 
+def execute(fed: Federation, sinks: list, address: str | None) -> int:
+    """Run `fed` to the end on Ray at `address` (embedded if None); the exit code says how it ended."""
+    from red_runtime.reporting import Reporter
+
+    try:
+        with ray_session(address):
+            Driver(fed, Reporter(sinks)).run()
+    except KeyboardInterrupt:
+        print("red: interrupted; placement group removed and Ray shut down", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ValueError as err:
+        print(f"red: invalid Federation: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    except Exception as err:
+        print(f"red: federation {fed.name} failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    from red_runtime.cli import run_command
+    """The RayJob entrypoint: read the Federation from the API server and report into its status."""
+    from red_runtime.kube import api_client, parse_ref, patch_status, read_federation
+    from red_runtime.outputs import ConsoleSink, RunFolderSink
+    from red_runtime.spec import SpecError
+    from red_runtime.status_sink import StatusSink
 
     parser = argparse.ArgumentParser(prog="python -m red_runtime.driver", description=__doc__.splitlines()[0])
-    parser.add_argument("--manifest", required=True, help="Federation YAML file")
-    parser.add_argument("--out", default=None, help="run folder (default runs/<name>)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--federation", default=os.environ.get("RED_FEDERATION"), help="NAMESPACE/NAME to run")
+    source.add_argument("--manifest", help="a Federation YAML file (no status reporting)")
+    parser.add_argument("--out", default=None, help="run folder (default /tmp/red/<name>)")
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray address (default: embedded)")
     args = parser.parse_args(argv)
-    return run_command(args.manifest, args.out, args.address)
+    sinks: list = [ConsoleSink(stream=sys.stdout)]
+    try:
+        if args.manifest:
+            from red_runtime.spec import load_manifest
+
+            fed = load_manifest(args.manifest)
+        else:
+            namespace, name = parse_ref(args.federation)
+            api = api_client()
+            fed, _ = read_federation(api, namespace, name)
+            sinks.append(StatusSink(lambda body: patch_status(api, namespace, name, body)))
+        check_references(fed)
+    except (SpecError, ValueError) as err:
+        print(f"red: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    sinks.append(RunFolderSink(Path(args.out or f"/tmp/red/{fed.name}")))
+    return execute(fed, sinks, args.address)
 
 
 if __name__ == "__main__":

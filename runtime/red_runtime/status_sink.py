@@ -1,0 +1,136 @@
+"""Reports round progress and node health into the Federation's status subresource.
+
+Training never waits on the API server: hooks only record the latest state and wake a sender
+thread, which coalesces bursts (at most one patch per `min_interval_s`), retries with capped
+exponential backoff while the API server is slow or away, and always sends the newest state.
+The driver owns round, rounds, progress, nodesReady, metrics, nodes, lastCheckpoint, startTime and
+completionTime; it never writes the operator's fields (phase, conditions, names).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from red_runtime.reporting import HEALTHY, NodeStatus, RoundReport, RunInfo, Sink, Summary, now_iso
+
+log = logging.getLogger("red.status")
+DRIVER_FIELDS = (
+    "round",
+    "rounds",
+    "progress",
+    "nodesReady",
+    "metrics",
+    "nodes",
+    "lastCheckpoint",
+    "startTime",
+    "completionTime",
+    "driverError",
+)
+
+
+def nodes_ready(nodes: list[NodeStatus]) -> str:
+    return f"{sum(n.state == HEALTHY for n in nodes)}/{len(nodes)}"
+
+
+class StatusSink(Sink):
+    def __init__(
+        self,
+        patch: Callable[[dict[str, Any]], None],
+        min_interval_s: float = 0.3,
+        max_backoff_s: float = 5.0,
+        final_flush_s: float = 60.0,
+    ):
+        self._patch = patch
+        self.min_interval_s = min_interval_s
+        self.max_backoff_s = max_backoff_s
+        self.final_flush_s = final_flush_s
+        self._state: dict[str, Any] = {}
+        self._version = 0
+        self._sent_version = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._closing = False
+        self.patches_sent = 0
+        self._thread = threading.Thread(target=self._loop, name="red-status", daemon=True)
+        self._thread.start()
+
+    def _update(self, **fields: Any) -> None:
+        with self._wake:
+            self._state.update(fields)
+            self._version += 1
+            self._wake.notify()
+
+    def started(self, info: RunInfo, nodes: list[NodeStatus]) -> None:
+        self._update(
+            round=info.resumed_from,
+            rounds=info.rounds,
+            progress=f"{info.resumed_from}/{info.rounds}",
+            nodesReady=nodes_ready(nodes),
+            nodes=[n.as_dict() for n in nodes],
+            startTime=now_iso(),
+            completionTime=None,
+            driverError=None,
+        )
+
+    def round_done(self, report: RoundReport, nodes: list[NodeStatus]) -> None:
+        metrics = {"loss": round(report.loss, 6), "accuracy": round(report.accuracy, 6)}
+        metrics.update({k: round(v, 6) for k, v in report.metrics.items()})
+        self._update(
+            round=report.round,
+            rounds=report.rounds,
+            progress=f"{report.round}/{report.rounds}",
+            metrics=metrics,
+            nodesReady=nodes_ready(nodes),
+            nodes=[n.as_dict() for n in nodes],
+        )
+
+    def nodes_changed(self, nodes: list[NodeStatus]) -> None:
+        self._update(nodesReady=nodes_ready(nodes), nodes=[n.as_dict() for n in nodes])
+
+    def checkpointed(self, round_no: int, path: str) -> None:
+        self._update(lastCheckpoint={"round": round_no, "path": path})
+
+    def finished(self, summary: Summary, params: Any, model: Any) -> None:
+        self._update(completionTime=now_iso())
+
+    def failed(self, reason: str) -> None:
+        self._update(completionTime=now_iso(), driverError=reason[:1000])
+
+    def close(self) -> None:
+        """Send what is pending, waiting up to `final_flush_s` for the API server to come back."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join(self.final_flush_s)
+
+    def _loop(self) -> None:
+        backoff = self.min_interval_s
+        last_sent = 0.0
+        while True:
+            with self._wake:
+                while self._sent_version == self._version and not self._closing:
+                    self._wake.wait()
+                if self._sent_version == self._version and self._closing:
+                    return
+                version, body = self._version, dict(self._state)
+            pause = self.min_interval_s - (time.monotonic() - last_sent)
+            if pause > 0 and not self._closing:
+                time.sleep(pause)  # coalesce: later updates in this window ride in the same patch
+                with self._lock:
+                    version, body = self._version, dict(self._state)
+            try:
+                self._patch(body)
+            except Exception as err:  # the API server is slow, away or refusing: keep training, retry
+                log.warning("status patch failed (retrying in %.1fs): %s", backoff, err)
+                time.sleep(backoff)
+                backoff = min(self.max_backoff_s, backoff * 2)
+                continue
+            backoff = self.min_interval_s
+            last_sent = time.monotonic()
+            with self._lock:
+                self._sent_version = version
+                self.patches_sent += 1
