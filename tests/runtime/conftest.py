@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import ray
 import yaml
+
 from red_runtime.reporting import Reporter, Sink
 from red_runtime.spec import parse_manifest
 

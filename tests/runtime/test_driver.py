@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import ray
 from ray.util import placement_group_table
+
 from red_runtime.reporting import HEALTHY, PENDING
 from red_runtime.spec import Topology
 from red_runtime.topology import TopologyError, TopologyManager, build_graph
-
 from tests.runtime.conftest import example
 
 pytestmark = pytest.mark.ray

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from red_runtime.partition import class_counts, split
 from red_runtime.spec import Partition
 

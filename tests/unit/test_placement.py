@@ -1,6 +1,7 @@
 """Slot planning: how many node actors fit, and clear errors when none can."""
 
 import pytest
+
 from red_runtime.placement import MANAGER_BUNDLE, plan_slots
 from red_runtime.spec import parse_spec
 

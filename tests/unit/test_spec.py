@@ -1,6 +1,7 @@
 """The spec model: defaults filled in, and every problem reported with its field path and value."""
 
 import pytest
+
 from red_runtime.spec import MAX_NAME_LENGTH, SpecError, load_manifest, parse_manifest, parse_spec
 
 pytestmark = pytest.mark.unit

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from red_runtime.strategies import STRATEGIES, Update, make_strategy
 from red_runtime.strategies.adaptive import FedAdagrad, FedAdam, FedYogi
 
