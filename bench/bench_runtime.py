@@ -1,0 +1,164 @@
+"""Runtime benchmark: seconds per round against the ideal, start-up time and peak memory.
+
+Reference workload (issue 2): synthetic data, 512 samples per node, 784 features, 10 classes; an MLP
+with one hidden layer of 128; 5 local epochs, batch 64, SGD lr 0.1; star FedAvg.
+
+The ideal round is the time to train every node serially on one thread divided by the cores Ray
+has. It is measured in this same process, right before the federation, by training a sample of
+nodes with the same training code (every node has the same workload, so the sample mean scales).
+
+    python bench/bench_runtime.py --nodes 16 100 1000 --rounds 4
+
+Prints one JSON object per node count and a Markdown table for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import threading
+import time
+
+import numpy as np
+import psutil
+import torch
+
+from red_runtime.data import DataSource
+from red_runtime.driver import Driver, ray_session
+from red_runtime.models import build_model, get_flat
+from red_runtime.node import round_generator
+from red_runtime.reporting import Reporter, Sink
+from red_runtime.spec import parse_manifest
+from red_runtime.training import local_splits, train_local
+
+
+def manifest(nodes: int, rounds: int) -> dict:
+    return {
+        "apiVersion": "red.dev/v1alpha1",
+        "kind": "Federation",
+        "metadata": {"name": f"bench-{nodes}"},
+        "spec": {
+            "rounds": rounds,
+            "nodes": {"count": nodes, "role": "train", "resources": {"cpu": 1}},
+            "task": {
+                "dataset": {"name": "synthetic", "samplesPerNode": 512, "features": 784, "classes": 10},
+                "partition": {"kind": "iid"},
+                "model": {"name": "mlp", "hidden": [128]},
+                "train": {"epochs": 5, "batchSize": 64, "optimizer": "sgd", "lr": 0.1},
+            },
+        },
+    }
+
+
+def serial_seconds_per_node(fed, sample: int) -> float:
+    """Mean time to train one node once, on one thread, with the node actors' own code."""
+    torch.set_num_threads(1)
+    spec = fed.spec
+    source = DataSource(spec.task, spec.nodes.count)
+    model = build_model(spec.task.model, source.input_shape, source.classes, spec.task.seed)
+    start = get_flat(model)
+    times = []
+    for i in range(min(sample, spec.nodes.count)):
+        state = local_splits(source.node_data(i), spec.nodes.roles, spec.task.seed, i)
+        began = time.perf_counter()
+        train_local(model, start, state, spec.task.train, round_generator(0, i, 1), torch.device("cpu"))
+        times.append(time.perf_counter() - began)
+    return statistics.mean(times)
+
+
+class MemoryWatch:
+    """Peak summed RSS and PSS of this process and everything it started (the embedded Ray)."""
+
+    def __init__(self, every_s: float = 0.5):
+        self.peak_rss = self.peak_pss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self, every_s: float) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            rss = pss = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    info = p.memory_full_info()
+                    rss += info.rss
+                    pss += info.pss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+            self._stop.wait(every_s)
+
+
+class Timing(Sink):
+    def __init__(self, t0: float):
+        self.t0 = t0
+        self.first_round_begins = None
+        self.seconds = []
+
+    def started(self, info, nodes):
+        self.first_round_begins = time.monotonic() - self.t0
+
+    def round_done(self, report, nodes):
+        self.seconds.append(report.seconds)
+        print(f"  round {report.round}: {report.seconds:.2f}s, accuracy {report.accuracy:.3f}", flush=True)
+
+
+def bench(nodes: int, rounds: int, sample: int) -> dict:
+    fed = parse_manifest(manifest(nodes, rounds))
+    per_node = serial_seconds_per_node(fed, sample)
+    cores = os.cpu_count()
+    t0 = time.monotonic()
+    timing = Timing(t0)
+    with MemoryWatch() as mem, ray_session(None):
+        summary = Driver(fed, Reporter([timing])).run()
+    steady = timing.seconds[1:] or timing.seconds  # round 1 also builds every node's data
+    ideal = per_node * nodes / cores
+    return {
+        "nodes": nodes,
+        "slots": summary.slots,
+        "cores": cores,
+        "rounds": rounds,
+        "first_round_s": round(timing.seconds[0], 3),
+        "median_round_s": round(statistics.median(steady), 3),
+        "ideal_round_s": round(ideal, 3),
+        "ratio_to_ideal": round(statistics.median(steady) / ideal, 3),
+        "startup_s": round(timing.first_round_begins, 2),
+        "peak_rss_gib": round(mem.peak_rss / 2**30, 2),
+        "peak_pss_gib": round(mem.peak_pss / 2**30, 2),
+        "final_accuracy": round(summary.final_accuracy, 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[16, 100, 1000])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--sample", type=int, default=48, help="nodes trained serially to measure the ideal")
+    args = parser.parse_args()
+    rows = []
+    for n in args.nodes:
+        print(f"{n} nodes:", flush=True)
+        rows.append(bench(n, args.rounds, args.sample))
+        print(json.dumps(rows[-1]), flush=True)
+    print("\n| nodes | actor slots | median s/round | ideal s/round | ratio | start-up s | peak RSS GiB | peak PSS GiB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['nodes']} | {r['slots']} | {r['median_round_s']} | {r['ideal_round_s']} | {r['ratio_to_ideal']} "
+            f"| {r['startup_s']} | {r['peak_rss_gib']} | {r['peak_pss_gib']} |"
+        )
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
