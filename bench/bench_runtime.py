@@ -53,19 +53,25 @@ def manifest(nodes: int, rounds: int) -> dict:
 
 
 def serial_seconds_per_node(fed, sample: int) -> float:
-    """Mean time to train one node once, on one thread, with the node actors' own code."""
+    """Median time to train one node once, on one thread, with the node actors' own code.
+
+    One untimed run first: torch's first step in a process pays a one-off warm-up (about a second)
+    that a node actor pays once, not once per node.
+    """
     torch.set_num_threads(1)
     spec = fed.spec
     source = DataSource(spec.task, spec.nodes.count)
     model = build_model(spec.task.model, source.input_shape, source.classes, spec.task.seed)
     start = get_flat(model)
     times = []
+    warm = local_splits(source.node_data(0), spec.nodes.roles, spec.task.seed, 0)
+    train_local(model, start, warm, spec.task.train, round_generator(0, 0, 0), torch.device("cpu"))
     for i in range(min(sample, spec.nodes.count)):
         state = local_splits(source.node_data(i), spec.nodes.roles, spec.task.seed, i)
         began = time.perf_counter()
         train_local(model, start, state, spec.task.train, round_generator(0, i, 1), torch.device("cpu"))
         times.append(time.perf_counter() - began)
-    return statistics.mean(times)
+    return statistics.median(times)
 
 
 class MemoryWatch:
