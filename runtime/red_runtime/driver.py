@@ -193,7 +193,10 @@ class Driver:
             loss, accuracy = evaluate(prepared.model, outcome.params, test_set, device)
             seconds.append(time.monotonic() - started)
             rounds_run = round_no
+            before = [n.state for n in self.nodes]
             self._mark_nodes(round_no, outcome)
+            if before != [n.state for n in self.nodes]:
+                self.reporter.nodes_changed(self.nodes)
             metrics = {"train_loss": weighted(outcome.results, "train_loss", "samples")}
             metrics["eval_loss"] = weighted(outcome.results, "eval_loss", "eval_samples")
             metrics["eval_accuracy"] = weighted(outcome.results, "eval_accuracy", "eval_samples")

@@ -103,6 +103,7 @@ class RunFolderSink(Sink):
         self.history.append(row)
         self._metrics.write(json.dumps(row) + "\n")
         self._metrics.flush()
+        self.nodes_changed(nodes)  # lastRound and lastSeen move every round
 
     def finished(self, summary: Summary, params: Any, model: Any) -> None:
         import torch

@@ -28,8 +28,10 @@ class LocalState:
 
 def local_splits(data: Arrays, roles: frozenset[str], seed: int, index: int) -> LocalState:
     """Hold out a share of a node's data for the eval and test roles; the rest trains."""
-    order = np.random.default_rng([seed, 4, index]).permutation(len(data))
     held = {role: max(1, len(data) // 7) if role in roles and len(data) >= 4 else 0 for role in ("eval", "test")}
+    if not any(held.values()):
+        return LocalState(train=data)  # nothing held out: keep the arrays, no copy
+    order = np.random.default_rng([seed, 4, index]).permutation(len(data))
     eval_idx = order[: held["eval"]]
     test_idx = order[held["eval"] : held["eval"] + held["test"]]
     train_idx = order[held["eval"] + held["test"] :]

@@ -47,6 +47,8 @@ def test_run_writes_metrics_summary_model_and_plot(tmp_path):
     state = torch.load(out / "model.pt")
     assert any(k.endswith("weight") for k in state)
     assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    nodes = json.loads((out / "nodes.json").read_text())
+    assert [n["state"] for n in nodes] == ["Healthy"] * 8 and nodes[0]["lastRound"] == 3
     assert "done after 3 rounds" in proc.stderr
 
 
