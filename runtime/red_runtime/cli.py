@@ -46,7 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--address", help="connect to this Ray cluster instead of starting one")
     check = sub.add_parser("validate", help="check a Federation manifest without running it")
     check.add_argument("file")
+    op = sub.add_parser("operator", help="run the Federation operator (kopf) against the current kubeconfig")
+    op.add_argument("--namespace", action="append", help="watch only this namespace (repeatable; default: all)")
+    op.add_argument("--kubeconfig", help="default: KUBECONFIG, ~/.kube/config, or in-cluster credentials")
+    op.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint ('' turns it off)")
+    op.add_argument("--metrics-port", type=int, default=8000, help="Prometheus /metrics port (0 turns it off)")
+    op.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
+    if args.command == "operator":
+        from red_operator.run import run_operator
+
+        return run_operator(args.namespace, args.kubeconfig, args.liveness, args.metrics_port, args.verbose)
     if args.command == "run":
         return run_command(args.file, args.out, args.address)
     return validate_command(args.file)

@@ -31,6 +31,7 @@ from red_runtime.imports import resolve
 from red_runtime.models import build_model, get_flat
 from red_runtime.placement import SlotPlan, plan_slots
 from red_runtime.pool import NodePool
+from red_runtime.privacy import epsilon
 from red_runtime.reporting import (
     FAILED,
     HEALTHY,
@@ -201,6 +202,8 @@ class Driver:
             metrics["eval_loss"] = weighted(outcome.results, "eval_loss", "eval_samples")
             metrics["eval_accuracy"] = weighted(outcome.results, "eval_accuracy", "eval_samples")
             metrics.update(outcome.extra)
+            if spec.algorithm.privacy is not None:
+                metrics["epsilon"] = epsilon(round_no, spec.algorithm.fraction, spec.algorithm.privacy)
             report = RoundReport(
                 round=round_no,
                 rounds=spec.rounds,

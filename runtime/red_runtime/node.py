@@ -17,6 +17,7 @@ import torch
 
 from red_runtime.data import DataSource
 from red_runtime.models import build_model
+from red_runtime.privacy import clip_update
 from red_runtime.spec import FederationSpec
 from red_runtime.strategies import Update
 from red_runtime.topology import node_id
@@ -85,6 +86,7 @@ class NodeHost:
         receiver gets one message per actor instead of one per node.
         """
         inbox = self._inbox(round_no, indices)
+        privacy = self.spec.algorithm.privacy
         cache: dict[Any, np.ndarray] = {}
         pooled: dict[str, Update] = {}
         posts, results = [], []
@@ -103,6 +105,9 @@ class NodeHost:
                 self.model, cache[ref], state, self.spec.task.train, gen, self.device, proximal_mu
             )
             weight = float(len(state.train))
+            if privacy is not None:
+                # Bounded influence: a clipped change and the same weight for every node.
+                params, weight = clip_update(params, cache[ref], privacy.clip), 1.0
             update = Update.single(node_id(index), params, weight)
             dst = upstream[index]
             if pool:
@@ -112,7 +117,7 @@ class NodeHost:
                 acc.nodes += (node_id(index),)
             else:
                 posts.append(self._post(round_no, [node_id(index)], [dst], update))
-            result.update(train_loss=loss, samples=int(weight), seconds=time.perf_counter() - began)
+            result.update(train_loss=loss, samples=len(state.train), seconds=time.perf_counter() - began)
             results.append(result)
         for dst, acc in pooled.items():
             posts.append(self._post(round_no, list(acc.nodes), [dst], acc))

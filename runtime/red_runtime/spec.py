@@ -465,7 +465,12 @@ def _algorithm(c: _Checker, spec: Mapping, path: str, count: int) -> Algorithm:
         c.fail(f"{p}.name", name, "is a server-side strategy; decentralised topologies mix with topology.mixing")
     if kind_is_decentralized(spec) and fraction != 1.0:
         c.fail(f"{p}.fraction", fraction, "decentralised topologies train every node each round; use 1.0")
-    from red_runtime.strategies import check_options
+    from red_runtime.strategies import STRATEGIES, check_options
+
+    if privacy is not None and name in STRATEGIES and not STRATEGIES[name].linear:
+        c.fail(f"{p}.privacy", "set", f"needs a linear strategy; {name} must see every raw update")
+    if privacy is not None and kind_is_decentralized(spec):
+        c.fail(f"{p}.privacy", "set", "applies to server-side rounds (star, hierarchical)")
 
     for problem in check_options(name, dict(options), sampled=max(1, math.ceil(fraction * count))):
         c.problems.append(f"{p}.options.{problem}")

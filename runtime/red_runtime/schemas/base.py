@@ -13,6 +13,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from red_runtime.pool import NodePool
+from red_runtime.privacy import noisy_sum
 from red_runtime.spec import FederationSpec
 from red_runtime.strategies import Strategy
 
@@ -75,6 +76,15 @@ def require_quorum(arrived: int, spec: FederationSpec, round_no: int, expected: 
             f"round {round_no}: {arrived} of {expected} node updates arrived, below the quorum "
             f"spec.algorithm.minNodes={needed}"
         )
+
+
+def server_updates(ctx: Context, round_no: int, updates: list[Any]) -> list[Any]:
+    """What the strategy sees: the updates as sent, or one noised sum under differential privacy."""
+    privacy = ctx.spec.algorithm.privacy
+    if privacy is None or not updates:
+        return updates
+    rng = np.random.default_rng([ctx.spec.task.seed, 11, round_no])
+    return [noisy_sum(updates, privacy, rng)]
 
 
 class Schema(ABC):

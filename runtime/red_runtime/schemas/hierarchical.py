@@ -12,7 +12,7 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from red_runtime.schemas.base import Context, RoundOutcome, Schema, gather, require_quorum
+from red_runtime.schemas.base import Context, RoundOutcome, Schema, gather, require_quorum, server_updates
 from red_runtime.strategies import Update
 from red_runtime.topology import SERVER, aggregator_id, group_of, node_id
 
@@ -73,7 +73,7 @@ class HierarchicalSchema(Schema):
         inbox = ray.get(ctx.manager.collect.remote(round_no, [SERVER]))[SERVER]
         updates = ray.get([payload[0] for _, payload in inbox])
         require_quorum(sum(len(u.nodes) for u in updates), ctx.spec, round_no, len(sampled))
-        ctx.params = ctx.strategy.step(ctx.params, updates)
+        ctx.params = ctx.strategy.step(ctx.params, server_updates(ctx, round_no, updates))
         return RoundOutcome(
             params=ctx.params,
             results=[r for rs in done.results.values() for r in rs],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ray
 
-from red_runtime.schemas.base import RoundOutcome, Schema, gather, require_quorum
+from red_runtime.schemas.base import RoundOutcome, Schema, gather, require_quorum, server_updates
 from red_runtime.topology import SERVER, node_id
 
 
@@ -26,7 +26,7 @@ class StarSchema(Schema):
         updates = ray.get([payload[0] for _, payload in inbox])
         arrived = sum(len(u.nodes) for u in updates)
         require_quorum(arrived, ctx.spec, round_no, len(sampled))
-        ctx.params = ctx.strategy.step(ctx.params, updates)
+        ctx.params = ctx.strategy.step(ctx.params, server_updates(ctx, round_no, updates))
         return RoundOutcome(
             params=ctx.params,
             results=[r for rs in done.results.values() for r in rs],
