@@ -130,6 +130,27 @@ class Kube:
             raise KubectlError(proc.returncode, cmd, proc.stdout, proc.stderr)
         return proc
 
+    def kubectl_as_token(self, token: str, *args: str, **kw: Any) -> subprocess.CompletedProcess:
+        """Run kubectl authenticated ONLY by a bearer token (same server/CA, no client cert)."""
+        import tempfile
+
+        cfg = json.loads(self.kubectl("config", "view", "--raw", "--minify", "--flatten", "-o", "json").stdout)
+        cluster = cfg["clusters"][0]
+        token_cfg = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [cluster],
+            "users": [{"name": "token", "user": {"token": token}}],
+            "contexts": [{"name": "token", "context": {"cluster": cluster["name"], "user": "token"}}],
+            "current-context": "token",
+        }
+        with tempfile.NamedTemporaryFile("w", suffix=".kubeconfig", delete=False) as f:
+            json.dump(token_cfg, f)
+        try:
+            return Kube(f.name).kubectl(*args, **kw)
+        finally:
+            os.unlink(f.name)
+
     def kubectl_json(self, *args: str, **kw: Any) -> Any:
         """``kubectl ... -o json`` parsed."""
         return json.loads(self.kubectl(*args, "-o", "json", **kw).stdout)
@@ -170,9 +191,7 @@ class Kube:
 
 
 def _ctl(*args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(CTL), *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-    )
+    return subprocess.run([str(CTL), *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def _wants_cluster(item: pytest.Item) -> bool:

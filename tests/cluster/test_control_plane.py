@@ -38,9 +38,9 @@ def test_rbac_can_i(kube, namespace):
     kube.kubectl("create", "serviceaccount", "nobody", namespace=namespace)
     sa = f"system:serviceaccount:{namespace}:nobody"
 
-    def can_i(*args: str) -> str:
+    def can_i(*args: str, ns: str = namespace) -> str:
         # `auth can-i` exits 1 for "no"
-        return kube.kubectl("auth", "can-i", *args, "-n", namespace, check=False).stdout.strip()
+        return kube.kubectl("auth", "can-i", *args, namespace=ns, check=False).stdout.strip()
 
     assert can_i("list", "secrets") == "yes"  # admin (system:masters)
     assert can_i("list", "secrets", "--as", sa) == "no"
@@ -54,7 +54,7 @@ def test_rbac_can_i(kube, namespace):
     )
     kube.wait_for(lambda: can_i("list", "secrets", "--as", sa) == "yes", timeout=30, message="RoleBinding effect")
     assert can_i("create", "pods", "--as", sa) == "no"
-    assert can_i("list", "secrets", "-n", "default", "--as", sa) in ("no", "")
+    assert can_i("list", "secrets", "--as", sa, ns="default") == "no"  # a Role is namespaced
 
 
 def test_token_request_authenticates(kube, namespace):
@@ -65,10 +65,12 @@ def test_token_request_authenticates(kube, namespace):
     assert claims["iss"]
 
     # the token really authenticates against the API server (and RBAC applies to it)
-    who = kube.kubectl("auth", "whoami", "--token", token, "-o", "json").stdout
+    who = kube.kubectl_as_token(token, "auth", "whoami", "-o", "json").stdout
     assert json.loads(who)["status"]["userInfo"]["username"] == f"system:serviceaccount:{namespace}:robot"
-    denied = kube.kubectl("get", "secrets", "-n", namespace, "--token", token, check=False)
+    denied = kube.kubectl_as_token(token, "get", "secrets", "-n", namespace, check=False)
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
+    # ... while the default "basic-user" discovery permissions are there
+    assert kube.kubectl_as_token(token, "auth", "can-i", "list", "secrets", "-n", namespace, check=False).stdout.strip() == "no"
 
     # TokenReview, through the python client
     from kubernetes import client
