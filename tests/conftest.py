@@ -208,7 +208,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     if not any(_wants_cluster(item) for item in items):
         return
-    sys.stderr.write("\n[conftest] tests/cluster/ctl build (first time: builds kubernetes from Go modules)\n")
+    sys.stderr.write(
+        "\n[conftest] tests/cluster/ctl build: checking the control-plane binaries"
+        " (a cold build compiles kubernetes from source: ~N min on 2 cores)\n"
+    )
     proc = subprocess.run([str(CTL), "build"], stdin=subprocess.DEVNULL, text=True, capture_output=True)
     if proc.returncode != 0:
         # don't fail collection: the `kube` fixture will retry and report it per test

@@ -49,7 +49,11 @@ def test_rbac_can_i(kube, namespace):
     # RBAC is evaluated live: bind a Role, the answer flips
     kube.kubectl("create", "role", "secret-reader", "--verb=get,list", "--resource=secrets", namespace=namespace)
     kube.kubectl(
-        "create", "rolebinding", "nobody-reads", "--role=secret-reader", f"--serviceaccount={namespace}:nobody",
+        "create",
+        "rolebinding",
+        "nobody-reads",
+        "--role=secret-reader",
+        f"--serviceaccount={namespace}:nobody",
         namespace=namespace,
     )
     kube.wait_for(lambda: can_i("list", "secrets", "--as", sa) == "yes", timeout=30, message="RoleBinding effect")
@@ -69,8 +73,8 @@ def test_token_request_authenticates(kube, namespace):
     assert json.loads(who)["status"]["userInfo"]["username"] == f"system:serviceaccount:{namespace}:robot"
     denied = kube.kubectl_as_token(token, "get", "secrets", "-n", namespace, check=False)
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
-    # ... while the default "basic-user" discovery permissions are there
-    assert kube.kubectl_as_token(token, "auth", "can-i", "list", "secrets", "-n", namespace, check=False).stdout.strip() == "no"
+    can_i = kube.kubectl_as_token(token, "auth", "can-i", "list", "secrets", "-n", namespace, check=False)
+    assert can_i.stdout.strip() == "no"
 
     # TokenReview, through the python client
     from kubernetes import client
@@ -188,7 +192,27 @@ def test_kuberay_raycluster_head_becomes_ready(kube, namespace):
     rc = kube.wait_for(
         ready,
         timeout=120,
-        message=lambda: "RayCluster ready; status: "
-        + json.dumps(kube.kubectl_json("get", "raycluster", "mini", namespace=namespace).get("status")),
+        message=lambda: (
+            "RayCluster ready; status: "
+            + json.dumps(kube.kubectl_json("get", "raycluster", "mini", namespace=namespace).get("status"))
+        ),
     )
     assert rc["status"]["head"]["podName"] == pod["metadata"]["name"]
+
+
+def test_helm_talks_to_the_cluster(kube, namespace):
+    """helm (built by ctl from the pinned module) works with the same kubeconfig."""
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    built = Path(os.environ.get("RED_CLUSTER_BIN", Path(__file__).parent / ".bin")) / "helm"
+    helm = str(built) if built.is_file() else shutil.which("helm")
+    if not helm:
+        pytest.skip("no helm binary")
+    out = subprocess.run(
+        [helm, "list", "-n", namespace, "-o", "json"], env=kube.env(), capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == []
