@@ -230,8 +230,15 @@ def kube() -> Iterator[Kube]:
         return
 
     already = _ctl("status").returncode == 0
-    proc = _ctl("up", timeout=float(os.environ.get("RED_TEST_CLUSTER_UP_TIMEOUT", 3600)))
+    try:
+        proc = _ctl("up", timeout=float(os.environ.get("RED_TEST_CLUSTER_UP_TIMEOUT", 3600)))
+    except subprocess.TimeoutExpired as exc:
+        if not already:
+            _ctl("down", timeout=300)
+        pytest.fail(f"tests/cluster/ctl up timed out:\n{(exc.stderr or b'')[-6000:]!r}", pytrace=False)
     if proc.returncode != 0:
+        if not already:  # don't leave half a control plane running
+            _ctl("down", timeout=300)
         pytest.fail(f"tests/cluster/ctl up failed (rc={proc.returncode}):\n{proc.stderr[-6000:]}", pytrace=False)
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     if not last.startswith("KUBECONFIG="):
