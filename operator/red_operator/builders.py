@@ -1,0 +1,248 @@
+"""Pure builders: a Federation in, the manifests of its children out; no I/O, so unit tests need no cluster.
+
+Every child gets a deterministic name, the `red.dev/federation` label and a controller owner reference to
+its Federation (never the Federation's own labels: GitOps tools would then claim and prune the children).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from red_runtime.spec import API_VERSION, KIND, Federation, FederationSpec
+
+LABEL_FEDERATION = "red.dev/federation"
+LABEL_SPEC_HASH = "red.dev/spec-hash"
+LABEL_ATTEMPT = "red.dev/attempt"
+LABEL_GENERATION = "red.dev/generation"
+LABEL_CLUSTER_HASH = "red.dev/cluster-hash"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "red-operator", "app.kubernetes.io/part-of": "red"}
+
+RAY_API_VERSION = "ray.io/v1"
+# KubeRay 1.6 refuses longer names (utils.MaxRayClusterNameLength, MaxRayJobNameLength), and both must be
+# DNS-1035 labels: a letter first.
+MAX_RAYCLUSTER_NAME = 53
+MAX_RAYJOB_NAME = 47
+HEAD_CONTAINER = "ray-head"
+WORKER_CONTAINER = "ray-worker"
+GPU_RESOURCE = "nvidia.com/gpu"
+RAY_PORTS = (("gcs-server", 6379), ("dashboard", 8265), ("client", 10001))
+DRIVER_MODULE = "red_runtime.driver"
+
+_QUANTITY = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)([a-zA-Z]*)$")
+_SUFFIX = {"": 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 1024.0, "Mi": 1024.0**2, "Gi": 1024.0**3}
+
+
+def _digest(text: str, length: int) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _bounded(name: str, suffix: str, limit: int) -> str:
+    """`name + suffix` as a DNS-1035 label within `limit`; a long name is cut and keeps a hash of itself."""
+    base = name if name[:1].isalpha() else f"r{name}"
+    if len(base) + len(suffix) <= limit:
+        return base + suffix
+    keep = limit - len(suffix) - 5
+    return f"{base[:keep].rstrip('-')}-{_digest(name, 4)}{suffix}"
+
+
+def raycluster_name(fed_name: str) -> str:
+    return _bounded(fed_name, "-ray", MAX_RAYCLUSTER_NAME)
+
+
+def rayjob_name(fed_name: str, spec_hash: str, attempt: int) -> str:
+    """One name per (spec, attempt): KubeRay ignores edits to a RayJob, so a new spec needs a new RayJob."""
+    return _bounded(fed_name, f"-{spec_hash[:5]}-{attempt}", MAX_RAYJOB_NAME)
+
+
+def driver_name(fed_name: str) -> str:
+    """The ServiceAccount, Role and RoleBinding of the driver share this name."""
+    return f"{fed_name}-driver"
+
+
+def spec_hash(spec: FederationSpec) -> str:
+    """What the driver runs: the whole spec except the switches that only start or stop compute."""
+    data = dataclasses.asdict(spec)
+    data.pop("suspend")
+    data["ray"].pop("keepCluster")
+    return _digest(json.dumps(data, sort_keys=True, default=str), 10)
+
+
+def cpu_cores(quantity: str | int | float) -> float:
+    """A Kubernetes CPU or memory quantity as a number ("500m" -> 0.5, "2" -> 2.0, "1Gi" -> 1073741824)."""
+    match = _QUANTITY.match(str(quantity).strip())
+    if not match or match.group(2) not in _SUFFIX:
+        raise ValueError(f"{quantity!r} is not a Kubernetes quantity")
+    return float(match.group(1)) * _SUFFIX[match.group(2)]
+
+
+def ray_cpus(quantity: str | int | float) -> str:
+    """Ray's --num-cpus is whole: round up, as KubeRay does when it derives num-cpus from the container."""
+    return str(max(0, math.ceil(cpu_cores(quantity) - 1e-9)))
+
+
+def labels(fed: Federation) -> dict[str, str]:
+    return {LABEL_FEDERATION: fed.name, **MANAGED_BY}
+
+
+def owner_reference(fed: Federation) -> dict[str, Any]:
+    """Controller reference: kube-controller-manager's GC deletes the child with its Federation."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": fed.name,
+        "uid": fed.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(fed: Federation, name: str, extra_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": fed.namespace,
+        "labels": {**labels(fed), **(extra_labels or {})},
+        "ownerReferences": [owner_reference(fed)],
+    }
+
+
+def _container(name: str, image: str, cpu: str, memory: str, gpu: int, fed: Federation) -> dict[str, Any]:
+    resources: dict[str, Any] = {"cpu": str(cpu), "memory": str(memory)}
+    if gpu:
+        resources[GPU_RESOURCE] = str(gpu)
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "resources": {"requests": dict(resources), "limits": dict(resources)},
+        "env": [{"name": "RED_FEDERATION", "value": f"{fed.namespace}/{fed.name}"}],
+    }
+    if name == HEAD_CONTAINER:
+        container["ports"] = [{"name": port_name, "containerPort": port} for port_name, port in RAY_PORTS]
+    return container
+
+
+def build_raycluster(fed: Federation) -> dict[str, Any]:
+    """The compute: a head (where the driver runs, under the driver's ServiceAccount) and the worker groups."""
+    ray = fed.spec.ray
+    head = {
+        "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": ray_cpus(ray.head.cpu), "num-gpus": "0"},
+        "template": {
+            "metadata": {"labels": labels(fed)},
+            "spec": {
+                "serviceAccountName": driver_name(fed.name),
+                "containers": [_container(HEAD_CONTAINER, ray.image, ray.head.cpu, ray.head.memory, 0, fed)],
+            },
+        },
+    }
+    workers = [
+        {
+            "groupName": group.name,
+            "replicas": group.replicas,
+            "minReplicas": group.replicas,
+            "maxReplicas": max(group.replicas, 1),
+            "rayStartParams": {"num-cpus": ray_cpus(group.cpu), "num-gpus": str(group.gpu)},
+            "template": {
+                "metadata": {"labels": labels(fed)},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "containers": [_container(WORKER_CONTAINER, ray.image, group.cpu, group.memory, group.gpu, fed)],
+                },
+            },
+        }
+        for group in ray.workerGroups
+    ]
+    spec: dict[str, Any] = {"headGroupSpec": head, "workerGroupSpecs": workers}
+    return {
+        "apiVersion": RAY_API_VERSION,
+        "kind": "RayCluster",
+        "metadata": _metadata(fed, raycluster_name(fed.name), {LABEL_CLUSTER_HASH: cluster_hash(spec)}),
+        "spec": spec,
+    }
+
+
+def cluster_hash(cluster_spec: Mapping[str, Any]) -> str:
+    """A RayCluster is replaced only when its own spec would change, not on every Federation edit."""
+    return _digest(json.dumps(cluster_spec, sort_keys=True), 10)
+
+
+def entrypoint(fed: Federation) -> str:
+    return f"python -m {DRIVER_MODULE} --federation {fed.namespace}/{fed.name}"
+
+
+def build_rayjob(fed: Federation, attempt: int, generation: int) -> dict[str, Any]:
+    """The driver, submitted to the Federation's own RayCluster (clusterSelector), which the operator owns.
+
+    With a clusterSelector KubeRay forbids suspend, backoffLimit > 0 and SidecarMode, so retries are new
+    RayJobs (faultTolerance.maxJobRetries) and suspension deletes the RayJob.
+    """
+    digest = spec_hash(fed.spec)
+    spec: dict[str, Any] = {
+        "entrypoint": entrypoint(fed),
+        "clusterSelector": {"ray.io/cluster": raycluster_name(fed.name)},
+        "submissionMode": fed.spec.ray.submissionMode,
+        "shutdownAfterJobFinishes": False,
+    }
+    if fed.spec.ray.runtimeEnv:
+        spec["runtimeEnvYAML"] = yaml.safe_dump(dict(fed.spec.ray.runtimeEnv), sort_keys=True)
+    extra = {LABEL_SPEC_HASH: digest, LABEL_ATTEMPT: str(attempt), LABEL_GENERATION: str(generation)}
+    return {
+        "apiVersion": RAY_API_VERSION,
+        "kind": "RayJob",
+        "metadata": _metadata(fed, rayjob_name(fed.name, digest, attempt), extra),
+        "spec": spec,
+    }
+
+
+def build_service_account(fed: Federation) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(fed, driver_name(fed.name))}
+
+
+def driver_rules(fed: Federation) -> list[dict[str, Any]]:
+    """The driver reads its own Federation and patches its status; nothing else, not even other Federations."""
+    return [
+        {
+            "apiGroups": ["red.dev"],
+            "resources": ["federations"],
+            "resourceNames": [fed.name],
+            "verbs": ["get", "watch"],
+        },
+        {
+            "apiGroups": ["red.dev"],
+            "resources": ["federations/status"],
+            "resourceNames": [fed.name],
+            "verbs": ["patch", "update"],
+        },
+    ]
+
+
+def build_role(fed: Federation) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _metadata(fed, driver_name(fed.name)),
+        "rules": driver_rules(fed),
+    }
+
+
+def build_role_binding(fed: Federation) -> dict[str, Any]:
+    name = driver_name(fed.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(fed, name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": fed.namespace}],
+    }
+
+
+def build_rbac(fed: Federation) -> list[dict[str, Any]]:
+    """In creation order: the Role must exist before a binding that grants it."""
+    return [build_service_account(fed), build_role(fed), build_role_binding(fed)]

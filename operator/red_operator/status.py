@@ -1,0 +1,191 @@
+"""Status logic: what KubeRay reports about the RayCluster and RayJob, turned into the Federation's status.
+
+A pure function, so every phase and condition is unit-tested on plain dicts. It computes only the fields
+the operator owns (OPERATOR_FIELDS); the driver's fields (round, metrics, nodes, ...) are never touched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+PENDING, PROVISIONING, RUNNING = "Pending", "Provisioning", "Running"
+SUCCEEDED, FAILED, SUSPENDED = "Succeeded", "Failed", "Suspended"
+PHASES = (PENDING, PROVISIONING, RUNNING, SUCCEEDED, FAILED, SUSPENDED)
+
+OPERATOR_FIELDS = (
+    "observedGeneration",
+    "phase",
+    "conditions",
+    "rayClusterName",
+    "rayJobName",
+    "dashboardURL",
+    "attempts",
+    "reason",
+)
+CONDITION_TYPES = ("Ready", "ClusterProvisioned", "JobRunning", "NodesHealthy", "Succeeded", "Failed")
+# KubeRay's RayJob status.jobDeploymentStatus values that end a RayJob.
+FAILED_DEPLOYMENTS = ("Failed", "ValidationFailed")
+MAX_MESSAGE = 1000
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What reconcile saw (and did) this pass; the inputs of the status function besides the Federation."""
+
+    cluster: Mapping[str, Any] | None = None
+    job: Mapping[str, Any] | None = None
+    cluster_name: str = ""
+    job_name: str = ""
+    attempts: int = 0
+    invalid: str = ""
+    suspended: bool = False
+    cluster_released: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    phase: str
+    reason: str
+    message: str
+
+
+def job_outcome(job: Mapping[str, Any] | None) -> Outcome | None:
+    """Succeeded or Failed once KubeRay says the RayJob ended; None while it has not.
+
+    jobDeploymentStatus and reason decide first (they cover submitter failures, deadlines and validation,
+    where the Ray job itself may never have run); jobStatus only tells a Complete RayJob's result.
+    """
+    if not job:
+        return None
+    status = job.get("status") or {}
+    deployment = status.get("jobDeploymentStatus") or ""
+    reason = status.get("reason") or ""
+    message = status.get("message") or ""
+    job_status = status.get("jobStatus") or ""
+    if deployment in FAILED_DEPLOYMENTS:
+        return Outcome(FAILED, reason or deployment, message or f"RayJob {deployment}")
+    if deployment == "Complete":
+        if job_status in ("FAILED", "STOPPED"):
+            return Outcome(FAILED, reason or f"Job{job_status.title()}", message or f"Ray job {job_status}")
+        return Outcome(SUCCEEDED, "Completed", message or "Ray job SUCCEEDED")
+    return None
+
+
+def cluster_ready(cluster: Mapping[str, Any] | None) -> bool:
+    if not cluster or (cluster.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    status = cluster.get("status") or {}
+    if status.get("state") == "ready":
+        return True
+    return any(
+        c.get("type") == "RayClusterProvisioned" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+
+
+def _phase(obs: Observed) -> Outcome:
+    if obs.invalid:
+        return Outcome(FAILED, "InvalidSpec", obs.invalid)
+    if obs.suspended:
+        return Outcome(SUSPENDED, "Suspended", "spec.suspend is true: RayJob and RayCluster removed")
+    outcome = job_outcome(obs.job)
+    if outcome:
+        return outcome
+    deployment = ((obs.job or {}).get("status") or {}).get("jobDeploymentStatus") or ""
+    if obs.job and deployment == "Running":
+        return Outcome(RUNNING, "JobRunning", f"RayJob {obs.job_name} is running")
+    if cluster_ready(obs.cluster):
+        if obs.job:
+            return Outcome(PROVISIONING, "JobInitializing", f"RayJob {obs.job_name} is {deployment or 'new'}")
+        return Outcome(PROVISIONING, "CreatingJob", f"RayCluster {obs.cluster_name} is ready")
+    if obs.cluster:
+        state = (obs.cluster.get("status") or {}).get("state") or "new"
+        return Outcome(PROVISIONING, "ClusterProvisioning", f"RayCluster {obs.cluster_name} is {state}")
+    return Outcome(PENDING, "CreatingCluster", f"creating RayCluster {obs.cluster_name}")
+
+
+def _nodes_healthy(previous: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    ready = previous.get("nodesReady")
+    if not isinstance(ready, str) or "/" not in ready:
+        return None
+    healthy, _, total = ready.partition("/")
+    if not (healthy.isdigit() and total.isdigit()):
+        return None
+    if int(total) and healthy == total:
+        return "True", "AllNodesHealthy", f"{ready} nodes healthy"
+    return "False", "NodesUnhealthy", f"{ready} nodes healthy"
+
+
+def _conditions(outcome: Outcome, obs: Observed, previous: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    phase = outcome.phase
+    ready = phase in (RUNNING, SUCCEEDED)
+    conditions = [("Ready", "True" if ready else "False", outcome.reason, outcome.message)]
+    if obs.invalid:
+        conditions.append(("ClusterProvisioned", "Unknown", "InvalidSpec", "the spec is invalid"))
+    elif cluster_ready(obs.cluster):
+        conditions.append(("ClusterProvisioned", "True", "RayClusterReady", f"RayCluster {obs.cluster_name} is ready"))
+    elif obs.suspended:
+        conditions.append(("ClusterProvisioned", "False", "Suspended", "RayCluster removed while suspended"))
+    elif obs.cluster_released:
+        conditions.append(("ClusterProvisioned", "False", "ClusterReleased", "RayCluster removed: the job finished"))
+    else:
+        conditions.append(("ClusterProvisioned", "False", "Provisioning", f"RayCluster {obs.cluster_name} not ready"))
+    running = phase == RUNNING
+    conditions.append(("JobRunning", "True" if running else "False", outcome.reason, outcome.message))
+    nodes = _nodes_healthy(previous)
+    if nodes:
+        conditions.append(("NodesHealthy", *nodes))
+    conditions.append(("Succeeded", "True" if phase == SUCCEEDED else "False", outcome.reason, outcome.message))
+    conditions.append(("Failed", "True" if phase == FAILED else "False", outcome.reason, outcome.message))
+    return conditions
+
+
+def compute_status(
+    body: Mapping[str, Any], obs: Observed, now: str | None = None, dashboard_url: str | None = None
+) -> dict[str, Any]:
+    """The operator's status fields for this Federation; a condition keeps its lastTransitionTime until its
+    status flips, as Kubernetes API conventions ask."""
+    now = now or now_iso()
+    previous = body.get("status") or {}
+    generation = (body.get("metadata") or {}).get("generation") or 0
+    outcome = _phase(obs)
+    old = {c.get("type"): c for c in previous.get("conditions") or [] if isinstance(c, Mapping)}
+    conditions = []
+    for ctype, cstatus, reason, message in _conditions(outcome, obs, previous):
+        before = old.get(ctype) or {}
+        kept = before.get("lastTransitionTime") if before.get("status") == cstatus else None
+        conditions.append(
+            {
+                "type": ctype,
+                "status": cstatus,
+                "reason": reason,
+                "message": message[:MAX_MESSAGE],
+                "lastTransitionTime": kept or now,
+                "observedGeneration": generation,
+            }
+        )
+    job_status = (obs.job or {}).get("status") or {}
+    url = dashboard_url or job_status.get("dashboardURL") or previous.get("dashboardURL") or ""
+    if obs.suspended or obs.invalid:
+        url = ""
+    return {
+        "observedGeneration": generation,
+        "phase": outcome.phase,
+        "reason": outcome.reason,
+        "conditions": conditions,
+        "rayClusterName": obs.cluster_name,
+        "rayJobName": obs.job_name,
+        "dashboardURL": url,
+        "attempts": obs.attempts,
+    }
+
+
+def changed_fields(previous: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the operator's fields that differ: an unchanged reconcile sends no patch at all."""
+    return {k: v for k, v in new.items() if k in OPERATOR_FIELDS and previous.get(k) != v}

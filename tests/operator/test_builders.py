@@ -1,0 +1,181 @@
+"""The pure builders: a Federation in, KubeRay and RBAC manifests out, checked on plain data."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from red_operator import builders
+from red_runtime.spec import MAX_NAME_LENGTH, parse_manifest
+
+pytestmark = pytest.mark.unit
+
+BASE = {
+    "apiVersion": "red.dev/v1alpha1",
+    "kind": "Federation",
+    "metadata": {"name": "digits", "namespace": "team-a", "uid": "uid-1", "labels": {"argocd": "app"}},
+    "spec": {"rounds": 5},
+}
+
+
+def fed(spec=None, name="digits", **meta):
+    doc = copy.deepcopy(BASE)
+    doc["metadata"].update(name=name, **meta)
+    if spec is not None:
+        doc["spec"] = spec
+    return parse_manifest(doc)
+
+
+def test_children_carry_a_controller_reference_and_our_labels_only():
+    f = fed()
+    for obj in [builders.build_raycluster(f), builders.build_rayjob(f, 1, 1), *builders.build_rbac(f)]:
+        meta = obj["metadata"]
+        assert meta["namespace"] == "team-a"
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "red.dev/v1alpha1",
+                "kind": "Federation",
+                "name": "digits",
+                "uid": "uid-1",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert meta["labels"][builders.LABEL_FEDERATION] == "digits"
+        assert "argocd" not in meta["labels"], "the Federation's own labels must not be copied"
+
+
+def test_names_are_deterministic():
+    f = fed()
+    assert builders.build_raycluster(f)["metadata"]["name"] == "digits-ray"
+    assert [o["metadata"]["name"] for o in builders.build_rbac(f)] == ["digits-driver"] * 3
+    first, again = builders.build_rayjob(f, 1, 1), builders.build_rayjob(fed(), 1, 7)
+    assert first["metadata"]["name"] == again["metadata"]["name"]
+    assert first["metadata"]["name"].startswith("digits-") and first["metadata"]["name"].endswith("-1")
+
+
+def test_a_spec_change_or_a_new_attempt_gets_a_new_rayjob_name():
+    f = fed()
+    name = builders.build_rayjob(f, 1, 1)["metadata"]["name"]
+    assert builders.build_rayjob(f, 2, 1)["metadata"]["name"] != name
+    assert builders.build_rayjob(fed({"rounds": 6}), 1, 2)["metadata"]["name"] != name
+
+
+def test_suspend_and_keep_cluster_do_not_change_the_job():
+    plain = builders.spec_hash(fed({"rounds": 5}).spec)
+    assert builders.spec_hash(fed({"rounds": 5, "suspend": True}).spec) == plain
+    assert builders.spec_hash(fed({"rounds": 5, "ray": {"keepCluster": True}}).spec) == plain
+
+
+@pytest.mark.parametrize("length", [1, 40, 47, MAX_NAME_LENGTH])
+def test_names_fit_kuberay_limits_at_every_length(length):
+    name = ("a" * length)[:length]
+    f = fed(name=name)
+    cluster = builders.build_raycluster(f)["metadata"]["name"]
+    job = builders.build_rayjob(f, 100, 1)["metadata"]["name"]
+    assert len(cluster) <= builders.MAX_RAYCLUSTER_NAME and cluster.endswith("-ray")
+    assert len(job) <= builders.MAX_RAYJOB_NAME
+
+
+def test_long_names_that_share_a_prefix_stay_distinct():
+    a, b = "x" * 49 + "a", "x" * 49 + "b"
+    assert builders.raycluster_name(a) != builders.raycluster_name(b)
+    assert builders.rayjob_name(a, "abcde", 1) != builders.rayjob_name(b, "abcde", 1)
+
+
+def test_names_start_with_a_letter_for_kuberay():
+    assert builders.raycluster_name("7fed") == "r7fed-ray"
+    assert builders.rayjob_name("7fed", "abcdef", 1)[0] == "r"
+
+
+def test_raycluster_head_and_gpu_worker_groups():
+    f = fed(
+        {
+            "ray": {
+                "image": "example/red:1",
+                "head": {"cpu": "2", "memory": "8Gi"},
+                "workerGroups": [
+                    {"name": "gpu", "replicas": 2, "cpu": "8", "gpu": 1, "memory": "32Gi"},
+                    {"name": "cpu", "replicas": 3, "cpu": "500m", "memory": "1Gi"},
+                ],
+            }
+        }
+    )
+    spec = builders.build_raycluster(f)["spec"]
+    head = spec["headGroupSpec"]
+    pod = head["template"]["spec"]
+    assert pod["serviceAccountName"] == "digits-driver"
+    (container,) = pod["containers"]
+    assert container["image"] == "example/red:1"
+    assert container["resources"]["requests"] == {"cpu": "2", "memory": "8Gi"}
+    assert container["resources"]["limits"] == {"cpu": "2", "memory": "8Gi"}
+    assert head["rayStartParams"]["num-cpus"] == "2" and head["rayStartParams"]["num-gpus"] == "0"
+    assert {p["containerPort"] for p in container["ports"]} == {6379, 8265, 10001}
+
+    gpu, cpu = spec["workerGroupSpecs"]
+    assert gpu["groupName"] == "gpu" and gpu["replicas"] == gpu["minReplicas"] == 2
+    limits = gpu["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits == {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}
+    assert gpu["rayStartParams"] == {"num-cpus": "8", "num-gpus": "1"}
+    assert cpu["rayStartParams"] == {"num-cpus": "1", "num-gpus": "0"}
+    assert "nvidia.com/gpu" not in cpu["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert gpu["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+def test_cluster_hash_follows_the_cluster_spec_only():
+    a = builders.build_raycluster(fed({"rounds": 5}))["metadata"]["labels"][builders.LABEL_CLUSTER_HASH]
+    b = builders.build_raycluster(fed({"rounds": 9}))["metadata"]["labels"][builders.LABEL_CLUSTER_HASH]
+    c = builders.build_raycluster(fed({"ray": {"head": {"cpu": "4"}}}))["metadata"]["labels"]
+    assert a == b != c[builders.LABEL_CLUSTER_HASH]
+
+
+def test_rayjob_targets_the_federations_cluster_without_forbidden_fields():
+    f = fed({"ray": {"submissionMode": "HTTPMode", "runtimeEnv": {"env_vars": {"A": "1"}}}})
+    job = builders.build_rayjob(f, 3, 4)
+    spec = job["spec"]
+    assert spec["clusterSelector"] == {"ray.io/cluster": "digits-ray"}
+    assert spec["entrypoint"] == "python -m red_runtime.driver --federation team-a/digits"
+    assert spec["submissionMode"] == "HTTPMode"
+    assert spec["shutdownAfterJobFinishes"] is False
+    assert yaml.safe_load(spec["runtimeEnvYAML"]) == {"env_vars": {"A": "1"}}
+    for forbidden in ("suspend", "backoffLimit", "rayClusterSpec"):
+        assert forbidden not in spec
+    labels = job["metadata"]["labels"]
+    assert labels[builders.LABEL_ATTEMPT] == "3" and labels[builders.LABEL_GENERATION] == "4"
+    assert "runtimeEnvYAML" not in builders.build_rayjob(fed(), 1, 1)["spec"]
+
+
+def test_driver_role_is_limited_to_its_own_federation():
+    role, binding = builders.build_role(fed()), builders.build_role_binding(fed())
+    assert role["rules"] == [
+        {
+            "apiGroups": ["red.dev"],
+            "resources": ["federations"],
+            "resourceNames": ["digits"],
+            "verbs": ["get", "watch"],
+        },
+        {
+            "apiGroups": ["red.dev"],
+            "resources": ["federations/status"],
+            "resourceNames": ["digits"],
+            "verbs": ["patch", "update"],
+        },
+    ]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "digits-driver"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "digits-driver", "namespace": "team-a"}]
+
+
+@pytest.mark.parametrize(
+    ("quantity", "cores", "ray"),
+    [("2", 2.0, "2"), ("500m", 0.5, "1"), ("1.5", 1.5, "2"), (4, 4.0, "4"), ("2000m", 2.0, "2")],
+)
+def test_cpu_quantities(quantity, cores, ray):
+    assert builders.cpu_cores(quantity) == cores
+    assert builders.ray_cpus(quantity) == ray
+
+
+def test_a_bad_quantity_names_itself():
+    with pytest.raises(ValueError, match="'two'"):
+        builders.cpu_cores("two")

@@ -1,0 +1,132 @@
+"""Status logic on plain dicts: KubeRay's reports in, phase and conditions out."""
+
+from __future__ import annotations
+
+import pytest
+
+from red_operator.status import (
+    OPERATOR_FIELDS,
+    Observed,
+    changed_fields,
+    compute_status,
+    job_outcome,
+)
+
+pytestmark = pytest.mark.unit
+
+T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
+
+
+def body(status=None, generation=3):
+    return {"metadata": {"name": "f", "namespace": "ns", "generation": generation}, "status": status or {}}
+
+
+def job(deployment="", job_status="", reason="", message="", url=""):
+    return {
+        "metadata": {"name": "f-abcde-1"},
+        "status": {
+            "jobDeploymentStatus": deployment,
+            "jobStatus": job_status,
+            "reason": reason,
+            "message": message,
+            "dashboardURL": url,
+        },
+    }
+
+
+READY_CLUSTER = {"metadata": {"name": "f-ray"}, "status": {"state": "ready"}}
+
+
+def conditions(status):
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def observed(**kw):
+    return Observed(cluster_name="f-ray", job_name="f-abcde-1", attempts=1, **kw)
+
+
+@pytest.mark.parametrize(
+    ("obs", "phase", "reason"),
+    [
+        (observed(), "Pending", "CreatingCluster"),
+        (observed(cluster={"status": {}}), "Provisioning", "ClusterProvisioning"),
+        (observed(cluster=READY_CLUSTER), "Provisioning", "CreatingJob"),
+        (observed(cluster=READY_CLUSTER, job=job("Initializing")), "Provisioning", "JobInitializing"),
+        (observed(cluster=READY_CLUSTER, job=job("Running", "RUNNING")), "Running", "JobRunning"),
+        (observed(cluster=READY_CLUSTER, job=job("Complete", "SUCCEEDED")), "Succeeded", "Completed"),
+        (observed(job=job("Complete", "SUCCEEDED"), cluster_released=True), "Succeeded", "Completed"),
+        (observed(job=job("Failed", "FAILED", "AppFailed", "boom")), "Failed", "AppFailed"),
+        (observed(job=job("Failed", "", "SubmissionFailed")), "Failed", "SubmissionFailed"),
+        (observed(job=job("ValidationFailed", "", "ValidationFailed")), "Failed", "ValidationFailed"),
+        (observed(job=job("Complete", "FAILED")), "Failed", "JobFailed"),
+        (observed(job=job("Complete", "STOPPED")), "Failed", "JobStopped"),
+        (observed(suspended=True), "Suspended", "Suspended"),
+        (observed(invalid="spec.topology.edges: graph is not connected"), "Failed", "InvalidSpec"),
+    ],
+)
+def test_phase_from_kuberay(obs, phase, reason):
+    status = compute_status(body(), obs, now=T0)
+    assert (status["phase"], status["reason"]) == (phase, reason)
+    conds = conditions(status)
+    assert conds["Ready"]["status"] == ("True" if phase in ("Running", "Succeeded") else "False")
+    assert conds["Succeeded"]["status"] == ("True" if phase == "Succeeded" else "False")
+    assert conds["Failed"]["status"] == ("True" if phase == "Failed" else "False")
+    assert conds["JobRunning"]["status"] == ("True" if phase == "Running" else "False")
+    assert set(status) <= set(OPERATOR_FIELDS)
+
+
+def test_deployment_status_decides_before_job_status():
+    # jobStatus may still say RUNNING when KubeRay has already given up on the RayJob.
+    outcome = job_outcome(job("Failed", "RUNNING", "DeadlineExceeded", "passed activeDeadlineSeconds"))
+    assert (outcome.phase, outcome.reason, outcome.message) == (
+        "Failed",
+        "DeadlineExceeded",
+        "passed activeDeadlineSeconds",
+    )
+    assert job_outcome(job("Running", "SUCCEEDED")) is None
+    assert job_outcome(None) is None
+
+
+def test_failure_reason_and_message_land_in_the_failed_condition():
+    status = compute_status(body(), observed(job=job("Failed", "FAILED", "AppFailed", "driver exited 1")), now=T0)
+    failed = conditions(status)["Failed"]
+    assert failed["status"] == "True" and failed["reason"] == "AppFailed" and failed["message"] == "driver exited 1"
+
+
+def test_last_transition_time_is_kept_while_a_condition_holds():
+    first = compute_status(body(), observed(cluster=READY_CLUSTER, job=job("Running")), now=T0)
+    again = compute_status(body(first), observed(cluster=READY_CLUSTER, job=job("Running")), now=T1)
+    assert conditions(again)["Ready"]["lastTransitionTime"] == T0
+    assert conditions(again)["ClusterProvisioned"]["lastTransitionTime"] == T0
+    done = compute_status(body(again), observed(cluster=READY_CLUSTER, job=job("Complete", "SUCCEEDED")), now=T1)
+    assert conditions(done)["JobRunning"]["lastTransitionTime"] == T1
+    assert conditions(done)["Ready"]["lastTransitionTime"] == T0  # still True, now because it succeeded
+
+
+def test_names_generation_attempts_and_dashboard():
+    status = compute_status(
+        body(generation=7), observed(cluster=READY_CLUSTER, job=job("Running", url="f-ray-head-svc.ns.svc:8265"))
+    )
+    assert status["observedGeneration"] == 7
+    assert (status["rayClusterName"], status["rayJobName"], status["attempts"]) == ("f-ray", "f-abcde-1", 1)
+    assert status["dashboardURL"] == "f-ray-head-svc.ns.svc:8265"
+    assert all(c["observedGeneration"] == 7 for c in status["conditions"])
+
+
+def test_nodes_healthy_comes_from_the_drivers_nodes_ready():
+    healthy = compute_status(body({"nodesReady": "8/8"}), observed(cluster=READY_CLUSTER, job=job("Running")))
+    sick = compute_status(body({"nodesReady": "7/8"}), observed(cluster=READY_CLUSTER, job=job("Running")))
+    assert conditions(healthy)["NodesHealthy"]["status"] == "True"
+    assert conditions(sick)["NodesHealthy"]["status"] == "False"
+    assert "NodesHealthy" not in conditions(compute_status(body(), observed()))
+
+
+def test_cluster_released_after_the_job_finished():
+    status = compute_status(body(), observed(job=job("Complete", "SUCCEEDED"), cluster_released=True))
+    assert conditions(status)["ClusterProvisioned"]["reason"] == "ClusterReleased"
+
+
+def test_only_changed_operator_fields_are_patched():
+    previous = {"phase": "Running", "round": 4, "metrics": {"accuracy": 0.9}, "rayJobName": "a"}
+    new = {"phase": "Running", "rayJobName": "b", "round": 0}
+    assert changed_fields(previous, new) == {"rayJobName": "b"}
