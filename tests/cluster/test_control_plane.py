@@ -216,3 +216,30 @@ def test_helm_talks_to_the_cluster(kube, namespace):
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == []
+
+
+def test_gpu_request_is_scheduled_on_a_gpu_node(kube, namespace):
+    """The fake GPU nodes advertise nvidia.com/gpu; the real scheduler honours it."""
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "wants-gpu", "namespace": namespace},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "c",
+                        "image": "busybox:1.36",
+                        "resources": {"limits": {"nvidia.com/gpu": "2", "cpu": "1", "memory": "1Gi"}},
+                    }
+                ]
+            },
+        }
+    )
+
+    def running():
+        pod = kube.kubectl_json("get", "pod", "wants-gpu", namespace=namespace)
+        return pod if pod["status"].get("phase") == "Running" else None
+
+    pod = kube.wait_for(running, timeout=90, message="GPU pod Running")
+    assert pod["spec"]["nodeName"].startswith("kwok-gpu-")
