@@ -29,6 +29,9 @@ CONDITION_TYPES = ("Ready", "ClusterProvisioned", "JobRunning", "NodesHealthy", 
 # KubeRay's RayJob status.jobDeploymentStatus values that end a RayJob.
 FAILED_DEPLOYMENTS = ("Failed", "ValidationFailed")
 MAX_MESSAGE = 1000
+# A RayJob may report success a moment before the driver's last status patch lands; past this grace the
+# Federation succeeds without it (the driver's sink flushes for 60 s, so the report is lost, not late).
+REPORT_GRACE_S = 90.0
 
 
 def now_iso() -> str:
@@ -89,14 +92,41 @@ def cluster_ready(cluster: Mapping[str, Any] | None) -> bool:
     )
 
 
-def _phase(obs: Observed) -> Outcome:
+def _seconds_between(start: str, end: str) -> float:
+    def parse(t: str) -> dt.datetime:  # Python 3.10's fromisoformat does not read "Z"
+        return dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
+
+    return (parse(end) - parse(start)).total_seconds()
+
+
+def _with_driver_report(outcome: Outcome, obs: Observed, previous: Mapping[str, Any], now: str) -> Outcome:
+    """Join KubeRay's verdict with the driver's own report (its fields in the same status).
+
+    Success needs the driver's final report (completionTime), so `kubectl get fed` never shows Succeeded
+    next to a stale ROUND. A failure leads with the driver's error, which says what went wrong in training;
+    KubeRay's message (the entrypoint's exit code and log tail) follows.
+    """
+    if outcome.phase == SUCCEEDED and not previous.get("completionTime"):
+        ended = ((obs.job or {}).get("status") or {}).get("endTime")
+        if _seconds_between(ended or now, now) < REPORT_GRACE_S:
+            return Outcome(
+                RUNNING, "AwaitingDriverReport", f"RayJob {obs.job_name} succeeded; awaiting the driver's final report"
+            )
+        return Outcome(SUCCEEDED, outcome.reason, f"{outcome.message} (the driver's final report never arrived)")
+    error = previous.get("driverError")
+    if outcome.phase == FAILED and error and error not in outcome.message:
+        return Outcome(FAILED, outcome.reason, f"{error} | {outcome.message}")
+    return outcome
+
+
+def _phase(obs: Observed, previous: Mapping[str, Any], now: str) -> Outcome:
     if obs.invalid:
         return Outcome(FAILED, "InvalidSpec", obs.invalid)
     if obs.suspended:
         return Outcome(SUSPENDED, "Suspended", "spec.suspend is true: RayJob and RayCluster removed")
     outcome = job_outcome(obs.job)
     if outcome:
-        return outcome
+        return _with_driver_report(outcome, obs, previous, now)
     deployment = ((obs.job or {}).get("status") or {}).get("jobDeploymentStatus") or ""
     if obs.job and deployment == "Running":
         return Outcome(RUNNING, "JobRunning", f"RayJob {obs.job_name} is running")
@@ -154,7 +184,7 @@ def compute_status(
     now = now or now_iso()
     previous = body.get("status") or {}
     generation = (body.get("metadata") or {}).get("generation") or 0
-    outcome = _phase(obs)
+    outcome = _phase(obs, previous, now)
     old = {c.get("type"): c for c in previous.get("conditions") or [] if isinstance(c, Mapping)}
     conditions = []
     for ctype, cstatus, reason, message in _conditions(outcome, obs, previous):

@@ -64,6 +64,9 @@ class FakeRest:
         self.objects[(kind, name)]["status"] = status
 
 
+DRIVER_DONE = {"round": 3, "rounds": 3, "completionTime": "2026-01-01T00:00:00Z"}  # the driver's final report
+
+
 def federation(spec=None, generation=1, status=None):
     return {
         "apiVersion": "red.dev/v1alpha1",
@@ -105,10 +108,10 @@ def test_status_follows_kuberay_and_the_cluster_goes_when_the_job_is_done():
     rest.set_status("RayJob", job, jobDeploymentStatus="Running", jobStatus="RUNNING")
     assert reconcile(federation(), rest).status["phase"] == "Running"
     rest.set_status("RayJob", job, jobDeploymentStatus="Complete", jobStatus="SUCCEEDED")
-    status = reconcile(federation(), rest).status
+    status = reconcile(federation(status=DRIVER_DONE), rest).status
     assert status["phase"] == "Succeeded"
     assert rest.names("RayCluster") == [] and rest.names("RayJob") == [job]
-    assert settle(rest, federation())["phase"] == "Succeeded"
+    assert settle(rest, federation(status=DRIVER_DONE))["phase"] == "Succeeded"
     assert rest.names("RayCluster") == [], "a finished Federation must not get its cluster back"
 
 
@@ -117,7 +120,7 @@ def test_keep_cluster_keeps_it():
     spec = {"rounds": 3, "ray": {"keepCluster": True}}
     settle(rest, federation(spec))
     rest.set_status("RayJob", rest.names("RayJob")[0], jobDeploymentStatus="Complete", jobStatus="SUCCEEDED")
-    assert reconcile(federation(spec), rest).status["phase"] == "Succeeded"
+    assert reconcile(federation(spec, status=DRIVER_DONE), rest).status["phase"] == "Succeeded"
     assert rest.names("RayCluster") == ["f-ray"]
 
 

@@ -21,17 +21,20 @@ def body(status=None, generation=3):
     return {"metadata": {"name": "f", "namespace": "ns", "generation": generation}, "status": status or {}}
 
 
-def job(deployment="", job_status="", reason="", message="", url=""):
-    return {
-        "metadata": {"name": "f-abcde-1"},
-        "status": {
-            "jobDeploymentStatus": deployment,
-            "jobStatus": job_status,
-            "reason": reason,
-            "message": message,
-            "dashboardURL": url,
-        },
+def job(deployment="", job_status="", reason="", message="", url="", end=None):
+    status = {
+        "jobDeploymentStatus": deployment,
+        "jobStatus": job_status,
+        "reason": reason,
+        "message": message,
+        "dashboardURL": url,
     }
+    if end:
+        status["endTime"] = end
+    return {"metadata": {"name": "f-abcde-1"}, "status": status}
+
+
+REPORTED = {"round": 20, "rounds": 20, "completionTime": T0}  # the driver's final report
 
 
 READY_CLUSTER = {"metadata": {"name": "f-ray"}, "status": {"state": "ready"}}
@@ -65,7 +68,7 @@ def observed(**kw):
     ],
 )
 def test_phase_from_kuberay(obs, phase, reason):
-    status = compute_status(body(), obs, now=T0)
+    status = compute_status(body(REPORTED), obs, now=T0)
     assert (status["phase"], status["reason"]) == (phase, reason)
     conds = conditions(status)
     assert conds["Ready"]["status"] == ("True" if phase in ("Running", "Succeeded") else "False")
@@ -93,12 +96,31 @@ def test_failure_reason_and_message_land_in_the_failed_condition():
     assert failed["status"] == "True" and failed["reason"] == "AppFailed" and failed["message"] == "driver exited 1"
 
 
+def test_success_waits_for_the_drivers_final_report():
+    """KubeRay may say SUCCEEDED before the driver's last patch lands: ROUND must not be stale next to it."""
+    complete = observed(cluster=READY_CLUSTER, job=job("Complete", "SUCCEEDED", end=T0))
+    early = compute_status(body({"round": 19, "rounds": 20}), complete, now=T0)
+    assert (early["phase"], early["reason"]) == ("Running", "AwaitingDriverReport")
+    assert compute_status(body(REPORTED), complete, now=T0)["phase"] == "Succeeded"
+    lost = compute_status(body({"round": 19, "rounds": 20}), complete, now=T1)  # five minutes later
+    assert lost["phase"] == "Succeeded" and "final report never arrived" in conditions(lost)["Succeeded"]["message"]
+
+
+def test_the_drivers_error_leads_the_failed_message():
+    crashed = observed(job=job("Failed", "FAILED", "AppFailed", "Job entrypoint command failed with exit code 1"))
+    status = compute_status(body({"driverError": "RuntimeError: loss is nan"}), crashed, now=T0)
+    failed = conditions(status)["Failed"]
+    assert failed["reason"] == "AppFailed"
+    assert failed["message"].startswith("RuntimeError: loss is nan") and "exit code 1" in failed["message"]
+
+
 def test_last_transition_time_is_kept_while_a_condition_holds():
     first = compute_status(body(), observed(cluster=READY_CLUSTER, job=job("Running")), now=T0)
     again = compute_status(body(first), observed(cluster=READY_CLUSTER, job=job("Running")), now=T1)
     assert conditions(again)["Ready"]["lastTransitionTime"] == T0
     assert conditions(again)["ClusterProvisioned"]["lastTransitionTime"] == T0
-    done = compute_status(body(again), observed(cluster=READY_CLUSTER, job=job("Complete", "SUCCEEDED")), now=T1)
+    finished = body({**again, **REPORTED})
+    done = compute_status(finished, observed(cluster=READY_CLUSTER, job=job("Complete", "SUCCEEDED")), now=T1)
     assert conditions(done)["JobRunning"]["lastTransitionTime"] == T1
     assert conditions(done)["Ready"]["lastTransitionTime"] == T0  # still True, now because it succeeded
 
@@ -122,7 +144,7 @@ def test_nodes_healthy_comes_from_the_drivers_nodes_ready():
 
 
 def test_cluster_released_after_the_job_finished():
-    status = compute_status(body(), observed(job=job("Complete", "SUCCEEDED"), cluster_released=True))
+    status = compute_status(body(REPORTED), observed(job=job("Complete", "SUCCEEDED"), cluster_released=True))
     assert conditions(status)["ClusterProvisioned"]["reason"] == "ClusterReleased"
 
 
