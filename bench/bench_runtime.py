@@ -156,7 +156,9 @@ def main() -> None:
         print(f"{n} nodes:", flush=True)
         rows.append(bench(n, args.rounds, args.sample))
         print(json.dumps(rows[-1]), flush=True)
-    print("\n| nodes | actor slots | median s/round | ideal s/round | ratio | start-up s | peak RSS GiB | peak PSS GiB |")
+    print(
+        "\n| nodes | actor slots | median s/round | ideal s/round | ratio | start-up s | peak RSS GiB | peak PSS GiB |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(

@@ -9,7 +9,7 @@ from pathlib import Path
 from red_runtime.spec import SpecError, load_manifest
 
 
-def run_command(manifest: str, out: str | None, address: str | None) -> int:
+def run_command(manifest: str, out: str | None, address: str | None, resume: bool = False) -> int:
     """Run one Federation to completion with a progress bar and a run folder."""
     from red_runtime.driver import EXIT_INVALID, check_references, execute
     from red_runtime.outputs import ConsoleSink, RunFolderSink
@@ -21,7 +21,8 @@ def run_command(manifest: str, out: str | None, address: str | None) -> int:
         print(f"red: {err}", file=sys.stderr)
         return EXIT_INVALID
     folder = Path(out) if out else Path("runs") / fed.name
-    code = execute(fed, [ConsoleSink(), RunFolderSink(folder)], address)
+    sinks = [ConsoleSink(), RunFolderSink(folder, resume=resume)]
+    code = execute(fed, sinks, address, folder / "checkpoints", resume)
     if code == 0:
         print(f"red: results in {folder}/ (metrics.jsonl, summary.json, model.pt, metrics.png)", file=sys.stderr)
     return code
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("file", help="Federation YAML, as kubectl apply takes it")
     run.add_argument("--out", help="run folder (default runs/<name>/)")
     run.add_argument("--address", help="connect to this Ray cluster instead of starting one")
+    run.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint (spec.checkpoint.every > 0)"
+    )
     check = sub.add_parser("validate", help="check a Federation manifest without running it")
     check.add_argument("file")
     op = sub.add_parser("operator", help="run the Federation operator (kopf) against the current kubeconfig")
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_operator(args.namespace, args.kubeconfig, args.liveness, args.metrics_port, args.verbose)
     if args.command == "run":
-        return run_command(args.file, args.out, args.address)
+        return run_command(args.file, args.out, args.address, args.resume)
     return validate_command(args.file)
 
 

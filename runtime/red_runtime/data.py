@@ -59,6 +59,10 @@ class DataSource:
     def classes(self) -> int:
         return self.task.dataset.classes if self.synthetic else int(self._pool[1].max()) + 1
 
+    def prepare(self) -> None:
+        """Load what every node's data is cut from (the pool and its split, or the mixture's centres)."""
+        _ = (self._class_counts, self._class_means) if self.synthetic else self._partitions
+
     def test_set(self) -> Arrays:
         if self.synthetic:
             c = self.task.dataset.classes

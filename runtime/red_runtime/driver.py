@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 import ray
 import torch
+from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayTaskError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from red_runtime import checkpoint
 from red_runtime.data import DataSource
 from red_runtime.imports import resolve
 from red_runtime.models import build_model, get_flat
@@ -35,6 +37,7 @@ from red_runtime.privacy import epsilon
 from red_runtime.reporting import (
     FAILED,
     HEALTHY,
+    RESTARTING,
     STRAGGLING,
     NodeStatus,
     Reporter,
@@ -46,12 +49,14 @@ from red_runtime.reporting import (
 from red_runtime.schemas import SCHEMAS, Context, RoundOutcome
 from red_runtime.spec import Federation
 from red_runtime.strategies import make_strategy
-from red_runtime.topology import TopologyManager, build_graph, node_id
+from red_runtime.topology import TopologyManager, build_graph, manager_name, node_id, relink
 from red_runtime.training import evaluate
 
 log = logging.getLogger("red.driver")
 EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 1, 2, 130
 PLACEMENT_TIMEOUT_S = float(os.environ.get("RED_PLACEMENT_TIMEOUT_S", "120"))
+# How long a crashed actor may take to come back (a restart re-imports torch) before it counts as gone.
+HEALTH_TIMEOUT_S = float(os.environ.get("RED_HEALTH_TIMEOUT_S", "60"))
 
 
 @dataclass
@@ -107,12 +112,24 @@ def weighted(results: list[dict], key: str, weight: str) -> float | None:
 
 
 class Driver:
-    def __init__(self, fed: Federation, reporter: Reporter):
+    def __init__(
+        self,
+        fed: Federation,
+        reporter: Reporter,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
+    ):
         self.fed = fed
         self.spec = fed.spec
         self.reporter = reporter
         res = self.spec.nodes.resources
         self.nodes = [NodeStatus(id=node_id(i), gpu=res.gpu) for i in range(self.spec.nodes.count)]
+        path = self.spec.checkpoint.path or checkpoint_dir
+        self.checkpoint_dir = Path(path) if path else None
+        self.resume = resume
+        self.history: list[dict] = []
+        self.pids: dict[int, int] = {}  # slot -> process id of the actor incarnation last seen
+        self.dead_slots: set[int] = set()
         self.pg = None
         self.pool: NodePool | None = None
         self.manager = None
@@ -125,7 +142,7 @@ class Driver:
         try:
             ctx = self._start(prepared)
             schema = SCHEMAS[self.spec.topology.kind](ctx)
-            startup = time.monotonic() - began
+            first_round = self._restore(ctx, schema) + 1
             info = RunInfo(
                 name=self.fed.name,
                 namespace=self.fed.namespace,
@@ -134,14 +151,13 @@ class Driver:
                 slots=prepared.plan.slots,
                 topology=self.spec.topology.kind,
                 algorithm=self.spec.algorithm.name,
-                startup_seconds=startup,
+                startup_seconds=time.monotonic() - began,
+                resumed_from=first_round - 1,
             )
             self.reporter.started(info, self.nodes)
-            return self._rounds(schema, ctx, prepared, test_set, info)
+            return self._rounds(schema, ctx, prepared, test_set, info, first_round)
         except BaseException as err:
-            self.reporter.failed(
-                f"{type(err).__name__}: {err}" if not isinstance(err, KeyboardInterrupt) else "interrupted"
-            )
+            self.reporter.failed(failure_reason(err))
             raise
         finally:
             self.stop()
@@ -149,26 +165,28 @@ class Driver:
 
     def _start(self, prepared: Prepared) -> Context:
         spec = self.spec
-        self.pg = placement_group(prepared.plan.bundles, strategy=spec.placement.strategy, name=f"red-{self.fed.name}")
+        plan = prepared.plan
+        self.pg = placement_group(plan.bundles, strategy=spec.placement.strategy, name=f"red-{self.fed.name}")
         ready, _ = ray.wait([self.pg.ready()], timeout=PLACEMENT_TIMEOUT_S)
         if not ready:
             raise RuntimeError(
-                f"placement group of {len(prepared.plan.bundles)} bundles ({prepared.plan.node_bundle} per node "
-                f"actor, strategy {spec.placement.strategy}) was not placed within {PLACEMENT_TIMEOUT_S:.0f}s"
+                f"placement group of {len(plan.bundles)} bundles ({plan.node_bundle} per node actor, strategy "
+                f"{spec.placement.strategy}) was not placed within {PLACEMENT_TIMEOUT_S:.0f}s"
             )
         graph = build_graph(spec.topology, spec.nodes.count, spec.task.seed)
-        for status in self.nodes:
-            status.bundle = 1 + int(status.id.split("-")[1]) % prepared.plan.slots
+        for i, status in enumerate(self.nodes):
+            status.bundle = 1 + i % plan.slots
         self.manager = (
             ray.remote(TopologyManager)
             .options(
+                name=manager_name(self.fed.name),
                 num_cpus=0,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=0),
             )
             .remote([tuple(e) for e in graph.edges], list(graph.nodes), spec.topology.kind)
         )
-        self.pool = NodePool(spec, prepared.plan, self.pg, self.manager)
-        sizes = dict(zip([node_id(i) for i in range(spec.nodes.count)], prepared.source.node_sizes().tolist()))
+        self.pool = NodePool(spec, plan, self.pg, self.fed.name)
+        ids = [node_id(i) for i in range(spec.nodes.count)]
         return Context(
             spec=spec,
             pool=self.pool,
@@ -176,34 +194,49 @@ class Driver:
             graph=graph,
             strategy=make_strategy(spec.algorithm.name, dict(spec.algorithm.options)),
             params=prepared.params,
-            sizes=sizes,
+            sizes=dict(zip(ids, prepared.source.node_sizes().tolist())),
         )
 
-    def _rounds(self, schema, ctx: Context, prepared: Prepared, test_set, info: RunInfo) -> Summary:
+    def _restore(self, ctx: Context, schema) -> int:
+        """Continue from the newest readable checkpoint; returns the last round it holds (0: none)."""
+        if not (self.resume and self.checkpoint_dir):
+            return 0
+        ckpt = checkpoint.latest(self.checkpoint_dir, self.fed.name)
+        if ckpt is None:
+            return 0
+        ctx.params = ckpt.params
+        ctx.strategy.load_state_dict(ckpt.strategy)
+        self.history = list(ckpt.history)
+        self.nodes = [NodeStatus.from_dict(n) for n in ckpt.nodes]
+        assert self.pool is not None
+        by_slot: dict[int, dict] = {}
+        for index, kept in ckpt.node_states.items():
+            by_slot.setdefault(self.pool.slot_of(index), {})[index] = kept
+        ray.get([self.pool.actor(slot).import_state.remote(states) for slot, states in by_slot.items()])
+        failed = [n.id for n in self.nodes if n.state == FAILED]
+        if failed:
+            self._relink(ctx, schema, failed)
+        schema.resumed()
+        log.info("resumed %s after round %d from %s", self.fed.name, ckpt.round, self.checkpoint_dir)
+        return ckpt.round
+
+    def _rounds(self, schema, ctx: Context, prepared: Prepared, test_set, info: RunInfo, first: int) -> Summary:
         spec = self.spec
         device = torch.device("cpu")
-        seconds: list[float] = []
-        history: list[dict] = []
         loss = accuracy = float("nan")
         stopped_early = False
-        rounds_run = 0
-        for round_no in range(1, spec.rounds + 1):
+        for round_no in range(first, spec.rounds + 1):
             started = time.monotonic()
             failed = {i for i, n in enumerate(self.nodes) if n.state == FAILED}
-            outcome = schema.run_round(round_no, sample_nodes(self.fed, round_no, failed))
+            sampled = sample_nodes(self.fed, round_no, failed)
+            self._start_actors(sampled)
+            outcome = schema.run_round(round_no, sampled)
             loss, accuracy = evaluate(prepared.model, outcome.params, test_set, device)
-            seconds.append(time.monotonic() - started)
-            rounds_run = round_no
-            before = [n.state for n in self.nodes]
+            before = [(n.state, n.restarts) for n in self.nodes]
             self._mark_nodes(round_no, outcome)
-            if before != [n.state for n in self.nodes]:
+            self._check_health(ctx, schema, outcome)
+            if before != [(n.state, n.restarts) for n in self.nodes]:
                 self.reporter.nodes_changed(self.nodes)
-            metrics = {"train_loss": weighted(outcome.results, "train_loss", "samples")}
-            metrics["eval_loss"] = weighted(outcome.results, "eval_loss", "eval_samples")
-            metrics["eval_accuracy"] = weighted(outcome.results, "eval_accuracy", "eval_samples")
-            metrics.update(outcome.extra)
-            if spec.algorithm.privacy is not None:
-                metrics["epsilon"] = epsilon(round_no, spec.algorithm.fraction, spec.algorithm.privacy)
             report = RoundReport(
                 round=round_no,
                 rounds=spec.rounds,
@@ -211,33 +244,46 @@ class Driver:
                 accuracy=accuracy,
                 nodes_healthy=sum(n.state == HEALTHY for n in self.nodes),
                 nodes_total=len(self.nodes),
-                seconds=seconds[-1],
-                metrics={k: v for k, v in metrics.items() if v is not None},
+                seconds=time.monotonic() - started,
+                metrics=self._round_metrics(round_no, outcome),
             )
-            history.append(report.as_dict())
+            self.history.append(report.as_dict())
             self.reporter.round_done(report, self.nodes)
+            self._maybe_checkpoint(round_no, ctx)
             if spec.algorithm.targetAccuracy is not None and accuracy >= spec.algorithm.targetAccuracy:
                 stopped_early = round_no < spec.rounds
                 break
-        final = {}
-        if "test" in spec.nodes.roles:
-            final = self._test_role(ctx.params)
+        if first > spec.rounds and self.history:
+            loss, accuracy = self.history[-1]["loss"], self.history[-1]["accuracy"]
+        final = self._test_role(ctx.params) if "test" in spec.nodes.roles else {}
         summary = Summary(
             name=self.fed.name,
-            rounds_run=rounds_run,
+            rounds_run=self.history[-1]["round"] if self.history else 0,
             final_accuracy=accuracy,
             final_loss=loss,
-            seconds_per_round=statistics.median(seconds),
+            seconds_per_round=statistics.median([h["seconds"] for h in self.history] or [0.0]),
             nodes=spec.nodes.count,
-            slots=prepared.plan.slots,
+            slots=info.slots,
             startup_seconds=info.startup_seconds,
             stopped_early=stopped_early,
             actors_started=len(ctx.pool.actors),
             metrics=final,
-            history=history,
+            history=list(self.history),
         )
         self.reporter.finished(summary, ctx.params, prepared.model)
         return summary
+
+    def _round_metrics(self, round_no: int, outcome: RoundOutcome) -> dict[str, float]:
+        spec = self.spec
+        metrics = {
+            "train_loss": weighted(outcome.results, "train_loss", "samples"),
+            "eval_loss": weighted(outcome.results, "eval_loss", "eval_samples"),
+            "eval_accuracy": weighted(outcome.results, "eval_accuracy", "eval_samples"),
+            **outcome.extra,
+        }
+        if spec.algorithm.privacy is not None:
+            metrics["epsilon"] = epsilon(round_no, spec.algorithm.fraction, spec.algorithm.privacy)
+        return {k: v for k, v in metrics.items() if v is not None}
 
     def _mark_nodes(self, round_no: int, outcome: RoundOutcome) -> None:
         seen = now_iso()
@@ -246,8 +292,91 @@ class Driver:
             status.state, status.lastRound, status.lastSeen = HEALTHY, round_no, seen
         for i in outcome.straggling:
             self.nodes[i].state = STRAGGLING
-        for i in outcome.failed:
-            self.nodes[i].state = FAILED
+
+    def _check_health(self, ctx: Context, schema, outcome: RoundOutcome) -> None:
+        """Count restarts from the actors' process ids; ping actors that died mid-round.
+
+        Ray restarts a crashed actor up to `maxNodeRestarts` times; its nodes are Restarting until
+        they report again. An actor Ray gave up on takes its nodes out of the federation for good.
+        """
+        assert self.pool is not None
+        pool = self.pool
+        for r in outcome.results:
+            self._saw_pid(pool.slot_of(r["index"]), r["pid"])
+        crashed = {pool.slot_of(i) for i in outcome.failed}
+        gone = []
+        for slot in sorted(crashed - self.dead_slots):
+            try:
+                pid = self._ping(slot)
+            except (ActorDiedError, GetTimeoutError):
+                self.dead_slots.add(slot)
+                for i in pool.nodes_in(slot):
+                    self.nodes[i].state = FAILED
+                    gone.append(node_id(i))
+                continue
+            self._saw_pid(slot, pid)
+        if gone:
+            self._relink(ctx, schema, gone)
+
+    def _start_actors(self, sampled: list[int]) -> None:
+        """Start the actors this round needs and wait until they answer, so that start-up (a torch
+        import) never counts against the round's deadline. Slots no sampled node uses stay unstarted."""
+        assert self.pool is not None
+        new = [s for s in self.pool.by_slot(sampled) if s not in self.pool.actors]
+        for slot in new:
+            self.pool.actor(slot)
+        for slot in new:
+            self._saw_pid(slot, self._ping(slot))
+
+    def _ping(self, slot: int) -> int:
+        """The actor's process id, waiting while Ray restarts it; ActorDiedError once Ray gave up."""
+        assert self.pool is not None
+        deadline = time.monotonic() + HEALTH_TIMEOUT_S
+        while True:
+            try:
+                return ray.get(self.pool.actor(slot).ping.remote(), timeout=max(0.1, deadline - time.monotonic()))
+            except ActorUnavailableError as err:  # restarting: not dead, not back yet
+                if time.monotonic() > deadline:
+                    raise GetTimeoutError(f"node actor slot {slot} not back within {HEALTH_TIMEOUT_S}s") from err
+                time.sleep(0.2)
+
+    def _saw_pid(self, slot: int, pid: int) -> None:
+        assert self.pool is not None
+        known = self.pids.get(slot)
+        self.pids[slot] = pid
+        if known is not None and known != pid:
+            for i in self.pool.nodes_in(slot):
+                self.nodes[i].restarts += 1
+                if self.nodes[i].state != FAILED:
+                    self.nodes[i].state = RESTARTING
+
+    def _relink(self, ctx: Context, schema, gone: list[str]) -> None:
+        """Failed nodes leave the graph; the topology manager learns the re-linked one."""
+        ctx.graph = relink(ctx.graph, self.spec.topology.kind, gone)
+        ray.get(self.manager.set_edges.remote([tuple(e) for e in ctx.graph.edges], list(ctx.graph.nodes)))
+        schema.graph_changed()
+        log.warning("nodes %s failed for good and left the federation", ", ".join(gone))
+
+    def _maybe_checkpoint(self, round_no: int, ctx: Context) -> None:
+        every = self.spec.checkpoint.every
+        if not (self.checkpoint_dir and every and (round_no % every == 0 or round_no == self.spec.rounds)):
+            return
+        assert self.pool is not None
+        node_states: dict[int, dict] = {}
+        live = [a for s, a in self.pool.actors.items() if s not in self.dead_slots]
+        for states in ray.get([a.export_state.remote() for a in live]):
+            node_states.update(states)
+        ckpt = checkpoint.Checkpoint(
+            round=round_no,
+            params=ctx.params,
+            strategy=ctx.strategy.state_dict(),
+            history=list(self.history),
+            nodes=[n.as_dict() for n in self.nodes],
+            node_states=node_states,
+            federation=self.fed.name,
+        )
+        path = checkpoint.save(self.checkpoint_dir, ckpt, self.spec.checkpoint.keep)
+        self.reporter.checkpointed(round_no, str(path))
 
     def _test_role(self, params: np.ndarray) -> dict[str, float]:
         """Nodes with the test role evaluate the final model on their own held-out split."""
@@ -274,6 +403,20 @@ class Driver:
             self.pg = None
 
 
+def failure_reason(err: BaseException) -> str:
+    """What a user reads in the Failed condition: for an error raised inside a node actor, the user's own
+    exception (and where), not Ray's wrapper, whose remote traceback would crowd out the message."""
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted"
+    cause = getattr(err, "cause", None) if isinstance(err, RayTaskError) else None
+    if cause is not None:
+        # Ray re-raises a remote error as a class that is both RayTaskError and the cause's type; that
+        # instance is built by the cause's constructor and may lack the wrapper's fields (function_name).
+        where = getattr(err, "function_name", None)
+        return f"{type(cause).__name__}: {cause}" + (f" (in {where})" if where else "")
+    return f"{type(err).__name__}: {err}"
+
+
 @contextmanager
 def ray_session(address: str | None = None) -> Iterator[None]:
     """Connect to `address`, or start an embedded Ray sized to this machine; always shut down."""
@@ -293,13 +436,13 @@ def ray_session(address: str | None = None) -> Iterator[None]:
         ray.shutdown()
 
 
-def execute(fed: Federation, sinks: list, address: str | None) -> int:
+def execute(fed: Federation, sinks: list, address: str | None, checkpoint_dir: Path, resume: bool) -> int:
     """Run `fed` to the end on Ray at `address` (embedded if None); the exit code says how it ended."""
     from red_runtime.reporting import Reporter
 
     try:
         with ray_session(address):
-            Driver(fed, Reporter(sinks)).run()
+            Driver(fed, Reporter(sinks), checkpoint_dir=checkpoint_dir, resume=resume).run()
     except KeyboardInterrupt:
         print("red: interrupted; placement group removed and Ray shut down", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -307,7 +450,7 @@ def execute(fed: Federation, sinks: list, address: str | None) -> int:
         print(f"red: invalid Federation: {err}", file=sys.stderr)
         return EXIT_INVALID
     except Exception as err:
-        print(f"red: federation {fed.name} failed: {type(err).__name__}: {err}", file=sys.stderr)
+        print(f"red: federation {fed.name} failed: {failure_reason(err)}", file=sys.stderr)
         return EXIT_FAILED
     return 0
 
@@ -326,6 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="run folder (default /tmp/red/<name>)")
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray address (default: embedded)")
     args = parser.parse_args(argv)
+    # The RayJob's log is where an operator looks: warnings (a status patch that failed, a node that
+    # left) go there with the logger's name.
+    logging.basicConfig(level=logging.WARNING, format="red %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     sinks: list = [ConsoleSink(stream=sys.stdout)]
     try:
         if args.manifest:
@@ -341,8 +487,10 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, ValueError) as err:
         print(f"red: {err}", file=sys.stderr)
         return EXIT_INVALID
-    sinks.append(RunFolderSink(Path(args.out or f"/tmp/red/{fed.name}")))
-    return execute(fed, sinks, args.address)
+    out = Path(args.out or f"/tmp/red/{fed.name}")
+    sinks.append(RunFolderSink(out, resume=True))
+    # A retried RayJob continues from the newest checkpoint (spec.checkpoint.path, a mounted volume).
+    return execute(fed, sinks, args.address, out / "checkpoints", resume=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from red_runtime.models import build_model
 from red_runtime.privacy import clip_update
 from red_runtime.spec import FederationSpec
 from red_runtime.strategies import Update
-from red_runtime.topology import node_id
+from red_runtime.topology import manager_name, node_id
 from red_runtime.training import LocalState, evaluate, local_splits, train_local
 
 
@@ -38,16 +38,25 @@ def round_generator(seed: int, index: int, round_no: int) -> torch.Generator:
 
 
 class NodeHost:
-    def __init__(self, spec: FederationSpec, slot: int, manager: Any, threads: int):
+    def __init__(self, spec: FederationSpec, slot: int, federation: str, threads: int):
         torch.set_num_threads(threads)
         self.spec = spec
         self.slot = slot
-        self.manager = manager
+        self.manager = ray.get_actor(manager_name(federation))
         self.source = DataSource(spec.task, spec.nodes.count)
+        self.source.prepare()  # at start-up, outside any round's deadline
         self.device = pick_device()
         self.model = build_model(spec.task.model, self.source.input_shape, self.source.classes, spec.task.seed)
         self.model.to(self.device)
+        self._warm_up()
         self.states: dict[int, LocalState] = {}
+        self.pid = os.getpid()
+
+    def _warm_up(self) -> None:
+        """Pay torch's first-step cost (about a second) at start-up rather than inside a round's deadline."""
+        x = torch.zeros((2, *self.source.input_shape), device=self.device)
+        self.model(x).sum().backward()
+        self.model.zero_grad(set_to_none=True)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -61,7 +70,24 @@ class NodeHost:
         }
 
     def ping(self) -> int:
-        return self.slot
+        """This incarnation's process id: a new one means Ray restarted the actor."""
+        return self.pid
+
+    def export_state(self) -> dict[int, dict[str, Any]]:
+        """What a checkpoint must keep of the hosted nodes: own models and optimizer moments."""
+        out = {}
+        for index, state in self.states.items():
+            kept = {"params": state.params, "optimizer_state": state.optimizer_state}
+            if any(v is not None for v in kept.values()):
+                out[index] = kept
+        return out
+
+    def import_state(self, states: dict[int, dict[str, Any]]) -> int:
+        for index, kept in states.items():
+            state = self._state(index)
+            state.params = kept.get("params")
+            state.optimizer_state = kept.get("optimizer_state")
+        return len(states)
 
     def _state(self, index: int) -> LocalState:
         # Lazy: a virtual node's data is built on its first use and kept for every later round.
@@ -93,7 +119,7 @@ class NodeHost:
         for index in indices:
             messages = inbox[index]
             if not messages:
-                raise RuntimeError(f"{node_id(index)} received no model in round {round_no}")
+                continue  # a straggler's call for a round the server already closed: nothing to do
             ref = messages[-1][1][0]
             if ref not in cache:
                 cache[ref] = ray.get(ref)
@@ -118,6 +144,7 @@ class NodeHost:
             else:
                 posts.append(self._post(round_no, [node_id(index)], [dst], update))
             result.update(train_loss=loss, samples=len(state.train), seconds=time.perf_counter() - began)
+            result["pid"] = self.pid
             results.append(result)
         for dst, acc in pooled.items():
             posts.append(self._post(round_no, list(acc.nodes), [dst], acc))
@@ -148,6 +175,7 @@ class NodeHost:
             state.params, loss = train_local(self.model, state.params, state, self.spec.task.train, gen, self.device)
             posts.append(self._post(round_no, [node_id(index)], neighbours[index], state.params))
             result.update(train_loss=loss, samples=len(state.train), seconds=time.perf_counter() - began)
+            result["pid"] = self.pid
             results.append(result)
         ray.get(posts)
         return results

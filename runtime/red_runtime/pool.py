@@ -15,11 +15,11 @@ from red_runtime.spec import FederationSpec
 class NodePool:
     """Maps virtual nodes to actor slots (node i lives in slot i mod slots) and owns the actors."""
 
-    def __init__(self, spec: FederationSpec, plan: SlotPlan, pg: Any, manager: Any):
+    def __init__(self, spec: FederationSpec, plan: SlotPlan, pg: Any, name: str):
         self.spec = spec
+        self.name = name
         self.plan = plan
         self.pg = pg
-        self.manager = manager
         self.actors: dict[int, Any] = {}
         res = spec.nodes.resources
         self._actor_cls = ray.remote(NodeHost)
@@ -38,9 +38,17 @@ class NodePool:
         if slot not in self.actors:
             self.actors[slot] = self._actor_cls.options(
                 **self._options,
+                name=self.actor_name(slot),
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=slot + 1),
-            ).remote(self.spec, slot, self.manager, self.threads)
+            ).remote(self.spec, slot, self.name, self.threads)
         return self.actors[slot]
+
+    def actor_name(self, slot: int) -> str:
+        """Named, so an operator (or a fault-injection test) can find the process behind a node."""
+        return f"red-{self.name}-slot-{slot}"
+
+    def nodes_in(self, slot: int) -> list[int]:
+        return list(range(slot, self.spec.nodes.count, self.plan.slots))
 
     def by_slot(self, indices: list[int]) -> dict[int, list[int]]:
         groups: dict[int, list[int]] = {}

@@ -33,6 +33,10 @@ class NodeStatus:
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> NodeStatus:
+        return NodeStatus(**data)
+
 
 @dataclass
 class RoundReport:
@@ -92,6 +96,8 @@ class Sink:
 
     def nodes_changed(self, nodes: list[NodeStatus]) -> None: ...
 
+    def checkpointed(self, round_no: int, path: str) -> None: ...
+
     def finished(self, summary: Summary, params: Any, model: Any) -> None: ...
 
     def failed(self, reason: str) -> None: ...
@@ -120,6 +126,9 @@ class Reporter:
 
     def nodes_changed(self, nodes: list[NodeStatus]) -> None:
         self._each("nodes_changed", nodes)
+
+    def checkpointed(self, round_no: int, path: str) -> None:
+        self._each("checkpointed", round_no, path)
 
     def finished(self, summary: Summary, params: Any, model: Any) -> None:
         self._each("finished", summary, params, model)

@@ -17,6 +17,12 @@ from red_runtime.spec import Topology
 SERVER = "server"
 
 
+def manager_name(federation: str) -> str:
+    """Node actors find the manager by name: a handle passed to an actor constructor lives in the
+    object store, and Ray cannot restart an actor whose constructor arguments are gone."""
+    return f"red-{federation}-topology"
+
+
 def node_id(index: int) -> str:
     return f"node-{index}"
 
@@ -74,6 +80,26 @@ def _regular_edges(degree: int, count: int, seed: int) -> list[tuple[str, str]]:
     raise ValueError(f"spec.topology.degree: {degree}: no connected {degree}-regular graph found on {count} nodes")
 
 
+def relink(g: nx.Graph, kind: str, failed: list[str]) -> nx.Graph:
+    """The graph without `failed` nodes; a ring closes each gap. Raises TopologyError if it falls apart."""
+    out = g.copy()
+    for name in failed:
+        if name not in out:
+            continue
+        neighbours = list(out.neighbors(name))
+        out.remove_node(name)
+        if kind == "ring" and len(neighbours) == 2 and neighbours[0] != neighbours[1]:
+            out.add_edge(*neighbours)
+    members = [n for n in out if n.startswith("node-")]
+    if kind in ("ring", "mesh", "kregular", "custom") and members and not nx.is_connected(out.subgraph(members)):
+        parts = sorted((sorted(c) for c in nx.connected_components(out.subgraph(members))), key=len)
+        raise TopologyError(
+            f"the {kind} topology is disconnected after {', '.join(failed)} failed: "
+            f"{len(parts)} separate groups (smallest: {', '.join(parts[0][:5])})"
+        )
+    return out
+
+
 def metropolis_weights(g: nx.Graph, name: str) -> dict[str, float]:
     """Metropolis-Hastings mixing weights of `name` over itself and its neighbours (doubly stochastic)."""
     deg = g.degree
@@ -119,12 +145,22 @@ class TopologyManager:
         return len(dsts)
 
     def collect(self, round_no: int, receivers: list[str]) -> dict[str, list[tuple[tuple[str, ...], Any]]]:
-        """This round's messages for each receiver; late messages of earlier rounds are discarded."""
+        """This round's messages for each receiver. Late messages of earlier rounds are discarded;
+        a later round's stay queued (a straggler catching up must not eat its own next model)."""
         out = {}
         for r in receivers:
             box = self.mailboxes.pop(r, [])
             out[r] = [(srcs, payload) for rnd, srcs, payload in box if rnd == round_no]
+            later = [m for m in box if m[0] > round_no]
+            if later:
+                self.mailboxes[r] = later
         return out
+
+    def set_edges(self, edges: list[tuple[str, str]], participants: list[str]) -> None:
+        """Replace the graph, after nodes failed and the driver re-linked around them."""
+        self.graph = nx.Graph()
+        self.graph.add_nodes_from(participants)
+        self.graph.add_edges_from(edges)
 
     def neighbours(self, name: str) -> list[str]:
         return sorted(self.graph.neighbors(name))

@@ -92,3 +92,16 @@ def test_only_driver_fields_are_written():
     assert written <= set(DRIVER_FIELDS)
     assert not written & {"phase", "conditions", "observedGeneration", "rayJobName", "rayClusterName"}
     assert rec.bodies[-1]["driverError"] == "boom" and rec.bodies[-1]["lastCheckpoint"]["round"] == 1
+
+
+def test_a_users_error_inside_a_node_actor_reads_as_the_users_own():
+    from ray.exceptions import RayTaskError
+
+    from red_runtime.driver import failure_reason
+
+    cause = RuntimeError("loss diverged")
+    wrapped = RayTaskError("NodeHost.train_round", "Traceback ...\n" * 200, cause)
+    assert failure_reason(wrapped) == "RuntimeError: loss diverged (in NodeHost.train_round)"
+    assert failure_reason(wrapped.as_instanceof_cause()).startswith("RuntimeError: loss diverged")
+    assert failure_reason(KeyboardInterrupt()) == "interrupted"
+    assert failure_reason(ValueError("x")) == "ValueError: x"

@@ -90,3 +90,6 @@ def test_manager_enforces_edges_and_rounds():
     assert box["node-0"] == [((SERVER,), ["model"])]
     assert box["node-2"] == []  # a message from an earlier round is dropped
     assert tm.collect(1, ["node-0"])["node-0"] == []  # collecting empties the mailbox
+    tm.post(3, [SERVER], ["node-1"], ["round-3 model"])
+    assert tm.collect(2, ["node-1"])["node-1"] == []  # a straggler's stale call for round 2...
+    assert tm.collect(3, ["node-1"])["node-1"] == [((SERVER,), ["round-3 model"])]  # ...leaves round 3's

@@ -97,5 +97,11 @@ class Schema(ABC):
     def run_round(self, round_no: int, sampled: list[int]) -> RoundOutcome:
         """Run one round over the `sampled` node indices and return what happened."""
 
+    def resumed(self) -> None:  # noqa: B027 (an optional hook)
+        """Optional hook: a checkpoint restored the global model; refresh anything derived from it."""
+
+    def graph_changed(self) -> None:  # noqa: B027 (an optional hook)
+        """Optional hook: failed nodes left the graph; schemas that cache neighbours refresh here."""
+
     def nodes_of(self, slots: set[int], by_slot: dict[int, list[int]]) -> set[int]:
         return {i for s in slots for i in by_slot.get(s, [])}

@@ -18,8 +18,16 @@ from red_runtime.topology import datasize_weights, metropolis_weights, node_id
 class DecentralizedSchema(Schema):
     def __init__(self, ctx: Context):
         super().__init__(ctx)
+        self.graph_changed()
+
+    def resumed(self) -> None:
+        self.start_ref = [ray.put(self.ctx.params)]
+
+    def graph_changed(self) -> None:
+        """Neighbours and mixing weights from the current graph (it shrinks when nodes fail)."""
+        ctx = self.ctx
         g = ctx.graph
-        self.neighbours = {i: sorted(g.neighbors(node_id(i))) for i in range(ctx.spec.nodes.count)}
+        self.neighbours = {i: sorted(g.neighbors(node_id(i))) for i in range(ctx.spec.nodes.count) if node_id(i) in g}
         if ctx.spec.topology.mixing == "datasize":
             self.weights = {i: datasize_weights(g, node_id(i), ctx.sizes) for i in self.neighbours}
         else:
@@ -55,6 +63,8 @@ class DecentralizedSchema(Schema):
         # mean_i ||x_i - mean||^2 = mean_i ||x_i||^2 - ||mean||^2
         consensus = math.sqrt(max(0.0, square_norms / count - float(mean @ mean)))
         ctx.params = mean.astype(np.float32)
+        # A node that joins late or comes back from a crash starts from where the federation is now.
+        self.start_ref = [ray.put(ctx.params)]
         return RoundOutcome(
             params=ctx.params,
             results=[r for rs in trained.results.values() for r in rs],
