@@ -84,8 +84,12 @@ def _announce(body: Mapping[str, Any], result: Result, logger: logging.Logger | 
     set_phase(f"{meta.get('namespace')}/{meta.get('name')}", phase)
     if phase != before:
         condition = next(c for c in result.status["conditions"] if c["type"] == "Ready")
-        post = kopf.warn if phase == FAILED else kopf.info
-        post(dict(body), reason=phase, message=f"{result.status['reason']}: {condition['message']}"[:1000])
+        kopf.event(
+            dict(body),
+            type="Warning" if phase == FAILED else "Normal",
+            reason=phase,
+            message=f"{result.status['reason']}: {condition['message']}"[:1000],
+        )
 
 
 def _reconcile_handler(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, trigger: str) -> None:
