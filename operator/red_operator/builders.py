@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from red_runtime import RAY_VERSION
 from red_runtime.spec import API_VERSION, KIND, Federation, FederationSpec
 
 LABEL_FEDERATION = "red.dev/federation"
@@ -159,7 +160,14 @@ def build_raycluster(fed: Federation) -> dict[str, Any]:
         }
         for group in ray.workerGroups
     ]
-    spec: dict[str, Any] = {"headGroupSpec": head, "workerGroupSpecs": workers}
+    # Token authentication (Ray >= 2.52): KubeRay keeps the token in a Secret, puts it into every Ray
+    # container's env and sends it on its own dashboard calls, so no one else can submit jobs to the cluster.
+    spec: dict[str, Any] = {
+        "rayVersion": RAY_VERSION,
+        "authOptions": {"mode": "token"},
+        "headGroupSpec": head,
+        "workerGroupSpecs": workers,
+    }
     return {
         "apiVersion": RAY_API_VERSION,
         "kind": "RayCluster",

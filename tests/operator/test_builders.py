@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import sys
+from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 import yaml
@@ -179,3 +182,12 @@ def test_cpu_quantities(quantity, cores, ray):
 def test_a_bad_quantity_names_itself():
     with pytest.raises(ValueError, match="'two'"):
         builders.cpu_cores("two")
+
+
+def test_raycluster_asks_for_ray_token_auth_with_the_pinned_ray():
+    """KubeRay turns token auth on only with rayVersion >= 2.52; the version is the one Red pins and ships."""
+    spec = builders.build_raycluster(fed({}))["spec"]
+    assert spec["authOptions"] == {"mode": "token"}
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert f'"ray[default]=={spec["rayVersion"]}"' in pyproject
+    assert spec["rayVersion"] == version("ray"), f"installed Ray differs from the pin ({sys.executable})"
