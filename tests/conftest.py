@@ -130,12 +130,12 @@ class Kube:
             raise KubectlError(proc.returncode, cmd, proc.stdout, proc.stderr)
         return proc
 
-    def kubectl_as_token(self, token: str, *args: str, **kw: Any) -> subprocess.CompletedProcess:
-        """Run kubectl authenticated ONLY by a bearer token (same server/CA, no client cert)."""
-        import tempfile
-
+    def token_kubeconfig(self, token: str, path: str | Path, server: str | None = None) -> Path:
+        """Write a kubeconfig that authenticates ONLY by a bearer token (same CA; `server` may point at a relay)."""
         cfg = json.loads(self.kubectl("config", "view", "--raw", "--minify", "--flatten", "-o", "json").stdout)
         cluster = cfg["clusters"][0]
+        if server:
+            cluster = {**cluster, "cluster": {**cluster["cluster"], "server": server}}
         token_cfg = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -144,12 +144,19 @@ class Kube:
             "contexts": [{"name": "token", "context": {"cluster": cluster["name"], "user": "token"}}],
             "current-context": "token",
         }
-        with tempfile.NamedTemporaryFile("w", suffix=".kubeconfig", delete=False) as f:
-            json.dump(token_cfg, f)
-        try:
-            return Kube(f.name).kubectl(*args, **kw)
-        finally:
-            os.unlink(f.name)
+        Path(path).write_text(json.dumps(token_cfg))
+        return Path(path)
+
+    def service_account_token(self, namespace: str, name: str, duration: str = "1h") -> str:
+        """A token for `name` from the TokenRequest API, as the kubelet would mount into a Pod."""
+        return self.kubectl("create", "token", name, f"--duration={duration}", namespace=namespace).stdout.strip()
+
+    def kubectl_as_token(self, token: str, *args: str, **kw: Any) -> subprocess.CompletedProcess:
+        """Run kubectl authenticated ONLY by a bearer token (same server/CA, no client cert)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return Kube(str(self.token_kubeconfig(token, Path(tmp) / "token.kubeconfig"))).kubectl(*args, **kw)
 
     def kubectl_json(self, *args: str, **kw: Any) -> Any:
         """``kubectl ... -o json`` parsed."""
@@ -198,6 +205,7 @@ def _wants_cluster(item: pytest.Item) -> bool:
     return bool(CLUSTER_FIXTURES.intersection(getattr(item, "fixturenames", ())))
 
 
+@pytest.hookimpl(trylast=True)  # after `-m`/`-k` deselection: `pytest -m unit` must never build Kubernetes
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     """Build the control-plane binaries before any test runs, outside per-test timeouts.
 
@@ -210,7 +218,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     sys.stderr.write(
         "\n[conftest] tests/cluster/ctl build: checking the control-plane binaries"
-        " (a cold build compiles kubernetes from source: ~N min on 2 cores)\n"
+        " (a cold build compiles kubernetes from source: about 20 min on 2 cores)\n"
     )
     proc = subprocess.run([str(CTL), "build"], stdin=subprocess.DEVNULL, text=True, capture_output=True)
     if proc.returncode != 0:

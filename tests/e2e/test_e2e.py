@@ -1,0 +1,195 @@
+"""`kubectl apply` to Succeeded (or Failed) through every real component; see conftest.py for what is simulated."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from red_operator import builders
+from red_runtime.spec import parse_manifest
+from tests.e2e.conftest import hosts_entry
+from tests.e2e.models import MESSAGE
+from tests.operator.conftest import ROOT
+from tests.operator.test_operator_cluster import apply, get, names, status
+
+pytestmark = pytest.mark.e2e
+
+ROUNDS = 6
+
+
+def federation(name: str, **spec_overrides) -> dict:
+    """The digits-star example, smaller, with the head Pod sized for kwok and HTTPMode submission."""
+    doc = yaml.safe_load((ROOT / "manifests/examples/digits-star.yaml").read_text())
+    doc["metadata"] = {"name": name}
+    spec = doc["spec"]
+    spec.update(rounds=ROUNDS, nodes={**spec["nodes"], "count": 4})
+    spec["ray"] = {"submissionMode": "HTTPMode", "head": {"cpu": "1", "memory": "1Gi"}}
+    for dotted, value in spec_overrides.items():
+        *path, last = dotted.split(".")
+        target = spec
+        for key in path:
+            target = target.setdefault(key, {})
+        target[last] = value
+    return doc
+
+
+class Watch:
+    """`kubectl get fed NAME -w` in the background: every version of the row a user would see scroll by."""
+
+    def __init__(self, kube, namespace: str, name: str):
+        columns = "ROUND:.status.progress,ACCURACY:.status.metrics.accuracy,PHASE:.status.phase"
+        cmd = [kube.kubectl_path, "--kubeconfig", kube.kubeconfig, "-n", namespace, "get", "federation", name]
+        self.proc = subprocess.Popen(
+            [*cmd, "-w", "--no-headers", "-o", f"custom-columns={columns}"], stdout=subprocess.PIPE, text=True
+        )
+        self.rows: list[list[str]] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.rows.append(line.split())
+
+    def stop(self) -> list[list[str]]:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self._thread.join(5)
+        return self.rows
+
+
+def run_on_the_stack(kube, namespace, ray_head, tmp_path, doc) -> tuple[dict, list[list[str]], object]:
+    """Apply `doc`, play its head Pod with a real Ray holding the driver's token, wait for the end."""
+    name = doc["metadata"]["name"]
+    apply(kube, namespace, doc)
+    watch = Watch(kube, namespace, name)
+    driver_sa = builders.driver_name(name)
+    kube.wait_for(lambda: names(kube, namespace, "serviceaccount", name) == [driver_sa], timeout=60)
+    token = kube.service_account_token(namespace, driver_sa)
+    cluster = builders.raycluster_name(name)
+    ray_token = kube.wait_for(
+        lambda: kube.kubectl_json("get", "secret", cluster, namespace=namespace)["data"]["auth_token"],
+        timeout=90,
+        message=f"KubeRay's Ray auth Secret of {cluster}",
+    )
+    head = ray_head(kube.token_kubeconfig(token, tmp_path / "driver.kubeconfig"), base64.b64decode(ray_token).decode())
+    service = kube.wait_for(
+        lambda: kube.kubectl_json(
+            "get", "svc", "-l", f"ray.io/cluster={cluster},ray.io/node-type=head", namespace=namespace
+        )["items"],
+        timeout=90,
+        message=f"KubeRay's head Service of {cluster}",
+    )[0]["metadata"]["name"]
+    with hosts_entry(f"{service}.{namespace}.svc.cluster.local"):
+        final = kube.wait_for(
+            lambda: (s := status(kube, namespace, name)).get("phase") in ("Succeeded", "Failed") and s,
+            timeout=420,
+            interval=1,
+            message=lambda: f"the end of {name}: {json.dumps(status(kube, namespace, name))[:2000]}",
+        )
+    time.sleep(1)  # the watch prints the last version
+    return final, watch.stop(), head
+
+
+def test_a_federation_trains_through_the_whole_stack_and_reports(kube, namespace, operator, ray_head, tmp_path):
+    final, rows, head = run_on_the_stack(kube, namespace, ray_head, tmp_path, federation("e2e-star"))
+    assert final["phase"] == "Succeeded", json.dumps(final, indent=1)
+
+    # `kubectl get fed -w` showed the rounds go by, in order, while it trained.
+    rounds = [int(r[0].split("/")[0]) for r in rows if r and r[0] != "<none>"]
+    assert len(set(rounds)) >= 3 and rounds == sorted(rounds) and rounds[-1] == ROUNDS, rows
+    assert any(r[2] == "Running" for r in rows if len(r) == 3), rows
+
+    # The printer columns a user reads afterwards.
+    row = kube.kubectl("get", "fed", "e2e-star", "--no-headers", namespace=namespace).stdout.split()
+    ready, phase, progress, nodes, accuracy = row[1:6]
+    assert (ready, phase, progress, nodes) == ("True", "Succeeded", f"{ROUNDS}/{ROUNDS}", "4/4")
+    assert float(accuracy) > 0.8
+
+    # `kubectl get fed -o yaml` holds every node's health.
+    doc = yaml.safe_load(kube.kubectl("get", "fed", "e2e-star", "-o", "yaml", namespace=namespace).stdout)
+    assert [n["id"] for n in doc["status"]["nodes"]] == [f"node-{i}" for i in range(4)]
+    assert all(n["state"] == "Healthy" and n["lastRound"] == ROUNDS for n in doc["status"]["nodes"])
+    assert doc["status"]["completionTime"] and doc["status"]["startTime"]
+    conditions = {c["type"]: c["status"] for c in doc["status"]["conditions"]}
+    assert conditions["Succeeded"] == "True" and conditions["NodesHealthy"] == "True"
+
+    # Ray itself ran the driver that KubeRay submitted, and the finished job released its cluster.
+    job_id = get(kube, namespace, "rayjob", final["rayJobName"])["status"]["jobId"]
+    ray_job = next(j for j in head.jobs() if j.get("submission_id") == job_id)
+    assert ray_job["status"] == "SUCCEEDED" and f"--federation {namespace}/e2e-star" in ray_job["entrypoint"]
+    kube.wait_for(lambda: get(kube, namespace, "raycluster", final["rayClusterName"]) is None, timeout=60)
+
+
+def test_a_model_that_raises_fails_the_federation_with_its_error(kube, namespace, operator, ray_head, tmp_path):
+    doc = federation("e2e-boom", **{"task.model": {"name": "tests.e2e.models:ExplodingModel"}})
+    final, _, _ = run_on_the_stack(kube, namespace, ray_head, tmp_path, doc)
+    assert final["phase"] == "Failed"
+    failed = {c["type"]: c for c in final["conditions"]}["Failed"]
+    assert failed["status"] == "True" and failed["reason"] == "AppFailed"
+    assert MESSAGE in failed["message"], failed["message"]
+    assert MESSAGE in final["driverError"]
+    row = kube.kubectl("get", "fed", "e2e-boom", "--no-headers", namespace=namespace).stdout.split()
+    assert row[1:3] == ["False", "Failed"]
+
+
+def test_status_reports_survive_an_api_server_outage(kube, namespace, relay, tmp_path):
+    """The driver, cut off from the API server for 6 s mid-run, keeps training; its final status lands, and
+    the operator's fields (written here first, as the operator would) are untouched by its patches."""
+    doc = federation("outage", rounds=12)
+    apply(kube, namespace, doc)
+    fed = parse_manifest(kube.kubectl_json("get", "federation", "outage", namespace=namespace))
+    for child in builders.build_rbac(fed):
+        kube.apply(child, namespace=namespace)
+    operator_fields = {
+        "phase": "Running",
+        "reason": "JobRunning",
+        "observedGeneration": 1,
+        "rayJobName": "outage-abcde-1",
+        "conditions": [{"type": "Ready", "status": "True", "reason": "JobRunning", "message": "running"}],
+    }
+    kube.kubectl(
+        "patch", "federation", "outage", "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": operator_fields}), namespace=namespace,
+    )  # fmt: skip
+    token = kube.service_account_token(namespace, builders.driver_name("outage"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["KUBECONFIG"] = str(kube.token_kubeconfig(token, tmp_path / "driver.kubeconfig", server=relay.url))
+    out = tmp_path / "run"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "red_runtime.driver", "--federation", f"{namespace}/outage", "--out", str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        kube.wait_for(lambda: rounds_in(out) >= 2, timeout=240, interval=0.1, message="round 2")
+        relay.cut()
+        cut_at = rounds_in(out)
+        time.sleep(6)
+        trained_while_cut = rounds_in(out) - cut_at
+        relay.restore()
+        output, _ = driver.communicate(timeout=300)
+    finally:
+        driver.kill()
+    assert driver.returncode == 0, output[-4000:]
+    assert "status patch failed" in output, "the outage never reached the driver"
+    assert trained_while_cut >= 1, "training stalled while the API server was away"
+    st = status(kube, namespace, "outage")
+    assert (st["round"], st["progress"], st["nodesReady"]) == (12, "12/12", "4/4")
+    assert st["completionTime"] and len(st["nodes"]) == 4
+    assert {k: st[k] for k in operator_fields} == operator_fields
+
+
+def rounds_in(out: Path) -> int:
+    path = out / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
