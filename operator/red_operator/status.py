@@ -25,7 +25,7 @@ OPERATOR_FIELDS = (
     "attempts",
     "reason",
 )
-CONDITION_TYPES = ("Ready", "ClusterProvisioned", "JobRunning", "NodesHealthy", "Succeeded", "Failed")
+CONDITION_TYPES = ("Ready", "ClusterProvisioned", "JobRunning", "NodesHealthy", "Succeeded", "Failed", "Stalled")
 # KubeRay's RayJob status.jobDeploymentStatus values that end a RayJob.
 FAILED_DEPLOYMENTS = ("Failed", "ValidationFailed")
 MAX_MESSAGE = 1000
@@ -173,6 +173,9 @@ def _conditions(outcome: Outcome, obs: Observed, previous: Mapping[str, Any]) ->
         conditions.append(("NodesHealthy", *nodes))
     conditions.append(("Succeeded", "True" if phase == SUCCEEDED else "False", outcome.reason, outcome.message))
     conditions.append(("Failed", "True" if phase == FAILED else "False", outcome.reason, outcome.message))
+    # kstatus (Flux) calls a resource Failed only through Stalled=True: a failed Federation makes no more
+    # progress until its spec changes.
+    conditions.append(("Stalled", "True" if phase == FAILED else "False", outcome.reason, outcome.message))
     return conditions
 
 

@@ -74,6 +74,7 @@ def test_phase_from_kuberay(obs, phase, reason):
     assert conds["Ready"]["status"] == ("True" if phase in ("Running", "Succeeded") else "False")
     assert conds["Succeeded"]["status"] == ("True" if phase == "Succeeded" else "False")
     assert conds["Failed"]["status"] == ("True" if phase == "Failed" else "False")
+    assert conds["Stalled"]["status"] == conds["Failed"]["status"]  # what kstatus (Flux) reads as Failed
     assert conds["JobRunning"]["status"] == ("True" if phase == "Running" else "False")
     assert set(status) <= set(OPERATOR_FIELDS)
 

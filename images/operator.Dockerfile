@@ -1,0 +1,21 @@
+# The operator image (`red operator`): Red without its training stack. The operator imports kopf, the
+# Kubernetes client, PyYAML and prometheus_client, never Ray or torch, so only those are installed and red
+# itself goes in with --no-deps; tests/helm/test_images.py checks this list against what it imports.
+# Build from the repository root: docker build -f images/operator.Dockerfile .
+FROM python:3.11.13-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY runtime runtime
+COPY operator operator
+RUN pip install --no-cache-dir "kopf>=1.37" "kubernetes>=29.0" "pyyaml>=6.0" "prometheus-client" \
+    && pip install --no-cache-dir --no-deps . \
+    && rm -rf /src
+
+WORKDIR /
+# Numeric, so that the kubelet can verify runAsNonRoot; the chart runs it as the same user.
+USER 10001:10001
+EXPOSE 8000 8080
+ENTRYPOINT ["red"]
+CMD ["operator"]

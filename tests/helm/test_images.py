@@ -1,0 +1,78 @@
+"""The images' contents, checked where they can drift without a Docker build: the runtime's Ray is the one
+Red is tested with, and the slim operator image installs everything the operator imports."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGES = ROOT / "images"
+# What `red operator` loads: the CLI, the operator, its handlers and metrics.
+OPERATOR_MODULES = ("red_runtime.cli", "red_operator.run", "red_operator.handlers", "red_operator.metrics")
+
+
+def test_the_runtime_image_has_the_ray_red_is_tested_with():
+    base = re.search(r"^FROM rayproject/ray:(\S+)-py311$", (IMAGES / "runtime.Dockerfile").read_text(), re.M)
+    assert base and base.group(1) == importlib.metadata.version("ray")
+
+
+def operator_image_requirements() -> list[Requirement]:
+    text = (IMAGES / "operator.Dockerfile").read_text()
+    line = next(line for line in text.splitlines() if "pip install" in line and '"' in line)
+    return [Requirement(r) for r in re.findall(r'"([^"]+)"', line)]
+
+
+def with_dependencies(names: set[str]) -> set[str]:
+    """The distributions that pip installs for `names` (as installed here, extras aside)."""
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        for spec in importlib.metadata.requires(name) or []:
+            req = Requirement(spec)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return seen
+
+
+def test_the_operator_starts_with_only_what_the_operator_image_installs(tmp_path: Path):
+    """Import the operator in a Python that sees only those distributions (and red), as in the image: a
+    needed package that is missing fails the import, an optional one (google-auth, blinker) takes its
+    fallback as it would there."""
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    for name in with_dependencies({r.name for r in operator_image_requirements()}):
+        dist = importlib.metadata.distribution(name)
+        for top in {Path(str(f)).parts[0] for f in dist.files or []} - {".."}:
+            if not (site / top).exists():
+                (site / top).symlink_to(dist.locate_file(top))
+    path = os.pathsep.join(map(str, (site, ROOT / "runtime", ROOT / "operator")))
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", f"import {', '.join(OPERATOR_MODULES)}"],
+        env={**os.environ, "PYTHONPATH": path, "PYTHONNOUSERSITE": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, f"images/operator.Dockerfile lacks a package the operator imports:\n{proc.stderr}"
+
+
+def test_the_operator_image_asks_for_what_pyproject_asks():
+    text = (ROOT / "pyproject.toml").read_text()
+    block = re.search(r"^dependencies = \[(.*?)^\]", text, re.M | re.S).group(1)
+    declared = {canonicalize_name(r.name): r.specifier for r in map(Requirement, re.findall(r'"([^"]+)"', block))}
+    for req in operator_image_requirements():
+        assert req.specifier == declared.get(canonicalize_name(req.name), req.specifier), req
