@@ -226,7 +226,8 @@ def driver_rules(fed: Federation) -> list[dict[str, Any]]:
             "apiGroups": ["red.dev"],
             "resources": ["federations/status"],
             "resourceNames": [fed.name],
-            "verbs": ["patch", "update"],
+            # get: `kubectl patch --subresource=status` reads before it patches (the driver's own status only)
+            "verbs": ["get", "patch", "update"],
         },
     ]
 

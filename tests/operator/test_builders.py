@@ -163,7 +163,7 @@ def test_driver_role_is_limited_to_its_own_federation():
             "apiGroups": ["red.dev"],
             "resources": ["federations/status"],
             "resourceNames": ["digits"],
-            "verbs": ["patch", "update"],
+            "verbs": ["get", "patch", "update"],
         },
     ]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "digits-driver"}

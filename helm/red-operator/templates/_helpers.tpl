@@ -37,9 +37,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{/*
 What the operator does in a watched namespace, derived from operator/red_operator (kube.py's Rest calls,
 reconcile.py, handlers.py) and kopf's own calls. federations: kopf lists and watches them and patches its
-annotations; reconcile gets them. federations/status: kopf and the child-event handler patch it. update on
-federations/status is not used by the operator itself: it grants it to each Federation's driver Role, and
-RBAC lets a subject grant only verbs it holds.
+annotations; reconcile gets them. federations/status: kopf and the child-event handler patch it. get and
+update on federations/status are not used by the operator itself: it grants them to each Federation's driver
+Role, and RBAC lets a subject grant only verbs it holds.
 */}}
 {{- define "red-operator.rules" -}}
 - apiGroups: [red.dev]
@@ -47,7 +47,7 @@ RBAC lets a subject grant only verbs it holds.
   verbs: [get, list, watch, patch]
 - apiGroups: [red.dev]
   resources: [federations/status]
-  verbs: [patch, update]
+  verbs: [get, patch, update]
 - apiGroups: [ray.io]
   resources: [rayclusters, rayjobs]
   verbs: [get, list, watch, create, delete]
