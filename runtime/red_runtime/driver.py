@@ -201,7 +201,7 @@ class Driver:
         """Continue from the newest readable checkpoint; returns the last round it holds (0: none)."""
         if not (self.resume and self.checkpoint_dir):
             return 0
-        ckpt = checkpoint.latest(self.checkpoint_dir, self.fed.name)
+        ckpt = checkpoint.latest(self.checkpoint_dir, self._identity())
         if ckpt is None:
             return 0
         ctx.params = ckpt.params
@@ -357,6 +357,11 @@ class Driver:
         schema.graph_changed()
         log.warning("nodes %s failed for good and left the federation", ", ".join(gone))
 
+    def _identity(self) -> str:
+        """Whose checkpoints these are: on Kubernetes the Federation's uid, so a Federation re-created under
+        the same name starts afresh instead of resuming its predecessor; locally (`red run`) its name."""
+        return self.fed.uid or self.fed.name
+
     def _maybe_checkpoint(self, round_no: int, ctx: Context) -> None:
         every = self.spec.checkpoint.every
         if not (self.checkpoint_dir and every and (round_no % every == 0 or round_no == self.spec.rounds)):
@@ -373,7 +378,7 @@ class Driver:
             history=list(self.history),
             nodes=[n.as_dict() for n in self.nodes],
             node_states=node_states,
-            federation=self.fed.name,
+            federation=self._identity(),
         )
         path = checkpoint.save(self.checkpoint_dir, ckpt, self.spec.checkpoint.keep)
         self.reporter.checkpointed(round_no, str(path))
