@@ -107,6 +107,11 @@ class RayHead:
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
+    def logs(self, submission_id: str) -> str:
+        request = urllib.request.Request(f"{self.dashboard}/api/jobs/{submission_id}/logs", headers=self.headers)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())["logs"]
+
     def stop(self) -> None:
         if self.proc is None:
             return
@@ -131,13 +136,13 @@ def ray_head(tmp_path) -> Iterator[callable]:
     """Start a Ray head with the head Pod's credentials: `ray_head(kubeconfig_path, ray_token)` -> RayHead."""
     heads: list[RayHead] = []
 
-    def start(kubeconfig: Path, ray_token: str) -> RayHead:
+    def start(kubeconfig: Path, ray_token: str, extra_env: dict[str, str] | None = None) -> RayHead:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "KUBE"))}
         # What KubeRay and the kubelet give the head container: Ray's auth token (from the RayCluster's
         # Secret) and the ServiceAccount's token, the driver's only Kubernetes credential. tests/ is on the
         # path for the test models, as a user's image would carry their own code.
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=ray_token, KUBECONFIG=str(kubeconfig))
-        env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **(extra_env or {}))
         head = RayHead(env, tmp_path / "ray-head.log")
         heads.append(head)
         head.start()

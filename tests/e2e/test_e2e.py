@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -66,7 +67,7 @@ class Watch:
         return self.rows
 
 
-def run_on_the_stack(kube, namespace, ray_head, tmp_path, doc) -> tuple[dict, list[list[str]], object]:
+def run_on_the_stack(kube, namespace, ray_head, tmp_path, doc, env=None) -> tuple[dict, list[list[str]], object]:
     """Apply `doc`, play its head Pod with a real Ray holding the driver's token, wait for the end."""
     name = doc["metadata"]["name"]
     apply(kube, namespace, doc)
@@ -80,7 +81,8 @@ def run_on_the_stack(kube, namespace, ray_head, tmp_path, doc) -> tuple[dict, li
         timeout=90,
         message=f"KubeRay's Ray auth Secret of {cluster}",
     )
-    head = ray_head(kube.token_kubeconfig(token, tmp_path / "driver.kubeconfig"), base64.b64decode(ray_token).decode())
+    kubeconfig = kube.token_kubeconfig(token, tmp_path / "driver.kubeconfig")
+    head = ray_head(kubeconfig, base64.b64decode(ray_token).decode(), env)
     service = kube.wait_for(
         lambda: kube.kubectl_json(
             "get", "svc", "-l", f"ray.io/cluster={cluster},ray.io/node-type=head", namespace=namespace
@@ -139,6 +141,32 @@ def test_a_model_that_raises_fails_the_federation_with_its_error(kube, namespace
     assert MESSAGE in final["driverError"]
     row = kube.kubectl("get", "fed", "e2e-boom", "--no-headers", namespace=namespace).stdout.split()
     assert row[1:3] == ["False", "Failed"]
+
+
+def test_a_failed_attempt_is_retried_and_the_driver_resumes(kube, namespace, operator, ray_head, tmp_path):
+    """A driver attempt dies in round 3; the operator starts a second RayJob on the same RayCluster
+    (faultTolerance.maxJobRetries), whose driver resumes from the checkpoint and finishes the federation."""
+    overrides = {
+        "task.model": {"name": "tests.e2e.models:CrashOnceModel"},
+        "checkpoint": {"every": 1, "path": str(tmp_path / "checkpoints")},
+        "faultTolerance.maxJobRetries": 1,
+    }
+    env = {"RED_TEST_CRASH_MARKER": str(tmp_path / "crashed"), "RED_TEST_CRASH_AFTER": "200"}  # ~2 rounds
+    final, _, head = run_on_the_stack(kube, namespace, ray_head, tmp_path, federation("e2e-retry", **overrides), env)
+    assert (tmp_path / "crashed").exists(), "the first attempt never crashed"
+    assert final["phase"] == "Succeeded", json.dumps(final, indent=1)
+    assert final["attempts"] == 2 and final["rayJobName"].endswith("-2")
+    assert (final["round"], final["progress"], final["lastCheckpoint"]["round"]) == (
+        ROUNDS,
+        f"{ROUNDS}/{ROUNDS}",
+        ROUNDS,
+    )
+    # Both attempts ran on the one Ray cluster (this head): the operator kept it between them.
+    attempts = head.jobs()
+    assert sorted(j["status"] for j in attempts) == ["FAILED", "SUCCEEDED"]
+    retried = next(j for j in attempts if j["status"] == "SUCCEEDED")
+    resumed = re.search(r"resuming after round (\d+)", head.logs(retried["submission_id"]))
+    assert resumed and 1 <= int(resumed.group(1)) < ROUNDS, "the second attempt started over"
 
 
 def test_status_reports_survive_an_api_server_outage(kube, namespace, relay, tmp_path):
