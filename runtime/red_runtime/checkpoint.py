@@ -7,7 +7,10 @@ any that do not read completely (a truncated file from a crash on a non-atomic v
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
+import json
 import logging
 import os
 import re
@@ -17,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from red_runtime.spec import FederationSpec
 
 log = logging.getLogger("red.checkpoint")
 PATTERN = re.compile(r"^round-(\d{6})\.pt$")
@@ -31,6 +36,21 @@ class Checkpoint:
     nodes: list[dict[str, Any]] = field(default_factory=list)  # NodeStatus dicts
     node_states: dict[int, dict[str, Any]] = field(default_factory=dict)  # per virtual node, if any
     federation: str = ""
+    training: str = ""  # training_digest() of the spec that wrote it
+
+
+def training_digest(spec: FederationSpec) -> str:
+    """What a checkpoint's state depends on: topology, node count and roles, strategy, data and model.
+
+    Changes to anything else (more rounds, a target accuracy, a quorum, placement, resources, the Ray
+    cluster) let a new attempt continue; a changed model or dataset starts afresh instead of loading
+    weights that do not fit.
+    """
+    data = dataclasses.asdict(spec)
+    kept = {"topology": data["topology"], "task": data["task"]}
+    kept["nodes"] = {k: v for k, v in data["nodes"].items() if k != "resources"}
+    kept["algorithm"] = {k: v for k, v in data["algorithm"].items() if k not in ("targetAccuracy", "minNodes")}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def path_for(folder: Path, round_no: int) -> Path:
@@ -61,8 +81,8 @@ def rounds_in(folder: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in folder.iterdir() if (m := PATTERN.match(p.name)))
 
 
-def latest(folder: Path, federation: str) -> Checkpoint | None:
-    """The newest checkpoint of `federation` that loads completely, or None."""
+def latest(folder: Path, federation: str, training: str) -> Checkpoint | None:
+    """The newest checkpoint of `federation`, written for the same `training` digest, that loads completely."""
     for round_no in reversed(rounds_in(folder)):
         path = path_for(folder, round_no)
         try:
@@ -73,6 +93,9 @@ def latest(folder: Path, federation: str) -> Checkpoint | None:
             continue
         if ckpt.federation != federation:
             log.warning("skipping %s: it belongs to federation %r", path, ckpt.federation)
+            continue
+        if ckpt.training != training:
+            log.warning("skipping %s: written before the model, data, strategy or topology changed", path)
             continue
         return ckpt
     return None

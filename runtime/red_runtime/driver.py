@@ -201,7 +201,7 @@ class Driver:
         """Continue from the newest readable checkpoint; returns the last round it holds (0: none)."""
         if not (self.resume and self.checkpoint_dir):
             return 0
-        ckpt = checkpoint.latest(self.checkpoint_dir, self._identity())
+        ckpt = checkpoint.latest(self.checkpoint_dir, self._identity(), checkpoint.training_digest(self.spec))
         if ckpt is None:
             return 0
         ctx.params = ckpt.params
@@ -379,6 +379,7 @@ class Driver:
             nodes=[n.as_dict() for n in self.nodes],
             node_states=node_states,
             federation=self._identity(),
+            training=checkpoint.training_digest(self.spec),
         )
         path = checkpoint.save(self.checkpoint_dir, ckpt, self.spec.checkpoint.keep)
         self.reporter.checkpointed(round_no, str(path))
