@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import logging
 import os
@@ -60,12 +59,10 @@ def path_for(folder: Path, round_no: int) -> Path:
 def save(folder: Path, ckpt: Checkpoint, keep: int) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(ckpt.__dict__, buf)
     final = path_for(folder, ckpt.round)
     tmp = folder / f".{final.name}.tmp"
     with open(tmp, "wb") as fh:
-        fh.write(buf.getvalue())
+        torch.save(ckpt.__dict__, fh)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, final)

@@ -126,6 +126,10 @@ class Driver:
         self.nodes = [NodeStatus(id=node_id(i), gpu=res.gpu) for i in range(self.spec.nodes.count)]
         path = self.spec.checkpoint.path or checkpoint_dir
         self.checkpoint_dir = Path(path) if path else None
+        # Whose checkpoints these are: on Kubernetes the Federation's uid, so one re-created under the same
+        # name starts afresh instead of resuming its predecessor; locally (`red run`) its name.
+        self.checkpoint_owner = fed.uid or fed.name
+        self.checkpoint_training = checkpoint.training_digest(fed.spec)
         self.resume = resume
         self.history: list[dict] = []
         self.pids: dict[int, int] = {}  # slot -> process id of the actor incarnation last seen
@@ -201,7 +205,7 @@ class Driver:
         """Continue from the newest readable checkpoint; returns the last round it holds (0: none)."""
         if not (self.resume and self.checkpoint_dir):
             return 0
-        ckpt = checkpoint.latest(self.checkpoint_dir, self._identity(), checkpoint.training_digest(self.spec))
+        ckpt = checkpoint.latest(self.checkpoint_dir, self.checkpoint_owner, self.checkpoint_training)
         if ckpt is None:
             return 0
         ctx.params = ckpt.params
@@ -357,11 +361,6 @@ class Driver:
         schema.graph_changed()
         log.warning("nodes %s failed for good and left the federation", ", ".join(gone))
 
-    def _identity(self) -> str:
-        """Whose checkpoints these are: on Kubernetes the Federation's uid, so a Federation re-created under
-        the same name starts afresh instead of resuming its predecessor; locally (`red run`) its name."""
-        return self.fed.uid or self.fed.name
-
     def _maybe_checkpoint(self, round_no: int, ctx: Context) -> None:
         every = self.spec.checkpoint.every
         if not (self.checkpoint_dir and every and (round_no % every == 0 or round_no == self.spec.rounds)):
@@ -378,8 +377,8 @@ class Driver:
             history=list(self.history),
             nodes=[n.as_dict() for n in self.nodes],
             node_states=node_states,
-            federation=self._identity(),
-            training=checkpoint.training_digest(self.spec),
+            federation=self.checkpoint_owner,
+            training=self.checkpoint_training,
         )
         path = checkpoint.save(self.checkpoint_dir, ckpt, self.spec.checkpoint.keep)
         self.reporter.checkpointed(round_no, str(path))

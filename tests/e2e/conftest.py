@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.operator.conftest import ROOT, crd, operator  # noqa: F401 - fixtures shared with the operator tests
+from tests.operator.conftest import ROOT, crd, free_port, operator  # noqa: F401 - fixtures shared with the operator tests
 
 DASHBOARD_PORT = 8265  # the head Service's "dashboard" port, which KubeRay's HTTPMode submits to
 HOSTS = Path("/etc/hosts")
@@ -61,12 +61,6 @@ def hosts_entry(hostname: str, address: str = "127.0.0.1") -> Iterator[None]:
         HOSTS.write_text("".join(kept))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class RayHead:
     """`ray start --head --block` in its own process group: the head Pod's container, on this machine."""
 
@@ -82,7 +76,7 @@ class RayHead:
             if sock.connect_ex(("127.0.0.1", DASHBOARD_PORT)) == 0:
                 pytest.fail(f"port {DASHBOARD_PORT} is taken: stop the Ray dashboard that holds it (`ray stop`)")
         ray_cli = str(Path(sys.executable).parent / "ray")
-        cmd = [ray_cli, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={_free_port()}"]
+        cmd = [ray_cli, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={free_port()}"]
         cmd += ["--dashboard-host=127.0.0.1", f"--dashboard-port={DASHBOARD_PORT}", "--include-dashboard=true"]
         cmd += ["--num-cpus=2", "--num-gpus=0", f"--temp-dir={self.temp_dir}", "--disable-usage-stats"]
         log = self.log_path.open("w")
@@ -160,7 +154,7 @@ class Relay:
 
     def __init__(self, target: tuple[str, int]):
         self.target = target
-        self.port = _free_port()
+        self.port = free_port()
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None

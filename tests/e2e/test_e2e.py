@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -19,8 +18,8 @@ from red_operator import builders
 from red_runtime.spec import parse_manifest
 from tests.e2e.conftest import hosts_entry
 from tests.e2e.models import MESSAGE
-from tests.operator.conftest import ROOT
 from tests.operator.test_operator_cluster import apply, get, names, status
+from tests.runtime.conftest import example, rounds_done
 
 pytestmark = pytest.mark.e2e
 
@@ -29,17 +28,9 @@ ROUNDS = 6
 
 def federation(name: str, **spec_overrides) -> dict:
     """The digits-star example, smaller, with the head Pod sized for kwok and HTTPMode submission."""
-    doc = yaml.safe_load((ROOT / "manifests/examples/digits-star.yaml").read_text())
+    ray = {"submissionMode": "HTTPMode", "head": {"cpu": "1", "memory": "1Gi"}}
+    doc = example("digits-star", **{"rounds": ROUNDS, "nodes.count": 4, "ray": ray, **spec_overrides})
     doc["metadata"] = {"name": name}
-    spec = doc["spec"]
-    spec.update(rounds=ROUNDS, nodes={**spec["nodes"], "count": 4})
-    spec["ray"] = {"submissionMode": "HTTPMode", "head": {"cpu": "1", "memory": "1Gi"}}
-    for dotted, value in spec_overrides.items():
-        *path, last = dotted.split(".")
-        target = spec
-        for key in path:
-            target = target.setdefault(key, {})
-        target[last] = value
     return doc
 
 
@@ -200,11 +191,11 @@ def test_status_reports_survive_an_api_server_outage(kube, namespace, relay, tmp
         text=True,
     )
     try:
-        kube.wait_for(lambda: rounds_in(out) >= 2, timeout=240, interval=0.1, message="round 2")
+        kube.wait_for(lambda: rounds_done(out) >= 2, timeout=240, interval=0.1, message="round 2")
         relay.cut()
-        cut_at = rounds_in(out)
+        cut_at = rounds_done(out)
         time.sleep(6)
-        trained_while_cut = rounds_in(out) - cut_at
+        trained_while_cut = rounds_done(out) - cut_at
         relay.restore()
         output, _ = driver.communicate(timeout=300)
     finally:
@@ -216,8 +207,3 @@ def test_status_reports_survive_an_api_server_outage(kube, namespace, relay, tmp
     assert (st["round"], st["progress"], st["nodesReady"]) == (12, "12/12", "4/4")
     assert st["completionTime"] and len(st["nodes"]) == 4
     assert {k: st[k] for k in operator_fields} == operator_fields
-
-
-def rounds_in(out: Path) -> int:
-    path = out / "metrics.jsonl"
-    return len(path.read_text().splitlines()) if path.exists() else 0

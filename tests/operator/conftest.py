@@ -31,7 +31,7 @@ def crd(kube) -> str:
     return "federations.red.dev"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -46,7 +46,7 @@ class Operator:
         self.starts = 0
 
     def start(self) -> None:
-        port = _free_port()
+        port = free_port()
         self.starts += 1
         env = {**self.kube.env(), "RED_RECONCILE_INTERVAL": str(self.interval_s), "PYTHONUNBUFFERED": "1"}
         log = open(self.log_dir / f"operator-{self.starts}.log", "w")  # noqa: SIM115 - closed by the child's exit

@@ -58,6 +58,12 @@ def example(name: str = "digits-star", **overrides) -> dict:
     return doc
 
 
+def rounds_done(out: Path) -> int:
+    """Rounds a run folder's metrics.jsonl holds (one line per round, flushed as each ends)."""
+    path = out / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
 def run(doc: dict) -> Recorder:
     from red_runtime.driver import Driver
 

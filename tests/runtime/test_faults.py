@@ -18,7 +18,7 @@ from red_runtime.driver import Driver
 from red_runtime.reporting import FAILED, HEALTHY, RESTARTING, STRAGGLING, Reporter
 from red_runtime.schemas import QuorumError
 from red_runtime.spec import parse_manifest
-from tests.runtime.conftest import Recorder, example
+from tests.runtime.conftest import Recorder, example, rounds_done
 
 pytestmark = pytest.mark.ray
 
@@ -101,11 +101,6 @@ def red_run(manifest, out, *extra):
         text=True,
         start_new_session=True,
     )
-
-
-def rounds_done(out):
-    path = out / "metrics.jsonl"
-    return len(path.read_text().splitlines()) if path.exists() else 0
 
 
 @pytest.mark.parametrize(
