@@ -2,6 +2,8 @@
 
 Every child gets a deterministic name, the `red.dev/federation` label and a controller owner reference to
 its Federation (never the Federation's own labels: GitOps tools would then claim and prune the children).
+The hashes that decide when a child is replaced cover what the user asked for, never how a release renders
+it, so that upgrading the operator replaces nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ LABEL_FEDERATION = "red.dev/federation"
 LABEL_SPEC_HASH = "red.dev/spec-hash"
 LABEL_ATTEMPT = "red.dev/attempt"
 LABEL_GENERATION = "red.dev/generation"
-LABEL_CLUSTER_HASH = "red.dev/cluster-hash"
+LABEL_RAY_HASH = "red.dev/ray-hash"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "red-operator", "app.kubernetes.io/part-of": "red"}
 
 RAY_API_VERSION = "ray.io/v1"
@@ -36,6 +38,8 @@ WORKER_CONTAINER = "ray-worker"
 GPU_RESOURCE = "nvidia.com/gpu"
 RAY_PORTS = (("gcs-server", 6379), ("dashboard", 8265), ("client", 10001))
 DRIVER_MODULE = "red_runtime.driver"
+# The driver tags its status reports with its RayJob's name, read from this variable of its runtime env.
+DRIVER_RAYJOB_ENV = "RED_RAYJOB"
 
 _QUANTITY = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)([a-zA-Z]*)$")
 _SUFFIX = {"": 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 1024.0, "Mi": 1024.0**2, "Gi": 1024.0**3}
@@ -68,12 +72,53 @@ def driver_name(fed_name: str) -> str:
     return f"{fed_name}-driver"
 
 
-def spec_hash(spec: FederationSpec) -> str:
-    """What the driver runs: the whole spec except the switches that only start or stop compute."""
-    data = dataclasses.asdict(spec)
-    data.pop("suspend")
-    data["ray"].pop("keepCluster")
+def intent(value: Any) -> Any:
+    """What the user asked for: a dataclass as the fields that differ from their defaults, at every depth.
+
+    A release that adds a field with a default, or renders the children differently, leaves it unchanged.
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {}
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = dataclasses.MISSING
+            if item != default:
+                out[f.name] = intent(item)
+        return out
+    if isinstance(value, list | tuple):
+        return [intent(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): intent(v) for k, v in value.items()}
+    return value
+
+
+def _hash(data: Any) -> str:
     return _digest(json.dumps(data, sort_keys=True, default=str), 10)
+
+
+def spec_hash(spec: FederationSpec) -> str:
+    """What the driver runs: the spec as the user wrote it, less the switches that only start or stop compute."""
+    data = intent(spec)
+    data.pop("suspend", None)
+    ray = data.pop("ray", {})
+    ray.pop("keepCluster", None)
+    if ray:
+        data["ray"] = ray
+    return _hash(data)
+
+
+def ray_hash(spec: FederationSpec) -> str:
+    """What shapes the RayCluster's Pods: spec.ray less what only the RayJob reads, and the image in effect."""
+    data = intent(spec.ray)
+    for job_only in ("keepCluster", "submissionMode", "runtimeEnv"):
+        data.pop(job_only, None)
+    data["image"] = spec.ray.image
+    return _hash(data)
 
 
 def cpu_cores(quantity: str | int | float) -> float:
@@ -91,6 +136,27 @@ def ray_cpus(quantity: str | int | float) -> str:
 
 def labels(fed: Federation) -> dict[str, str]:
     return {LABEL_FEDERATION: fed.name, **MANAGED_BY}
+
+
+def controller_uid(obj: Mapping[str, Any] | None) -> str:
+    """The uid of the object's controller (its owner reference with controller: true), "" if none."""
+    for ref in ((obj or {}).get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid") or "")
+    return ""
+
+
+def controller_of(obj: Mapping[str, Any] | None) -> str:
+    """Who controls the object, for a message: "Kind/name", or "nothing"."""
+    for ref in ((obj or {}).get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return f"{ref.get('kind')}/{ref.get('name')}"
+    return "nothing"
+
+
+def owned(obj: Mapping[str, Any] | None, fed_uid: str) -> bool:
+    """As controller-runtime's SetControllerReference: a child is ours only if its controller is this uid."""
+    return bool(fed_uid) and controller_uid(obj) == fed_uid
 
 
 def owner_reference(fed: Federation) -> dict[str, Any]:
@@ -171,14 +237,9 @@ def build_raycluster(fed: Federation) -> dict[str, Any]:
     return {
         "apiVersion": RAY_API_VERSION,
         "kind": "RayCluster",
-        "metadata": _metadata(fed, raycluster_name(fed.name), {LABEL_CLUSTER_HASH: cluster_hash(spec)}),
+        "metadata": _metadata(fed, raycluster_name(fed.name), {LABEL_RAY_HASH: ray_hash(fed.spec)}),
         "spec": spec,
     }
-
-
-def cluster_hash(cluster_spec: Mapping[str, Any]) -> str:
-    """A RayCluster is replaced only when its own spec would change, not on every Federation edit."""
-    return _digest(json.dumps(cluster_spec, sort_keys=True), 10)
 
 
 def entrypoint(fed: Federation) -> str:
@@ -189,22 +250,26 @@ def build_rayjob(fed: Federation, attempt: int, generation: int) -> dict[str, An
     """The driver, submitted to the Federation's own RayCluster (clusterSelector), which the operator owns.
 
     With a clusterSelector KubeRay forbids suspend, backoffLimit > 0 and SidecarMode, so retries are new
-    RayJobs (faultTolerance.maxJobRetries) and suspension deletes the RayJob.
+    RayJobs (faultTolerance.maxJobRetries) and suspension deletes the RayJob. The runtime env names the
+    RayJob to its driver (Ray passes a runtime env's env_vars to the entrypoint), which tags its reports.
     """
     digest = spec_hash(fed.spec)
+    name = rayjob_name(fed.name, digest, attempt)
+    runtime_env = dict(fed.spec.ray.runtimeEnv)
+    env_vars = runtime_env.get("env_vars")
+    runtime_env["env_vars"] = {**(env_vars if isinstance(env_vars, Mapping) else {}), DRIVER_RAYJOB_ENV: name}
     spec: dict[str, Any] = {
         "entrypoint": entrypoint(fed),
         "clusterSelector": {"ray.io/cluster": raycluster_name(fed.name)},
         "submissionMode": fed.spec.ray.submissionMode,
         "shutdownAfterJobFinishes": False,
+        "runtimeEnvYAML": yaml.safe_dump(runtime_env, sort_keys=True),
     }
-    if fed.spec.ray.runtimeEnv:
-        spec["runtimeEnvYAML"] = yaml.safe_dump(dict(fed.spec.ray.runtimeEnv), sort_keys=True)
     extra = {LABEL_SPEC_HASH: digest, LABEL_ATTEMPT: str(attempt), LABEL_GENERATION: str(generation)}
     return {
         "apiVersion": RAY_API_VERSION,
         "kind": "RayJob",
-        "metadata": _metadata(fed, rayjob_name(fed.name, digest, attempt), extra),
+        "metadata": _metadata(fed, name, extra),
         "spec": spec,
     }
 

@@ -77,7 +77,7 @@ def _run(body: Mapping[str, Any], rest: Rest, trigger: str) -> Result | None:
 
 def _announce(body: Mapping[str, Any], result: Result, logger: logging.Logger | logging.LoggerAdapter) -> None:
     for action in result.actions:
-        logger.info(action)
+        logger.info(action.message)
     before = (body.get("status") or {}).get("phase")
     phase = result.status["phase"]
     meta = body.get("metadata") or {}

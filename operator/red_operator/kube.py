@@ -88,15 +88,19 @@ class Rest:
     def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
         return self._call("GET", self.path(kind, namespace), [("labelSelector", selector)]).get("items") or []
 
-    def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Create with Strict field validation (a field KubeRay does not know is an error, not dropped);
-        None if an object of that name already exists."""
+    def create(self, obj: Mapping[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+        """Create with Strict field validation (a field KubeRay does not know is an error, not dropped).
+
+        Returns the object and whether this call made it. An object of that name that exists already is
+        returned as found (None if it went in between), never adopted: the caller checks whose it is.
+        """
         meta = obj["metadata"]
         try:
-            return self._call("POST", self.path(obj["kind"], meta["namespace"]), [("fieldValidation", "Strict")], obj)
+            path = self.path(obj["kind"], meta["namespace"])
+            return self._call("POST", path, [("fieldValidation", "Strict")], obj), True
         except ApiException as err:
             if err.status == 409:
-                return None
+                return self.get(obj["kind"], meta["namespace"], meta["name"]), False
             raise
 
     def patch(self, kind: str, namespace: str, name: str, body: Mapping[str, Any], subresource: str = "") -> dict:

@@ -1,101 +1,169 @@
 """The one idempotent reconcile: make a Federation's children match its spec, then say what KubeRay reports.
 
 Level-triggered: it reads the world each time and acts on the difference, so create, resume, update, the
-periodic timer and a RayJob's status change all call the same function, and a missed event heals on the next
-tick. Children have deterministic names, so a second pass (or a restarted operator) finds them instead of
-duplicating them.
+periodic resync and a RayJob's status change all call the same function, and a missed event heals on the
+next pass. Children have deterministic names, so a second pass (or a restarted operator) finds them instead
+of duplicating them. It acts only on children that this Federation controls: an object of a child's name
+that is someone else's is reported as a Conflict and left alone.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from red_operator import builders
-from red_operator.builders import LABEL_ATTEMPT, LABEL_CLUSTER_HASH, LABEL_FEDERATION, LABEL_GENERATION, LABEL_SPEC_HASH
+from red_operator.builders import LABEL_ATTEMPT, LABEL_GENERATION, LABEL_RAY_HASH, LABEL_SPEC_HASH, owned
+from red_operator.children import ApiSeen, Seen, terminating
 from red_operator.kube import Rest
 from red_operator.status import FAILED, Observed, compute_status, job_outcome
 from red_runtime.spec import Federation, SpecError, parse_manifest
 
-log = logging.getLogger("red.operator")
+
+@dataclass(frozen=True)
+class Action:
+    """A change to a child, posted as an Event on the Federation the way KubeRay posts its own."""
+
+    reason: str
+    message: str
 
 
 @dataclass
 class Result:
-    """The operator's status fields, plus what this pass did (for logs and metrics)."""
+    """The operator's status fields, plus what this pass did (Events, logs, metrics)."""
 
     status: dict[str, Any]
     invalid: str = ""
-    actions: list[str] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
 
 
-def _int_label(obj: Mapping[str, Any], key: str) -> int:
-    value = ((obj.get("metadata") or {}).get("labels") or {}).get(key, "0")
+def _int_label(obj: Mapping[str, Any] | None, key: str) -> int:
+    value = (((obj or {}).get("metadata") or {}).get("labels") or {}).get(key, "0")
     return int(value) if str(value).isdigit() else 0
 
 
 def _label(obj: Mapping[str, Any] | None, key: str) -> str:
-    return str(((obj or {}).get("metadata") or {}).get("labels", {}).get(key, ""))
+    return str((((obj or {}).get("metadata") or {}).get("labels") or {}).get(key, ""))
 
 
-def _terminating(obj: Mapping[str, Any] | None) -> bool:
-    return bool(obj and (obj.get("metadata") or {}).get("deletionTimestamp"))
+def _name(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
 
 
-def _ensure_rbac(rest: Rest, fed: Federation, actions: list[str]) -> None:
-    """The driver's ServiceAccount, Role and RoleBinding; rules and subjects drifted by hand are put back."""
+class _Pass:
+    """The writes of one pass, each on a child this Federation controls, and what it refused to touch."""
+
+    def __init__(self, rest: Rest, namespace: str, fed_uid: str):
+        self.rest, self.namespace, self.uid = rest, namespace, fed_uid
+        self.actions: list[Action] = []
+        self.conflicts: list[str] = []
+
+    def conflict(self, kind: str, obj: Mapping[str, Any]) -> None:
+        self.conflicts.append(
+            f"{kind} {_name(obj)} exists and is controlled by {builders.controller_of(obj)}, not by this Federation"
+        )
+
+    def create(self, desired: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The child, created; one found under its name is used only if it is ours (a lost response)."""
+        kind = desired["kind"]
+        obj, created = self.rest.create(desired)
+        if obj is None:
+            return None
+        if not owned(obj, self.uid):
+            self.conflict(kind, obj)
+            return None
+        if created:
+            self.actions.append(Action(f"Created{kind}", f"created {kind} {_name(obj)}"))
+        return obj
+
+    def delete(self, kind: str, name: str, why: str) -> bool:
+        if self.rest.delete(kind, self.namespace, name):
+            self.actions.append(Action(f"Deleted{kind}", f"deleted {kind} {name} ({why})"))
+            return True
+        return False
+
+
+def _ensure_rbac(p: _Pass, seen: Seen, fed: Federation) -> None:
+    """The driver's ServiceAccount, Role and RoleBinding; rules, subjects and roleRef drifted by hand are put back."""
     for desired in builders.build_rbac(fed):
         kind, name = desired["kind"], desired["metadata"]["name"]
-        current = rest.get(kind, fed.namespace, name)
-        if current is None or _terminating(current):
-            if current is None and rest.create(desired) is not None:
-                actions.append(f"created {kind} {name}")
+        current = seen.get(kind, fed.namespace, name)
+        if current is None:
+            p.create(desired)
+        elif not owned(current, fed.uid):
+            p.conflict(kind, current)
+        elif terminating(current):
             continue
-        drift = {k: desired[k] for k in ("rules", "subjects") if k in desired and current.get(k) != desired[k]}
-        if drift:
-            rest.patch(kind, fed.namespace, name, drift)
-            actions.append(f"restored {kind} {name}")
+        elif "roleRef" in desired and current.get("roleRef") != desired["roleRef"]:
+            # roleRef is immutable: the binding is replaced.
+            p.rest.delete(kind, fed.namespace, name)
+            if p.rest.create(desired)[1]:
+                p.actions.append(Action(f"Replaced{kind}", f"replaced {kind} {name} (its roleRef had changed)"))
+        else:
+            drift = {k: desired[k] for k in ("rules", "subjects") if k in desired and current.get(k) != desired[k]}
+            if drift:
+                p.rest.patch(kind, fed.namespace, name, drift)
+                p.actions.append(Action(f"Updated{kind}", f"restored the {' and '.join(drift)} of {kind} {name}"))
 
 
-def reconcile(body: Mapping[str, Any], rest: Rest) -> Result | None:
-    """Drive the children toward the spec; None when `body` is older than the children (a stale event)."""
+def _problems(err: Exception) -> str:
+    if isinstance(err, SpecError):
+        return "; ".join(err.problems)
+    return f"spec: {err}"
+
+
+def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> Result | None:
+    """Drive the children toward the spec; None when `body` is older than the children (a stale event).
+
+    `seen` answers what exists (the operator's watch indices); without it every question is an API read.
+    """
+    seen = seen or ApiSeen(rest)
     meta = body.get("metadata") or {}
     namespace, name = meta.get("namespace") or "default", meta.get("name") or ""
+    uid = str(meta.get("uid") or "")
     generation = int(meta.get("generation") or 0)
-    actions: list[str] = []
-    try:
-        fed = parse_manifest({**body, "metadata": {**meta, "namespace": namespace}})
-    except SpecError as err:
-        invalid = "; ".join(err.problems)
-        obs = Observed(cluster_name=builders.raycluster_name(name), invalid=invalid)
-        return Result(compute_status(body, obs), invalid=invalid)
-
-    jobs = rest.list("RayJob", namespace, f"{LABEL_FEDERATION}={name}")
+    p = _Pass(rest, namespace, uid)
+    jobs = seen.jobs(namespace, name, uid)
     if any(_int_label(j, LABEL_GENERATION) > generation for j in jobs):
         return None
-    _ensure_rbac(rest, fed, actions)
-    cluster_name = builders.raycluster_name(fed.name)
-    cluster = rest.get("RayCluster", namespace, cluster_name)
+    cluster_name = builders.raycluster_name(name)
+    cluster = seen.get("RayCluster", namespace, cluster_name)
+    if cluster is not None and not owned(cluster, uid):
+        p.conflict("RayCluster", cluster)
+        cluster = None
+    try:
+        fed = parse_manifest({**body, "metadata": {**meta, "namespace": namespace}})
+    except (SpecError, ValueError, TypeError) as err:
+        return _release(body, p, jobs, cluster, cluster_name, _problems(err))
+
+    _ensure_rbac(p, seen, fed)
 
     if fed.spec.suspend:
         for job in jobs:
-            if not _terminating(job) and rest.delete("RayJob", namespace, job["metadata"]["name"]):
-                actions.append(f"deleted RayJob {job['metadata']['name']} (suspended)")
-        if cluster and not _terminating(cluster) and rest.delete("RayCluster", namespace, cluster_name):
-            actions.append(f"deleted RayCluster {cluster_name} (suspended)")
-        obs = Observed(cluster_name=cluster_name, suspended=True, attempts=_attempts(body))
-        return Result(compute_status(body, obs), actions=actions)
+            if not terminating(job):
+                p.delete("RayJob", _name(job), "suspended")
+        if cluster and not terminating(cluster):
+            p.delete("RayCluster", cluster_name, "suspended")
+        obs = Observed(cluster_name=cluster_name, suspended=True, attempts=_attempts(body), conflicts=p.conflicts)
+        return Result(compute_status(body, obs), actions=p.actions, conflicts=p.conflicts)
 
     digest = builders.spec_hash(fed.spec)
-    mine = [j for j in jobs if _label(j, LABEL_SPEC_HASH) == digest and not _terminating(j)]
+    # The current spec's RayJobs: by hash, or by generation for one that an older release labelled with a
+    # hash of its own making (the spec has not changed since: the generation would have).
+    mine = [
+        j
+        for j in jobs
+        if not terminating(j)
+        and (_label(j, LABEL_SPEC_HASH) == digest or _int_label(j, LABEL_GENERATION) == generation)
+    ]
     current = max(mine, key=lambda j: _int_label(j, LABEL_ATTEMPT), default=None)
     attempt = _int_label(current, LABEL_ATTEMPT) if current else 1
     outcome = job_outcome(current)
     predecessor = None
-    if outcome and outcome.phase == FAILED and attempt <= fed.spec.faultTolerance.maxJobRetries:
-        actions.append(f"RayJob {current['metadata']['name']} failed ({outcome.reason}); retrying")
+    if current and outcome and outcome.phase == FAILED and attempt <= fed.spec.faultTolerance.maxJobRetries:
+        p.actions.append(Action("RetryingRayJob", f"RayJob {_name(current)} failed ({outcome.reason}); retrying"))
         predecessor, current, outcome, attempt = current, None, None, attempt + 1
     finished = outcome is not None
     # A RayJob that may still run (not ended, or being deleted) blocks the next one: two drivers of one
@@ -103,35 +171,33 @@ def reconcile(body: Mapping[str, Any], rest: Rest) -> Result | None:
     blocking = [j for j in jobs if j is not current and j is not predecessor and job_outcome(j) is None]
 
     released = False
-    desired_cluster = builders.build_raycluster(fed)
     if finished and not fed.spec.ray.keepCluster:
-        if cluster and not _terminating(cluster) and rest.delete("RayCluster", namespace, cluster_name):
-            actions.append(f"deleted RayCluster {cluster_name} (job finished)")
+        if cluster and not terminating(cluster):
+            p.delete("RayCluster", cluster_name, "the job finished")
         cluster, released = None, True
     elif cluster is None:
-        cluster = rest.create(desired_cluster) or rest.get("RayCluster", namespace, cluster_name)
-        actions.append(f"created RayCluster {cluster_name}")
-    elif _label(cluster, LABEL_CLUSTER_HASH) != _label(desired_cluster, LABEL_CLUSTER_HASH) and not _terminating(
-        cluster
+        if not finished and not p.conflicts:
+            cluster = p.create(builders.build_raycluster(fed))
+    elif (
+        current is None
+        and not finished
+        and not terminating(cluster)
+        and _label(cluster, LABEL_RAY_HASH) != builders.ray_hash(fed.spec)
     ):
-        rest.delete("RayCluster", namespace, cluster_name)
-        actions.append(f"deleted RayCluster {cluster_name} (its spec changed; recreated once gone)")
+        # Only between RayJobs: a cluster under a RayJob of the current spec is never replaced.
+        p.delete("RayCluster", cluster_name, "spec.ray changed; recreated once gone")
         cluster = {**cluster, "metadata": {**cluster["metadata"], "deletionTimestamp": "now"}}
 
-    cluster_usable = cluster is not None and not _terminating(cluster)
-    if current is None and not finished and cluster_usable and not blocking:
-        desired_job = builders.build_rayjob(fed, attempt, generation)
-        current = rest.create(desired_job) or rest.get("RayJob", namespace, desired_job["metadata"]["name"])
-        actions.append(f"created RayJob {desired_job['metadata']['name']}")
+    cluster_usable = cluster is not None and not terminating(cluster)
+    if current is None and not finished and cluster_usable and not blocking and not p.conflicts:
+        current = p.create(builders.build_rayjob(fed, attempt, generation))
     # The failed attempt stays until its successor exists: its attempt label is the retry count.
-    keep = {(j or {}).get("metadata", {}).get("name") for j in (current, None if current else predecessor)}
+    keep = {_name(j) for j in (current, None if current else predecessor) if j}
     for job in jobs:
-        job_name = job["metadata"]["name"]
-        if job_name not in keep and not _terminating(job):
-            rest.delete("RayJob", namespace, job_name)
-            actions.append(f"deleted RayJob {job_name} (superseded)")
+        if _name(job) not in keep and not terminating(job):
+            p.delete("RayJob", _name(job), "superseded")
 
-    job_name = current["metadata"]["name"] if current else builders.rayjob_name(fed.name, digest, attempt)
+    job_name = _name(current) if current else builders.rayjob_name(fed.name, digest, attempt)
     obs = Observed(
         cluster=cluster,
         job=current,
@@ -139,8 +205,35 @@ def reconcile(body: Mapping[str, Any], rest: Rest) -> Result | None:
         job_name=job_name,
         attempts=attempt,
         cluster_released=released,
+        conflicts=p.conflicts,
     )
-    return Result(compute_status(body, obs), actions=actions)
+    return Result(compute_status(body, obs), actions=p.actions, conflicts=p.conflicts)
+
+
+def _release(
+    body: Mapping[str, Any],
+    p: _Pass,
+    jobs: list[dict[str, Any]],
+    cluster: Mapping[str, Any] | None,
+    cluster_name: str,
+    invalid: str,
+) -> Result:
+    """A spec that does not parse runs nothing: its RayJobs are stopped and its RayCluster (GPUs and all)
+    deleted; the driver's RBAC and any storage stay, so that fixing the spec picks up where it was."""
+    for job in jobs:
+        if not terminating(job):
+            p.delete("RayJob", _name(job), "the spec is invalid")
+    if cluster and not terminating(cluster):
+        p.delete("RayCluster", cluster_name, "the spec is invalid; storage kept")
+    previous = body.get("status") or {}
+    obs = Observed(
+        cluster_name=cluster_name,
+        job_name=str(previous.get("rayJobName") or ""),
+        attempts=_attempts(body),
+        invalid=invalid,
+        conflicts=p.conflicts,
+    )
+    return Result(compute_status(body, obs), invalid=invalid, actions=p.actions, conflicts=p.conflicts)
 
 
 def _attempts(body: Mapping[str, Any]) -> int:

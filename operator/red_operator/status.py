@@ -50,6 +50,7 @@ class Observed:
     invalid: str = ""
     suspended: bool = False
     cluster_released: bool = False
+    conflicts: tuple[str, ...] | list[str] = ()
 
 
 @dataclass(frozen=True)
@@ -99,13 +100,22 @@ def _seconds_between(start: str, end: str) -> float:
     return (parse(end) - parse(start)).total_seconds()
 
 
+def driver_report(previous: Mapping[str, Any], job_name: str) -> Mapping[str, Any]:
+    """The driver's fields, if the driver that wrote them is the current RayJob's (its reports carry its
+    RayJob's name; an untagged report, from a driver of an older release, counts as current)."""
+    tag = previous.get("driverRayJob")
+    return previous if not tag or tag == job_name else {}
+
+
 def _with_driver_report(outcome: Outcome, obs: Observed, previous: Mapping[str, Any], now: str) -> Outcome:
     """Join KubeRay's verdict with the driver's own report (its fields in the same status).
 
     Success needs the driver's final report (completionTime), so `kubectl get fed` never shows Succeeded
     next to a stale ROUND. A failure leads with the driver's error, which says what went wrong in training;
-    KubeRay's message (the entrypoint's exit code and log tail) follows.
+    KubeRay's message (the entrypoint's exit code and log tail) follows. A superseded attempt's report
+    (its completionTime, its driverError) says nothing about this one.
     """
+    previous = driver_report(previous, obs.job_name)
     if outcome.phase == SUCCEEDED and not previous.get("completionTime"):
         ended = ((obs.job or {}).get("status") or {}).get("endTime")
         if _seconds_between(ended or now, now) < REPORT_GRACE_S:
@@ -121,7 +131,7 @@ def _with_driver_report(outcome: Outcome, obs: Observed, previous: Mapping[str, 
 
 def _phase(obs: Observed, previous: Mapping[str, Any], now: str) -> Outcome:
     if obs.invalid:
-        return Outcome(FAILED, "InvalidSpec", obs.invalid)
+        return Outcome(FAILED, "InvalidSpec", f"{obs.invalid} (no RayJob or RayCluster runs until the spec is fixed)")
     if obs.suspended:
         return Outcome(SUSPENDED, "Suspended", "spec.suspend is true: RayJob and RayCluster removed")
     outcome = job_outcome(obs.job)
@@ -155,9 +165,13 @@ def _nodes_healthy(previous: Mapping[str, Any]) -> tuple[str, str, str] | None:
 def _conditions(outcome: Outcome, obs: Observed, previous: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     phase = outcome.phase
     ready = phase in (RUNNING, SUCCEEDED)
-    conditions = [("Ready", "True" if ready else "False", outcome.reason, outcome.message)]
+    if obs.conflicts:
+        conditions = [("Ready", "False", "Conflict", "; ".join(obs.conflicts))]
+    else:
+        conditions = [("Ready", "True" if ready else "False", outcome.reason, outcome.message)]
     if obs.invalid:
-        conditions.append(("ClusterProvisioned", "Unknown", "InvalidSpec", "the spec is invalid"))
+        released = f"RayCluster {obs.cluster_name} deleted: the spec is invalid (storage is kept)"
+        conditions.append(("ClusterProvisioned", "False", "InvalidSpec", released))
     elif cluster_ready(obs.cluster):
         conditions.append(("ClusterProvisioned", "True", "RayClusterReady", f"RayCluster {obs.cluster_name} is ready"))
     elif obs.suspended:
@@ -167,7 +181,11 @@ def _conditions(outcome: Outcome, obs: Observed, previous: Mapping[str, Any]) ->
     else:
         conditions.append(("ClusterProvisioned", "False", "Provisioning", f"RayCluster {obs.cluster_name} not ready"))
     running = phase == RUNNING
-    conditions.append(("JobRunning", "True" if running else "False", outcome.reason, outcome.message))
+    if obs.invalid:
+        stopped = f"RayJob {obs.job_name} stopped" if obs.job_name else "no RayJob runs"
+        conditions.append(("JobRunning", "False", "InvalidSpec", f"{stopped}: the spec is invalid"))
+    else:
+        conditions.append(("JobRunning", "True" if running else "False", outcome.reason, outcome.message))
     nodes = _nodes_healthy(previous)
     if nodes:
         conditions.append(("NodesHealthy", *nodes))
@@ -210,7 +228,7 @@ def compute_status(
     return {
         "observedGeneration": generation,
         "phase": outcome.phase,
-        "reason": outcome.reason,
+        "reason": "Conflict" if obs.conflicts else outcome.reason,
         "conditions": conditions,
         "rayClusterName": obs.cluster_name,
         "rayJobName": obs.job_name,

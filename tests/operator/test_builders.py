@@ -127,11 +127,29 @@ def test_raycluster_head_and_gpu_worker_groups():
     assert gpu["template"]["spec"]["automountServiceAccountToken"] is False
 
 
-def test_cluster_hash_follows_the_cluster_spec_only():
-    a = builders.build_raycluster(fed({"rounds": 5}))["metadata"]["labels"][builders.LABEL_CLUSTER_HASH]
-    b = builders.build_raycluster(fed({"rounds": 9}))["metadata"]["labels"][builders.LABEL_CLUSTER_HASH]
-    c = builders.build_raycluster(fed({"ray": {"head": {"cpu": "4"}}}))["metadata"]["labels"]
-    assert a == b != c[builders.LABEL_CLUSTER_HASH]
+def ray_label(f):
+    return builders.build_raycluster(f)["metadata"]["labels"][builders.LABEL_RAY_HASH]
+
+
+def test_ray_hash_follows_what_shapes_the_pods_only():
+    a, b = ray_label(fed({"rounds": 5})), ray_label(fed({"rounds": 9}))
+    job_only = fed({"ray": {"submissionMode": "HTTPMode", "runtimeEnv": {"pip": ["x"]}, "keepCluster": True}})
+    assert a == b == ray_label(job_only)
+    assert a != ray_label(fed({"ray": {"head": {"cpu": "4"}}}))
+    assert a != ray_label(fed({"ray": {"image": "example/red:2"}}))
+
+
+def test_hashes_are_of_what_the_user_wrote_not_of_how_a_release_renders_it(monkeypatch):
+    """A release that renders the RayCluster otherwise (another Ray, another builder) replaces nothing."""
+    before = ray_label(fed())
+    monkeypatch.setattr(builders, "RAY_VERSION", "9.9.9")
+    monkeypatch.setattr(builders, "HEAD_CONTAINER", "head")
+    assert builders.build_raycluster(fed())["spec"]["rayVersion"] == "9.9.9"
+    assert ray_label(fed()) == before
+    # A value equal to its default is what the user gets anyway: a release that adds a defaulted field (or a
+    # user who spells a default out) keeps the hashes.
+    assert builders.spec_hash(fed({"rounds": 10}).spec) == builders.spec_hash(fed({}).spec)
+    assert ray_label(fed({"ray": {"head": {"cpu": "2", "memory": "8Gi"}}})) == ray_label(fed({}))
 
 
 def test_rayjob_targets_the_federations_cluster_without_forbidden_fields():
@@ -142,12 +160,14 @@ def test_rayjob_targets_the_federations_cluster_without_forbidden_fields():
     assert spec["entrypoint"] == "python -m red_runtime.driver --federation team-a/digits"
     assert spec["submissionMode"] == "HTTPMode"
     assert spec["shutdownAfterJobFinishes"] is False
-    assert yaml.safe_load(spec["runtimeEnvYAML"]) == {"env_vars": {"A": "1"}}
+    name = job["metadata"]["name"]
+    assert yaml.safe_load(spec["runtimeEnvYAML"]) == {"env_vars": {"A": "1", builders.DRIVER_RAYJOB_ENV: name}}
     for forbidden in ("suspend", "backoffLimit", "rayClusterSpec"):
         assert forbidden not in spec
     labels = job["metadata"]["labels"]
     assert labels[builders.LABEL_ATTEMPT] == "3" and labels[builders.LABEL_GENERATION] == "4"
-    assert "runtimeEnvYAML" not in builders.build_rayjob(fed(), 1, 1)["spec"]
+    plain = builders.build_rayjob(fed(), 1, 1)
+    assert yaml.safe_load(plain["spec"]["runtimeEnvYAML"]) == {"env_vars": {"RED_RAYJOB": plain["metadata"]["name"]}}
 
 
 def test_driver_role_is_limited_to_its_own_federation():

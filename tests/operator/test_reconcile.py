@@ -35,12 +35,13 @@ class FakeRest:
         ]
 
     def create(self, obj):
+        """As Rest.create: the object and whether this call made it (a name taken answers what is there)."""
         key = (obj["kind"], obj["metadata"]["name"])
         if key in self.objects:
-            return None
+            return copy.deepcopy(self.objects[key]), False
         self.objects[key] = copy.deepcopy(obj)
         self.log.append(("create", *key))
-        return copy.deepcopy(obj)
+        return copy.deepcopy(obj), True
 
     def patch(self, kind, namespace, name, body, subresource=""):
         self.objects[(kind, name)].update(copy.deepcopy(body))
@@ -142,9 +143,9 @@ def test_a_spec_change_replaces_the_rayjob_one_at_a_time():
 def test_a_cluster_spec_change_recreates_the_cluster():
     rest = FakeRest()
     settle(rest, federation())
-    before = rest.objects[("RayCluster", "f-ray")]["metadata"]["labels"][builders.LABEL_CLUSTER_HASH]
+    before = rest.objects[("RayCluster", "f-ray")]["metadata"]["labels"][builders.LABEL_RAY_HASH]
     settle(rest, federation({"rounds": 3, "ray": {"head": {"cpu": "4"}}}, generation=2))
-    after = rest.objects[("RayCluster", "f-ray")]["metadata"]["labels"][builders.LABEL_CLUSTER_HASH]
+    after = rest.objects[("RayCluster", "f-ray")]["metadata"]["labels"][builders.LABEL_RAY_HASH]
     assert before != after
     assert ("delete", "RayCluster", "f-ray") in rest.log
 
@@ -200,3 +201,139 @@ def test_rbac_drift_is_put_back():
     rest.objects[("Role", "f-driver")]["rules"] = [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]
     reconcile(federation(), rest)
     assert rest.objects[("Role", "f-driver")]["rules"] == builders.driver_rules(parse_manifest(federation()))
+
+
+def foreign(kind, name, **extra):
+    """An object of a child's name that this Federation does not control (a user's, or another's)."""
+    api = {"RayCluster": "ray.io/v1", "RayJob": "ray.io/v1", "ServiceAccount": "v1"}.get(
+        kind, "rbac.authorization.k8s.io/v1"
+    )
+    return {"apiVersion": api, "kind": kind, "metadata": {"name": name, "namespace": "ns", "uid": "theirs"}, **extra}
+
+
+def conditions(status):
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_a_raycluster_of_someone_else_is_never_touched_and_is_a_conflict():
+    rest = FakeRest()
+    theirs = foreign("RayCluster", "f-ray", spec={"headGroupSpec": {}})
+    rest.objects[("RayCluster", "f-ray")] = copy.deepcopy(theirs)
+    status = settle(rest, federation())
+    assert rest.objects[("RayCluster", "f-ray")] == theirs
+    assert rest.names("RayJob") == [], "a RayJob would run on their cluster"
+    ready = conditions(status)["Ready"]
+    assert (ready["status"], ready["reason"], status["reason"]) == ("False", "Conflict", "Conflict")
+    assert "RayCluster f-ray" in ready["message"]
+
+
+def test_rbac_of_someone_else_is_neither_adopted_nor_rewritten():
+    rest = FakeRest()
+    admin = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"}
+    owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": "other", "uid": "theirs", "controller": True}
+    objs = [
+        foreign("ServiceAccount", "f-driver"),
+        foreign("Role", "f-driver", rules=[{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]),
+        foreign("RoleBinding", "f-driver", roleRef=admin, subjects=[{"kind": "User", "name": "eve"}]),
+    ]
+    objs[2]["metadata"]["ownerReferences"] = [owner]
+    for obj in objs:
+        rest.objects[(obj["kind"], "f-driver")] = copy.deepcopy(obj)
+    status = settle(rest, federation())
+    assert [rest.objects[(o["kind"], "f-driver")] for o in objs] == objs
+    assert not [entry for entry in rest.log if entry[0] == "patch"]
+    assert rest.names("RayCluster") == rest.names("RayJob") == [], "nothing may run as their ServiceAccount"
+    message = conditions(status)["Ready"]["message"]
+    assert "ServiceAccount f-driver" in message and "Role f-driver" in message
+    assert "RoleBinding f-driver exists and is controlled by ConfigMap/other" in message
+
+
+class Blind:
+    """A view that has not seen anything yet (an index that lags): every child is found only by creating it."""
+
+    def get(self, kind, namespace, name):
+        return None
+
+    def jobs(self, namespace, fed_name, fed_uid):
+        return []
+
+
+def test_a_name_taken_at_create_time_is_not_adopted():
+    rest = FakeRest()
+    rest.objects[("RayCluster", "f-ray")] = foreign("RayCluster", "f-ray")
+    status = reconcile(federation(), rest, Blind()).status
+    assert conditions(status)["Ready"]["reason"] == "Conflict"
+    assert rest.names("RayJob") == []
+    ours = FakeRest()
+    settle(ours, federation())
+    again = reconcile(federation(), ours, Blind())  # our own children, answered by 409: used, not conflicts
+    assert again.conflicts == [] and ours.names("RayCluster") == ["f-ray"]
+
+
+def test_a_rayjob_with_our_label_that_another_controls_is_left_alone():
+    rest = FakeRest()
+    job = foreign("RayJob", "f-zzzzz-1")
+    job["metadata"]["labels"] = {builders.LABEL_FEDERATION: "f", builders.LABEL_GENERATION: "1"}
+    rest.objects[("RayJob", "f-zzzzz-1")] = copy.deepcopy(job)
+    settle(rest, federation())
+    assert rest.objects[("RayJob", "f-zzzzz-1")] == job
+    assert len(rest.names("RayJob")) == 2
+
+
+def test_an_owned_rolebinding_with_a_changed_role_ref_is_replaced():
+    rest = FakeRest()
+    settle(rest, federation())
+    rest.objects[("RoleBinding", "f-driver")]["roleRef"]["name"] = "other"
+    reconcile(federation(), rest)
+    assert rest.objects[("RoleBinding", "f-driver")]["roleRef"]["name"] == "f-driver"
+
+
+def test_an_upgrade_replaces_nothing_under_a_running_job():
+    """Children made by an older release: other hash labels (a rendered cluster, another spec hash format)."""
+    rest = FakeRest()
+    settle(rest, federation())
+    (job,) = rest.names("RayJob")
+    rest.objects[("RayJob", job)]["metadata"]["labels"][builders.LABEL_SPEC_HASH] = "0123456789"
+    labels = rest.objects[("RayCluster", "f-ray")]["metadata"]["labels"]
+    del labels[builders.LABEL_RAY_HASH]
+    labels["red.dev/cluster-hash"] = "abcdefabcd"
+    rest.set_status("RayCluster", "f-ray", state="ready")
+    rest.set_status("RayJob", job, jobDeploymentStatus="Running", jobStatus="RUNNING")
+    status = settle(rest, federation())
+    assert not [entry for entry in rest.log if entry[0] == "delete"]
+    assert rest.names("RayJob") == [job] and status["phase"] == "Running" and status["rayJobName"] == job
+
+
+def test_an_invalid_edit_of_a_running_federation_releases_its_compute():
+    rest = FakeRest()
+    settle(rest, federation())
+    (job,) = rest.names("RayJob")
+    rest.set_status("RayJob", job, jobDeploymentStatus="Running", jobStatus="RUNNING")
+    running = reconcile(federation(), rest).status
+    bad = {"topology": {"kind": "custom", "edges": [[0, 1], [2, 3]]}, "nodes": {"count": 4}}
+    result = reconcile(federation(bad, generation=2, status=running), rest)
+    assert rest.names("RayJob") == [] and rest.names("RayCluster") == []
+    assert rest.names("Role") == rest.names("RoleBinding") == rest.names("ServiceAccount") == ["f-driver"]
+    status = result.status
+    assert (status["phase"], status["reason"]) == ("Failed", "InvalidSpec")
+    conds = conditions(status)
+    assert "not connected" in conds["Ready"]["message"]
+    assert conds["JobRunning"]["message"] == f"RayJob {job} stopped: the spec is invalid"
+    assert "RayCluster f-ray deleted" in conds["ClusterProvisioned"]["message"]
+    assert "storage is kept" in conds["ClusterProvisioned"]["message"]
+    assert {a.reason for a in result.actions} == {"DeletedRayJob", "DeletedRayCluster"}
+
+
+@pytest.mark.parametrize(
+    "algorithm",
+    [
+        {"name": "krum", "options": {"f": "x"}},
+        {"name": "fedprox", "options": {"mu": float("nan")}},
+        {"name": "fedprox", "options": {"mu": float("inf")}},
+    ],
+)
+def test_every_parse_failure_is_invalid_spec(algorithm):
+    rest = FakeRest()
+    result = reconcile(federation({"rounds": 3, "nodes": {"count": 4}, "algorithm": algorithm}), rest)
+    assert (result.status["phase"], result.status["reason"]) == ("Failed", "InvalidSpec")
+    assert "algorithm" in result.invalid and rest.log == []
