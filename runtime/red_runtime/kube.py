@@ -5,10 +5,22 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from red_runtime import strict_json
 from red_runtime.spec import API_GROUP, Federation, parse_manifest
 
 VERSION = "v1alpha1"
 PLURAL = "federations"
+# Set by the operator in the RayJob's runtime env (Ray passes a runtime env's env_vars to the entrypoint).
+RAYJOB_ENV = "RED_RAYJOB"
+
+
+class Superseded(Exception):
+    """The Federation's status names another RayJob: this driver's attempt is no longer the current one."""
+
+
+def driver_rayjob() -> str:
+    """The name of the RayJob this driver runs as, "" outside one (`red run`, a driver started by hand)."""
+    return os.environ.get(RAYJOB_ENV, "")
 
 
 def api_client() -> Any:
@@ -35,17 +47,39 @@ def read_federation(api: Any, namespace: str, name: str) -> tuple[Federation, di
     return parse_manifest(obj), obj
 
 
+def status_patch(status: dict) -> tuple[Any, str]:
+    """The patch body and its content type.
+
+    A report tagged with its RayJob (driverRayJob) is a JSON Patch that first tests that the status still
+    names that RayJob, so that the API server refuses, atomically, a late report of a superseded attempt.
+    An untagged report is a JSON merge patch. Either way only the keys in `status` change, and a None
+    removes its key (a null is dropped by the CRD's structural schema).
+    """
+    tag = status.get("driverRayJob")
+    if not tag:
+        return {"status": status}, "application/merge-patch+json"
+    ops: list[dict[str, Any]] = [{"op": "test", "path": "/status/rayJobName", "value": tag}]
+    ops += [{"op": "add", "path": f"/status/{key}", "value": value} for key, value in status.items()]
+    return ops, "application/json-patch+json"
+
+
 def patch_status(api: Any, namespace: str, name: str, status: dict, timeout_s: float = 10.0) -> None:
-    """A JSON merge patch of the status subresource: only the keys in `status` change."""
+    """Patch the status subresource (see status_patch); Superseded if another RayJob's driver owns it now."""
     from kubernetes import client
 
-    client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
-        API_GROUP,
-        VERSION,
-        namespace,
-        PLURAL,
-        name,
-        {"status": status},
-        _content_type="application/merge-patch+json",
-        _request_timeout=timeout_s,
-    )
+    body, content_type = status_patch(strict_json.finite(status))
+    try:
+        client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+            API_GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            body,
+            _content_type=content_type,
+            _request_timeout=timeout_s,
+        )
+    except client.ApiException as err:
+        if err.status in (409, 422, 500) and "test" in str(err.body).lower() and status.get("driverRayJob"):
+            raise Superseded(f"{namespace}/{name} no longer runs RayJob {status['driverRayJob']}") from err
+        raise

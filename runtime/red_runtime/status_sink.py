@@ -5,16 +5,25 @@ thread, which coalesces bursts (at most one patch per `min_interval_s`), retries
 exponential backoff while the API server is slow or away, and always sends the newest state.
 The driver owns round, rounds, progress, nodesReady, metrics, nodes, lastCheckpoint, startTime and
 completionTime; it never writes the operator's fields (phase, conditions, names).
+
+Every body is strict JSON (non-finite numbers become null), since the API server refuses NaN and a refused
+body would be resent forever. Each carries the name of the driver's RayJob (driverRayJob), so that a
+superseded attempt's late report neither lands on nor speaks for the current one. The node list is bounded
+whatever the federation's size: counts for all nodes, entries only for those that are not Healthy.
 """
 
 from __future__ import annotations
 
+import collections
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from red_runtime import strict_json
+from red_runtime.kube import Superseded, driver_rayjob
 from red_runtime.reporting import HEALTHY, NodeStatus, RoundReport, RunInfo, Sink, Summary, now_iso
 
 log = logging.getLogger("red.status")
@@ -23,17 +32,34 @@ DRIVER_FIELDS = (
     "rounds",
     "progress",
     "nodesReady",
+    "nodeCounts",
+    "nodesUnlisted",
     "metrics",
     "nodes",
     "lastCheckpoint",
     "startTime",
     "completionTime",
     "driverError",
+    "driverRayJob",
 )
+# At about 110 bytes an entry, the status stays far below etcd's 1.5 MiB object limit with this many listed.
+MAX_LISTED_NODES = 100
 
 
 def nodes_ready(nodes: list[NodeStatus]) -> str:
     return f"{sum(n.state == HEALTHY for n in nodes)}/{len(nodes)}"
+
+
+def node_fields(nodes: list[NodeStatus], limit: int = MAX_LISTED_NODES) -> dict[str, Any]:
+    """nodesReady (healthy/total), a count per state, and entries for the first `limit` nodes that are not
+    Healthy; the run folder's nodes.json holds every node."""
+    unwell = [n for n in nodes if n.state != HEALTHY]
+    return {
+        "nodesReady": nodes_ready(nodes),
+        "nodeCounts": dict(collections.Counter(n.state for n in nodes)),
+        "nodes": [n.as_dict() for n in unwell[:limit]],
+        "nodesUnlisted": max(0, len(unwell) - limit),
+    }
 
 
 class StatusSink(Sink):
@@ -43,8 +69,11 @@ class StatusSink(Sink):
         min_interval_s: float = 0.3,
         max_backoff_s: float = 5.0,
         final_flush_s: float = 60.0,
+        rayjob: str | None = None,
     ):
         self._patch = patch
+        self.rayjob = driver_rayjob() if rayjob is None else rayjob
+        self.superseded = False
         self.min_interval_s = min_interval_s
         self.max_backoff_s = max_backoff_s
         self.final_flush_s = final_flush_s
@@ -59,7 +88,14 @@ class StatusSink(Sink):
         self._thread.start()
 
     def _update(self, **fields: Any) -> None:
+        """Record fields as strict JSON: a value that cannot be sent raises here, in the hook, not forever
+        in the sender."""
+        fields = json.loads(strict_json.dumps(fields))
+        if self.rayjob:
+            fields["driverRayJob"] = self.rayjob
         with self._wake:
+            if self.superseded:
+                return
             self._state.update(fields)
             self._version += 1
             self._wake.notify()
@@ -69,8 +105,7 @@ class StatusSink(Sink):
             round=info.resumed_from,
             rounds=info.rounds,
             progress=f"{info.resumed_from}/{info.rounds}",
-            nodesReady=nodes_ready(nodes),
-            nodes=[n.as_dict() for n in nodes],
+            **node_fields(nodes),
             startTime=now_iso(),
             completionTime=None,
             driverError=None,
@@ -84,12 +119,11 @@ class StatusSink(Sink):
             rounds=report.rounds,
             progress=f"{report.round}/{report.rounds}",
             metrics=metrics,
-            nodesReady=nodes_ready(nodes),
-            nodes=[n.as_dict() for n in nodes],
+            **node_fields(nodes),
         )
 
     def nodes_changed(self, nodes: list[NodeStatus]) -> None:
-        self._update(nodesReady=nodes_ready(nodes), nodes=[n.as_dict() for n in nodes])
+        self._update(**node_fields(nodes))
 
     def checkpointed(self, round_no: int, path: str) -> None:
         self._update(lastCheckpoint={"round": round_no, "path": path})
@@ -124,6 +158,11 @@ class StatusSink(Sink):
                     version, body = self._version, dict(self._state)
             try:
                 self._patch(body)
+            except Superseded as err:  # a newer attempt owns the status: this driver's reports are over
+                log.warning("status reports stopped: %s", err)
+                with self._lock:
+                    self.superseded, self._sent_version = True, self._version
+                continue
             except Exception as err:  # the API server is slow, away or refusing: keep training, retry
                 log.warning("status patch failed (retrying in %.1fs): %s", backoff, err)
                 time.sleep(backoff)

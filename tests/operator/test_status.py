@@ -153,3 +153,16 @@ def test_only_changed_operator_fields_are_patched():
     previous = {"phase": "Running", "round": 4, "metrics": {"accuracy": 0.9}, "rayJobName": "a"}
     new = {"phase": "Running", "rayJobName": "b", "round": 0}
     assert changed_fields(previous, new) == {"rayJobName": "b"}
+
+
+def test_every_status_field_written_is_declared_in_the_crd():
+    """The API server silently drops a status field that the schema does not declare."""
+    from pathlib import Path
+
+    import yaml
+
+    from red_runtime.status_sink import DRIVER_FIELDS
+
+    crd = yaml.safe_load((Path(__file__).resolve().parents[2] / "crds" / "federation.yaml").read_text())
+    declared = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    assert set(OPERATOR_FIELDS) | set(DRIVER_FIELDS) <= set(declared)

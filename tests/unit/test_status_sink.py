@@ -1,16 +1,20 @@
-"""The status sink's promises: coalesced patches, survival of an API outage, only the driver's fields.
+"""The status sink's promises: coalesced patches, survival of an API outage, only the driver's fields,
+strict JSON, bodies tagged with the driver's RayJob, a node list bounded at any federation size.
 
-The patch function here is a plain callable recording bodies; the same sink against a real API server
-is exercised by the cluster tests.
+The patch function here is a plain callable that serialises each body as the API server reads it (no NaN,
+no Infinity) and records it; the same sink against a real API server is exercised by the cluster tests.
 """
 
+import json
+import math
 import threading
 import time
 
 import pytest
 
-from red_runtime.reporting import HEALTHY, NodeStatus, RoundReport, RunInfo, Summary
-from red_runtime.status_sink import DRIVER_FIELDS, StatusSink
+from red_runtime.kube import Superseded, status_patch
+from red_runtime.reporting import FAILED, HEALTHY, RESTARTING, NodeStatus, RoundReport, RunInfo, Summary
+from red_runtime.status_sink import DRIVER_FIELDS, MAX_LISTED_NODES, StatusSink
 
 pytestmark = pytest.mark.unit
 
@@ -18,14 +22,17 @@ pytestmark = pytest.mark.unit
 class Recorder:
     def __init__(self, fail_until: float = 0.0):
         self.bodies = []
+        self.calls = 0
         self.fail_until = fail_until
         self.lock = threading.Lock()
 
     def __call__(self, body):
+        self.calls += 1
         if time.monotonic() < self.fail_until:
             raise ConnectionError("API server away")
+        wire = json.dumps(body, allow_nan=False)  # what the API server accepts: it refuses NaN and Infinity
         with self.lock:
-            self.bodies.append(body)
+            self.bodies.append(json.loads(wire))
 
 
 def info(rounds=50):
@@ -63,7 +70,7 @@ def test_bursts_are_coalesced_and_the_latest_state_lands():
     last = rec.bodies[-1]
     assert last["progress"] == "50/50" and last["round"] == 50
     assert last["nodesReady"] == "2/2" and last["metrics"]["accuracy"] == 1.0
-    assert [n["id"] for n in last["nodes"]] == ["node-0", "node-1"]
+    assert last["nodeCounts"] == {"Healthy": 2} and last["nodes"] == []  # healthy nodes are counted, not listed
     assert last["completionTime"]
 
 
@@ -105,3 +112,78 @@ def test_a_users_error_inside_a_node_actor_reads_as_the_users_own():
     assert failure_reason(wrapped.as_instanceof_cause()).startswith("RuntimeError: loss diverged")
     assert failure_reason(KeyboardInterrupt()) == "interrupted"
     assert failure_reason(ValueError("x")) == "ValueError: x"
+
+
+def test_a_nan_loss_and_an_infinite_epsilon_are_sent_as_null():
+    """A diverging run: the body is refused today (NaN is not JSON) and the sink would resend it forever."""
+    rec = Recorder()
+    sink = StatusSink(rec, min_interval_s=0.01, final_flush_s=5)
+    sink.started(info(2), NODES)
+    nan = RoundReport(
+        round=1, rounds=2, loss=math.nan, accuracy=0.1, nodes_healthy=2, nodes_total=2, seconds=0.1,
+        metrics={"epsilon": math.inf},
+    )  # fmt: skip
+    sink.round_done(nan, NODES)
+    sink.close()
+    assert rec.bodies[-1]["metrics"] == {"loss": None, "accuracy": 0.1, "epsilon": None}
+    assert rec.bodies[-1]["progress"] == "1/2"
+
+
+def test_every_report_names_the_drivers_rayjob(monkeypatch):
+    monkeypatch.setenv("RED_RAYJOB", "f-abcde-2")
+    rec = Recorder()
+    sink = StatusSink(rec, min_interval_s=0.01)
+    sink.started(info(), NODES)
+    sink.round_done(report(1), NODES)
+    sink.close()
+    assert rec.bodies and all(body["driverRayJob"] == "f-abcde-2" for body in rec.bodies)
+    monkeypatch.delenv("RED_RAYJOB")
+    untagged = Recorder()
+    sink = StatusSink(untagged, min_interval_s=0.01)
+    sink.started(info(), NODES)
+    sink.close()
+    assert "driverRayJob" not in untagged.bodies[-1]
+
+
+def test_a_superseded_driver_stops_reporting_at_once():
+    calls = []
+
+    def refused(body):
+        calls.append(body)
+        raise Superseded("ns/f no longer runs RayJob f-abcde-1")
+
+    sink = StatusSink(refused, min_interval_s=0.01, rayjob="f-abcde-1")
+    sink.started(info(), NODES)
+    time.sleep(0.2)
+    sink.round_done(report(1), NODES)
+    sink.failed("late")
+    began = time.monotonic()
+    sink.close()
+    assert time.monotonic() - began < 1.0, "nothing left to flush"
+    assert len(calls) == 1 and sink.superseded
+
+
+def test_a_tagged_report_lands_only_while_the_status_names_its_rayjob():
+    ops, content_type = status_patch({"round": 3, "completionTime": None, "driverRayJob": "f-abcde-2"})
+    assert content_type == "application/json-patch+json"
+    assert ops[0] == {"op": "test", "path": "/status/rayJobName", "value": "f-abcde-2"}
+    assert {"op": "add", "path": "/status/completionTime", "value": None} in ops
+    body, content_type = status_patch({"round": 3})
+    assert (body, content_type) == ({"status": {"round": 3}}, "application/merge-patch+json")
+
+
+def test_the_node_list_is_bounded_at_any_size():
+    """100,000 nodes at 110 bytes an entry would pass etcd's 1.5 MiB: only the unwell are listed, capped."""
+    nodes = [NodeStatus(id=f"node-{i}", state=HEALTHY, lastRound=3, bundle=i % 64) for i in range(100_000)]
+    for i in range(0, 100_000, 200):
+        nodes[i] = NodeStatus(id=f"node-{i}", state=FAILED if i % 400 else RESTARTING, restarts=3)
+    rec = Recorder()
+    sink = StatusSink(rec, min_interval_s=0.01)
+    sink.started(info(), nodes)
+    sink.close()
+    last = rec.bodies[-1]
+    assert last["nodesReady"] == "99500/100000"
+    assert last["nodeCounts"] == {"Healthy": 99_500, "Failed": 250, "Restarting": 250}
+    assert len(last["nodes"]) == MAX_LISTED_NODES and last["nodesUnlisted"] == 500 - MAX_LISTED_NODES
+    assert all(n["state"] != HEALTHY for n in last["nodes"])
+    assert len(json.dumps(last)) < 64 * 1024
