@@ -95,10 +95,14 @@ def prepare(fed: Federation, machines: list[dict[str, float]]) -> Prepared:
 
 
 def sample_nodes(fed: Federation, round_no: int, exclude: set[int]) -> list[int]:
-    """The nodes that train this round: `algorithm.fraction` of the live ones, seeded by round."""
+    """The nodes that train this round: `algorithm.fraction` of the live ones, seeded by round.
+
+    Under privacy every live node trains and each one's own secret coin decides whether its update
+    counts (see privacy.py), so the sampling seen here, and in the nodes' states, reveals nothing.
+    """
     spec = fed.spec
     live = np.array([i for i in range(spec.nodes.count) if i not in exclude])
-    if spec.algorithm.fraction >= 1.0:
+    if spec.algorithm.fraction >= 1.0 or spec.algorithm.privacy is not None:
         return live.tolist()
     k = min(len(live), max(spec.algorithm.minNodes, math.ceil(spec.algorithm.fraction * spec.nodes.count)))
     rng = np.random.default_rng([spec.task.seed, 7, round_no])

@@ -17,7 +17,7 @@ import torch
 
 from red_runtime.data import DataSource
 from red_runtime.models import build_model
-from red_runtime.privacy import clip_update
+from red_runtime.privacy import clip_update, counted
 from red_runtime.spec import FederationSpec
 from red_runtime.strategies import Update
 from red_runtime.topology import manager_name, node_id
@@ -132,8 +132,10 @@ class NodeHost:
             )
             weight = float(len(state.train))
             if privacy is not None:
-                # Bounded influence: a clipped change and the same weight for every node.
-                params, weight = clip_update(params, cache[ref], privacy.clip), 1.0
+                # Bounded influence: a clipped change, counted (weight 1) only if this node's secret
+                # Poisson coin says so; an uncounted node still reports, so who counted stays hidden.
+                params = clip_update(params, cache[ref], privacy.clip)
+                weight = 1.0 if counted(self.spec.algorithm.fraction) else 0.0
             update = Update.single(node_id(index), params, weight)
             dst = upstream[index]
             if pool:

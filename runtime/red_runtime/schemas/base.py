@@ -13,7 +13,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from red_runtime.pool import NodePool
-from red_runtime.privacy import noisy_sum
+from red_runtime.privacy import noise_generator, noisy_mean
 from red_runtime.spec import FederationSpec
 from red_runtime.strategies import Strategy
 
@@ -79,12 +79,13 @@ def require_quorum(arrived: int, spec: FederationSpec, round_no: int, expected: 
 
 
 def server_updates(ctx: Context, round_no: int, updates: list[Any]) -> list[Any]:
-    """What the strategy sees: the updates as sent, or one noised sum under differential privacy."""
-    privacy = ctx.spec.algorithm.privacy
-    if privacy is None or not updates:
+    """What the strategy sees: the updates as sent, or under differential privacy one noised mean over
+    the expected count of nodes (`fraction * nodes.count`), with noise from OS entropy."""
+    algorithm = ctx.spec.algorithm
+    if algorithm.privacy is None or not updates:
         return updates
-    rng = np.random.default_rng([ctx.spec.task.seed, 11, round_no])
-    return [noisy_sum(updates, privacy, rng)]
+    expected = algorithm.fraction * ctx.spec.nodes.count
+    return [noisy_mean(updates, ctx.params, algorithm.privacy, expected, noise_generator())]
 
 
 class Schema(ABC):
