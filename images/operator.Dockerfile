@@ -1,6 +1,8 @@
 # The operator image (`red operator`): Red without its training stack. The operator imports kopf, the
-# Kubernetes client, PyYAML and prometheus_client, never Ray or torch, so only those are installed and red
-# itself goes in with --no-deps; tests/helm/test_images.py checks this list against what it imports.
+# Kubernetes client, PyYAML and prometheus_client, never Ray, torch or numpy (the spec model reads the
+# strategies' rules from red_runtime/strategies/catalog.py), so only those are installed and red itself goes
+# in with --no-deps. tests/helm/test_images.py and tests/unit/test_operator_image.py hold this list to what
+# the operator imports, the latter through a whole reconcile of every example with nothing else installed.
 # Build from the repository root: docker build -f images/operator.Dockerfile .
 FROM python:3.11.13-slim-bookworm
 

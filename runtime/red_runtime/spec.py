@@ -15,22 +15,14 @@ from typing import Any
 
 import yaml
 
+from red_runtime.strategies import catalog
+
 API_GROUP = "red.dev"
 API_VERSION = f"{API_GROUP}/v1alpha1"
 KIND = "Federation"
 
 TOPOLOGIES = ("star", "ring", "mesh", "kregular", "custom", "hierarchical")
-ALGORITHMS = (
-    "fedavg",
-    "fedprox",
-    "fedavgm",
-    "fedadam",
-    "fedyogi",
-    "fedadagrad",
-    "fedmedian",
-    "trimmedmean",
-    "krum",
-)
+ALGORITHMS = catalog.NAMES
 DATASETS = ("digits", "synthetic")
 PARTITIONS = ("iid", "dirichlet", "labels", "quantity")
 MODELS = ("logreg", "mlp", "cnn")
@@ -458,21 +450,19 @@ def _algorithm(c: _Checker, spec: Mapping, path: str, count: int) -> Algorithm:
         pr = c.section(raw, "privacy", p, ("clip", "noiseMultiplier", "delta"))
         privacy = Privacy(
             clip=c.number(pr, "clip", f"{p}.privacy", 1.0, minimum=0, exclusive_min=True),
-            noiseMultiplier=c.number(pr, "noiseMultiplier", f"{p}.privacy", 0.0, minimum=0),
+            noiseMultiplier=c.number(pr, "noiseMultiplier", f"{p}.privacy", 0.0, minimum=0, exclusive_min=True),
             delta=c.number(pr, "delta", f"{p}.privacy", 1e-5, minimum=0, maximum=1, exclusive_min=True),
         )
     if kind_is_decentralized(spec) and name != "fedavg":
         c.fail(f"{p}.name", name, "is a server-side strategy; decentralised topologies mix with topology.mixing")
     if kind_is_decentralized(spec) and fraction != 1.0:
         c.fail(f"{p}.fraction", fraction, "decentralised topologies train every node each round; use 1.0")
-    from red_runtime.strategies import STRATEGIES, check_options
-
-    if privacy is not None and name in STRATEGIES and not STRATEGIES[name].linear:
+    if privacy is not None and not catalog.CATALOG[name].linear:
         c.fail(f"{p}.privacy", "set", f"needs a linear strategy; {name} must see every raw update")
     if privacy is not None and kind_is_decentralized(spec):
         c.fail(f"{p}.privacy", "set", "applies to server-side rounds (star, hierarchical)")
 
-    for problem in check_options(name, dict(options), sampled=max(1, math.ceil(fraction * count))):
+    for problem in catalog.option_problems(name, options, sampled=max(1, math.ceil(fraction * count))):
         c.problems.append(f"{p}.options.{problem}")
     return Algorithm(
         name=name,

@@ -1,27 +1,29 @@
-"""Server-side strategies, one per module, looked up by the manifest's `algorithm.name`."""
+"""Server-side strategies, one per module, looked up by the manifest's `algorithm.name`.
 
+Importing the package loads nothing but itself: the spec model reads `strategies.catalog` (plain
+Python) in the operator image, which has no numpy. The names below load their modules, and numpy,
+on first use.
+"""
+
+from importlib import import_module
 from typing import Any
 
-from red_runtime.strategies.adaptive import FedAdagrad, FedAdam, FedYogi
-from red_runtime.strategies.base import Strategy, Update, weighted_mean
-from red_runtime.strategies.fedavg import FedAvg
-from red_runtime.strategies.fedavgm import FedAvgM
-from red_runtime.strategies.fedprox import FedProx
-from red_runtime.strategies.robust import FedMedian, Krum, TrimmedMean
-
-STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (FedAvg, FedProx, FedAvgM, FedAdam, FedYogi, FedAdagrad, FedMedian, TrimmedMean, Krum)
+_HOMES = {
+    "STRATEGIES": "red_runtime.strategies.registry",
+    "make_strategy": "red_runtime.strategies.registry",
+    "Strategy": "red_runtime.strategies.base",
+    "Update": "red_runtime.strategies.base",
+    "weighted_mean": "red_runtime.strategies.base",
 }
 
 
-def check_options(name: str, options: dict[str, Any], sampled: int) -> list[str]:
-    """Problems with `algorithm.options` for this strategy, as "key: value: reason" lines."""
-    cls = STRATEGIES.get(name)
-    return cls.option_problems(options, sampled) if cls else []
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(home), name)
+    globals()[name] = value
+    return value
 
 
-def make_strategy(name: str, options: dict[str, Any]) -> Strategy:
-    return STRATEGIES[name](**options)
-
-
-__all__ = ["STRATEGIES", "Strategy", "Update", "check_options", "make_strategy", "weighted_mean"]
+__all__ = ["STRATEGIES", "Strategy", "Update", "make_strategy", "weighted_mean"]

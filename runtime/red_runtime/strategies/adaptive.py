@@ -9,16 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from red_runtime.strategies.base import Option, Strategy, Update, weighted_mean
+from red_runtime.strategies.base import Strategy, Update, weighted_mean
 
 
 class _Adaptive(Strategy, ABC):
-    options = {
-        "serverLr": Option(0.01, minimum=0, exclusive_min=True),
-        "beta1": Option(0.9, 0, 1),
-        "beta2": Option(0.99, 0, 1),
-        "tau": Option(1e-3, minimum=0, exclusive_min=True),
-    }
+    """Options serverLr, beta1, beta2 and tau (strategies/catalog.py)."""
 
     def __init__(self, **options: float):
         super().__init__(**options)
@@ -49,7 +44,6 @@ class _Adaptive(Strategy, ABC):
 
 class FedAdagrad(_Adaptive):
     name = "fedadagrad"
-    options = {**_Adaptive.options, "serverLr": Option(0.05, minimum=0, exclusive_min=True)}
 
     def second_moment(self, v, delta_sq):
         return v + delta_sq

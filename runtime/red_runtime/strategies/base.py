@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+
+from red_runtime.strategies.catalog import CATALOG, Option
 
 
 @dataclass
@@ -31,59 +34,30 @@ class Update:
         return Update(params=params.astype(np.float64) * weight, weight=float(weight), nodes=(node,))
 
 
-@dataclass(frozen=True)
-class Option:
-    default: float
-    minimum: float | None = None
-    maximum: float | None = None
-    exclusive_min: bool = False
-    integer: bool = False
-
-    def problem(self, value: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return "must be a number"
-        if self.integer and value != int(value):
-            return "must be an integer"
-        if self.minimum is not None:
-            if self.exclusive_min and value <= self.minimum:
-                return f"must be greater than {self.minimum}"
-            if not self.exclusive_min and value < self.minimum:
-                return f"must be at least {self.minimum}"
-        if self.maximum is not None and value > self.maximum:
-            return f"must be at most {self.maximum}"
-        return None
-
-
 class Strategy:
     """One server-side aggregation rule.
 
     `linear` strategies only need the weighted mean of the updates, so node actors pre-aggregate;
-    robust ones (median, trimmed mean, Krum) must see each node's update.
+    robust ones (median, trimmed mean, Krum) must see each node's update. A class that names itself
+    takes `linear` and `options` from its entry in strategies/catalog.py, which the spec model reads.
     """
 
     name: ClassVar[str]
     linear: ClassVar[bool] = True
-    options: ClassVar[dict[str, Option]] = {}
+    options: ClassVar[Mapping[str, Option]] = {}
     # Local-training proximal coefficient (FedProx); zero for everything else.
     proximal_mu: float = 0.0
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            entry = CATALOG[cls.name]
+            cls.linear, cls.options = entry.linear, entry.options
 
     def __init__(self, **options: float):
         merged = {k: o.default for k, o in self.options.items()}
         merged.update(options)
         self.opts = merged
-
-    @classmethod
-    def option_problems(cls, options: dict[str, Any], sampled: int) -> list[str]:
-        problems = []
-        for key, value in options.items():
-            if key not in cls.options:
-                known = ", ".join(cls.options) or "none"
-                problems.append(f"{key}: {value!r}: unknown option for {cls.name} (known: {known})")
-                continue
-            reason = cls.options[key].problem(value)
-            if reason:
-                problems.append(f"{key}: {value!r}: {reason}")
-        return problems
 
     def aggregate(self, updates: list[Update]) -> np.ndarray:
         """Combine updates into one parameter vector (float64)."""

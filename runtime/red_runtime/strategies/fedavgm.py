@@ -4,12 +4,11 @@ from typing import Any
 
 import numpy as np
 
-from red_runtime.strategies.base import Option, Strategy, Update, weighted_mean
+from red_runtime.strategies.base import Strategy, Update, weighted_mean
 
 
 class FedAvgM(Strategy):
-    name = "fedavgm"
-    options = {"serverLr": Option(1.0, minimum=0, exclusive_min=True), "momentum": Option(0.9, 0, 1)}
+    name = "fedavgm"  # options serverLr, momentum: strategies/catalog.py
 
     def __init__(self, **options: float):
         super().__init__(**options)

@@ -1,11 +1,10 @@
 """FedProx (Li et al., 2020): FedAvg on the server; nodes add (mu/2)·||w - w_global||² to their loss."""
 
-from red_runtime.strategies.base import Option, Strategy
+from red_runtime.strategies.base import Strategy
 
 
 class FedProx(Strategy):
-    name = "fedprox"
-    options = {"mu": Option(0.01, minimum=0)}
+    name = "fedprox"  # option mu: strategies/catalog.py
 
     @property
     def proximal_mu(self) -> float:

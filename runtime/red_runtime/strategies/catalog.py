@@ -1,0 +1,127 @@
+"""What the spec model knows about each strategy, in plain Python: names, linearity and option rules.
+
+The operator image has no numpy, yet it parses every Federation, so the spec model reads these entries
+instead of the strategy classes. The classes take their `linear` flag and options from here as well
+(`Strategy.__init_subclass__`), so each rule is stated once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def finite_number(value: Any) -> bool:
+    """A YAML number that fits a double and is neither NaN nor infinite (`.nan`, `.inf`, 1e400 are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond the range of a double
+        return False
+
+
+@dataclass(frozen=True)
+class Option:
+    """One numeric option of a strategy: its default and its bounds."""
+
+    default: float
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_min: bool = False
+    integer: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "must be a number"
+        if not finite_number(value):
+            return "must be a finite number"
+        if self.integer and value != int(value):
+            return "must be an integer"
+        if self.minimum is not None:
+            if self.exclusive_min and value <= self.minimum:
+                return f"must be greater than {self.minimum}"
+            if not self.exclusive_min and value < self.minimum:
+                return f"must be at least {self.minimum}"
+        if self.maximum is not None and value > self.maximum:
+            return f"must be at most {self.maximum}"
+        return None
+
+
+# A rule over all of a strategy's options (defaults filled in) and the nodes sampled per round.
+Rule = Callable[[Mapping[str, float], int], "str | None"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A strategy as the spec sees it. `linear` ones need only the weighted mean, so actors pre-aggregate."""
+
+    linear: bool = True
+    options: Mapping[str, Option] = field(default_factory=dict)
+    rule: Rule | None = None
+
+
+def _trimmed_mean_rule(opts: Mapping[str, float], sampled: int) -> str | None:
+    beta = opts["beta"]
+    if sampled - 2 * math.floor(beta * sampled) < 1:
+        return f"beta: {beta!r}: trims every one of the {sampled} sampled nodes"
+    return None
+
+
+def _krum_rule(opts: Mapping[str, float], sampled: int) -> str | None:
+    f = int(opts["f"])
+    if sampled < 2 * f + 3:
+        return f"f: {opts['f']!r}: Krum needs at least 2f+3 = {2 * f + 3} nodes per round, got {sampled}"
+    return None
+
+
+_ADAPTIVE = {
+    "serverLr": Option(0.01, minimum=0, exclusive_min=True),
+    "beta1": Option(0.9, 0, 1),
+    "beta2": Option(0.99, 0, 1),
+    "tau": Option(1e-3, minimum=0, exclusive_min=True),
+}
+
+CATALOG: dict[str, Entry] = {
+    "fedavg": Entry(),
+    "fedprox": Entry(options={"mu": Option(0.01, minimum=0)}),
+    "fedavgm": Entry(options={"serverLr": Option(1.0, minimum=0, exclusive_min=True), "momentum": Option(0.9, 0, 1)}),
+    "fedadam": Entry(options=_ADAPTIVE),
+    "fedyogi": Entry(options=_ADAPTIVE),
+    "fedadagrad": Entry(options={**_ADAPTIVE, "serverLr": Option(0.05, minimum=0, exclusive_min=True)}),
+    "fedmedian": Entry(linear=False),
+    "trimmedmean": Entry(linear=False, options={"beta": Option(0.1, minimum=0, maximum=0.49)}, rule=_trimmed_mean_rule),
+    "krum": Entry(
+        linear=False,
+        options={"f": Option(1, minimum=0, integer=True), "m": Option(1, minimum=1, integer=True)},
+        rule=_krum_rule,
+    ),
+}
+NAMES = tuple(CATALOG)
+
+
+def defaults(name: str) -> dict[str, float]:
+    return {key: option.default for key, option in CATALOG[name].options.items()}
+
+
+def option_problems(name: str, options: Mapping[Any, Any], sampled: int) -> list[str]:
+    """Problems with `algorithm.options` for strategy `name`, as "key: value: reason" lines."""
+    entry = CATALOG.get(name)
+    if entry is None:
+        return []
+    problems = []
+    for key, value in options.items():
+        if key not in entry.options:
+            known = ", ".join(entry.options) or "none"
+            problems.append(f"{key}: {value!r}: unknown option for {name} (known: {known})")
+            continue
+        reason = entry.options[key].problem(value)
+        if reason:
+            problems.append(f"{key}: {value!r}: {reason}")
+    if not problems and entry.rule is not None:
+        problem = entry.rule({**defaults(name), **options}, sampled)
+        if problem:
+            problems.append(problem)
+    return problems
