@@ -31,6 +31,7 @@ ROLES = ("train", "eval", "test")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 SUBMISSION_MODES = ("K8sJobMode", "HTTPMode")
 MIXING = ("metropolis", "datasize")
+DIVERGENCE = ("fail", "continue")
 
 # KubeRay names the head Service "<cluster>-head-svc" and Pods "<cluster>-head-xxxxx"; Services are
 # DNS labels (63 chars). Red names the RayCluster "<federation>-ray", so 63 - len("-ray-head-svc").
@@ -38,6 +39,7 @@ MAX_NAME_LENGTH = 50
 # "pkg.module:attr" points at a user's dataset factory or model class.
 IMPORT_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+INT64_MAX = 2**63 - 1
 
 
 class SpecError(ValueError):
@@ -150,6 +152,7 @@ class FaultTolerance:
     maxNodeRestarts: int = 3
     roundTimeoutSeconds: float = 600.0
     maxJobRetries: int = 0
+    divergence: str = "fail"  # a NaN or infinite global loss: fail the run (reason Diverged), or continue
 
 
 @dataclass(frozen=True)
@@ -215,9 +218,13 @@ class _Checker:
         if not isinstance(value, Mapping):
             self.fail(f"{path}.{key}", value, "must be a mapping")
             return {}
-        for extra in sorted(set(value) - set(known)):
-            self.fail(f"{path}.{key}.{extra}", value[extra], f"unknown field (known: {', '.join(known)})")
+        self.unknown(value, f"{path}.{key}", known)
         return dict(value)
+
+    def unknown(self, data: Mapping, path: str, known: tuple[str, ...]) -> None:
+        # YAML keys need not be strings (`1:`, `~:`), so they are sorted as text.
+        for extra in sorted(set(data) - set(known), key=str):
+            self.fail(f"{path}.{extra}", data[extra], f"unknown field (known: {', '.join(known)})")
 
     def integer(self, data, key, path, default, minimum=None, maximum=None) -> int:
         value = data.get(key, default)
@@ -226,27 +233,37 @@ class _Checker:
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(f"{path}.{key}", value, "must be an integer")
             return default
-        self._bounds(f"{path}.{key}", value, minimum, maximum)
-        return value
+        if abs(value) > INT64_MAX:  # the API server's integers are 64-bit; so are torch's and numpy's
+            self.fail(f"{path}.{key}", value, "must be a 64-bit integer")
+            return default
+        return value if self._within(f"{path}.{key}", value, minimum, maximum) else default
 
     def number(self, data, key, path, default, minimum=None, maximum=None, exclusive_min=False) -> float:
         value = data.get(key, default)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not catalog.finite_number(value):
             self.fail(f"{path}.{key}", value, "must be a finite number")
             return default
         if exclusive_min and minimum is not None and value <= minimum:
             self.fail(f"{path}.{key}", value, f"must be greater than {minimum}")
-            return float(value)
-        self._bounds(f"{path}.{key}", value, None if exclusive_min else minimum, maximum)
-        return float(value)
+            return default
+        return (
+            float(value)
+            if self._within(f"{path}.{key}", value, None if exclusive_min else minimum, maximum)
+            else default
+        )
 
-    def _bounds(self, path, value, minimum, maximum) -> None:
+    def _within(self, path, value, minimum, maximum) -> bool:
+        """Whether value is in bounds; a value out of them is recorded, and the caller carries on with its
+        default, so that later checks (arithmetic with nodes.count) only ever see sane values."""
         if minimum is not None and value < minimum:
             self.fail(path, value, f"must be at least {minimum}")
-        elif maximum is not None and value > maximum:
+            return False
+        if maximum is not None and value > maximum:
             self.fail(path, value, f"must be at most {maximum}")
+            return False
+        return True
 
     def choice(self, data, key, path, default, choices, allow_import=False) -> str:
         value = data.get(key, default)
@@ -259,6 +276,14 @@ class _Checker:
         if allow_import:
             hint += ', or "package.module:name"'
         self.fail(f"{path}.{key}", value, f"unknown; expected {hint}")
+        return default
+
+    def quantity(self, data, key, path, default) -> str:
+        """A Kubernetes quantity, passed through as text; its syntax is the CRD schema's to check."""
+        value = data.get(key, default)
+        if isinstance(value, str) or catalog.finite_number(value):
+            return str(value)
+        self.fail(f"{path}.{key}", value, 'must be a Kubernetes quantity: a string such as "500m" or a number')
         return default
 
     def string(self, data, key, path, default) -> str:
@@ -305,8 +330,7 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec") -> Federation
     spec = {} if spec is None else spec
     if not isinstance(spec, Mapping):
         raise SpecError([f"{path}: {spec!r}: must be a mapping"])
-    for extra in sorted(set(spec) - set(SPEC_FIELDS)):
-        c.fail(f"{path}.{extra}", spec[extra], f"unknown field (known: {', '.join(SPEC_FIELDS)})")
+    c.unknown(spec, path, SPEC_FIELDS)
 
     rounds = c.integer(spec, "rounds", path, 10, minimum=1, maximum=100000)
     nodes = _nodes(c, spec, path)
@@ -318,13 +342,16 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec") -> Federation
     algorithm = _algorithm(c, spec, path, nodes.count)
     task = _task(c, spec, path, nodes.count)
     checkpoint = _checkpoint(c, spec, path)
-    ft_raw = c.section(spec, "faultTolerance", path, ("maxNodeRestarts", "roundTimeoutSeconds", "maxJobRetries"))
+    ft_raw = c.section(
+        spec, "faultTolerance", path, ("maxNodeRestarts", "roundTimeoutSeconds", "maxJobRetries", "divergence")
+    )
     fault = FaultTolerance(
         maxNodeRestarts=c.integer(ft_raw, "maxNodeRestarts", f"{path}.faultTolerance", 3, 0, 1000),
         roundTimeoutSeconds=c.number(
             ft_raw, "roundTimeoutSeconds", f"{path}.faultTolerance", 600.0, 0, 86400, exclusive_min=True
         ),
         maxJobRetries=c.integer(ft_raw, "maxJobRetries", f"{path}.faultTolerance", 0, 0, 100),
+        divergence=c.choice(ft_raw, "divergence", f"{path}.faultTolerance", "fail", DIVERGENCE),
     )
     ray = _ray(c, spec, path)
     suspend = c.boolean(spec, "suspend", path, False)
@@ -535,8 +562,8 @@ def _ray(c: _Checker, spec: Mapping, path: str) -> RaySpec:
     p = f"{path}.ray"
     head_raw = c.section(raw, "head", p, ("cpu", "memory"))
     head = HeadGroup(
-        cpu=str(head_raw.get("cpu", "2")),
-        memory=str(head_raw.get("memory", "8Gi")),
+        cpu=c.quantity(head_raw, "cpu", f"{p}.head", "2"),
+        memory=c.quantity(head_raw, "memory", f"{p}.head", "8Gi"),
     )
     groups = []
     raw_groups = raw.get("workerGroups") or []
@@ -550,8 +577,7 @@ def _ray(c: _Checker, spec: Mapping, path: str) -> RaySpec:
         if not isinstance(g, Mapping):
             c.fail(gp, g, "must be a mapping")
             continue
-        for extra in sorted(set(g) - set(known)):
-            c.fail(f"{gp}.{extra}", g[extra], f"unknown field (known: {', '.join(known)})")
+        c.unknown(g, gp, known)
         name = c.string(g, "name", gp, "")
         if not DNS_LABEL.match(name) or len(name) > 30:
             c.fail(f"{gp}.name", name, "must be a DNS label of at most 30 characters")
@@ -562,9 +588,9 @@ def _ray(c: _Checker, spec: Mapping, path: str) -> RaySpec:
             WorkerGroup(
                 name=name,
                 replicas=c.integer(g, "replicas", gp, 1, minimum=0, maximum=1000),
-                cpu=str(g.get("cpu", "1")),
+                cpu=c.quantity(g, "cpu", gp, "1"),
                 gpu=c.integer(g, "gpu", gp, 0, minimum=0, maximum=64),
-                memory=str(g.get("memory", "4Gi")),
+                memory=c.quantity(g, "memory", gp, "4Gi"),
             )
         )
     runtime_env = raw.get("runtimeEnv") or {}
