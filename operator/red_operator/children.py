@@ -2,15 +2,17 @@
 
 A child is the Federation's only if its controller owner reference carries the Federation's uid (what
 controller-runtime's SetControllerReference makes, and what owner-reference GC follows); anything else of
-the same name is someone else's and is never touched. `ApiSeen` reads children from the API server.
+the same name is someone else's and is never touched. `IndexSeen` answers from the operator's watches
+(kopf indices), with no API call; `ApiSeen` reads from the API server, for tools and tests.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from red_operator.builders import LABEL_FEDERATION, owned
+from red_operator.builders import LABEL_FEDERATION, controller_uid, owned
 from red_operator.kube import Rest
 
 
@@ -37,3 +39,56 @@ class ApiSeen:
 
 def terminating(obj: Mapping[str, Any] | None) -> bool:
     return bool(obj and (obj.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def trim(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a child that reconcile reads: identity, labels, owners, deletion, status, RBAC content."""
+    meta = body.get("metadata") or {}
+    out: dict[str, Any] = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {
+            k: copy.deepcopy(meta[k])
+            for k in ("name", "namespace", "uid", "resourceVersion", "labels", "ownerReferences", "deletionTimestamp")
+            if k in meta
+        },
+    }
+    for k in ("status", "rules", "subjects", "roleRef"):
+        if k in body:
+            out[k] = copy.deepcopy(body[k])
+    return out
+
+
+def by_name(body: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """An index entry: (namespace, name) -> the trimmed child."""
+    meta = body.get("metadata") or {}
+    return {(meta.get("namespace", ""), meta.get("name", "")): trim(body)}
+
+
+def by_controller(body: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """An index entry: the controller's uid -> the trimmed child (none for an object without a controller)."""
+    uid = controller_uid(body)
+    return {uid: trim(body)} if uid else {}
+
+
+def _first(index: Mapping[Any, Any], key: Any) -> dict[str, Any] | None:
+    store = index.get(key)
+    return next(iter(list(store)), None) if store is not None else None
+
+
+class IndexSeen:
+    """Children as the operator's watches last saw them (kopf indices): no API call per question.
+
+    An index may lag its own writes by a moment; a create that finds the name taken then answers with the
+    object (Rest.create), and a second delete finds nothing, so a lag costs a request, never a duplicate.
+    """
+
+    def __init__(self, by_kind: Mapping[str, Mapping[Any, Any]], jobs_by_controller: Mapping[Any, Any]):
+        self.by_kind, self.jobs_by_controller = by_kind, jobs_by_controller
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return _first(self.by_kind[kind], (namespace, name))
+
+    def jobs(self, namespace: str, fed_name: str, fed_uid: str) -> list[dict[str, Any]]:
+        store = self.jobs_by_controller.get(fed_uid) if fed_uid else None
+        return list(store) if store is not None else []

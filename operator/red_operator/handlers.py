@@ -1,17 +1,20 @@
-"""kopf handlers: thin wrappers that call the one reconcile() and write its result into the status.
+"""kopf handlers: thin wrappers around the serialised passes (passes.py) over the one reconcile().
 
-Create, resume, update (of the spec) and a periodic timer reconcile the Federation itself; an event of one
-of its RayJobs or RayClusters reconciles its parent at once, so KubeRay's reports reach the Federation
-without waiting for the timer. A lock per Federation keeps these passes from overlapping.
+Create, resume and update (of the spec) reconcile the Federation itself; an event of one of its children
+reconciles its parent at once, so KubeRay's reports reach the Federation without waiting; a resync thread
+visits every Federation that is not idle every RED_RECONCILE_INTERVAL seconds. The children and the
+Federations are kept in kopf indices fed by the operator's watches, so a pass costs no API read.
+
+No handler needs a finalizer: owner references let GC delete the children, so a Federation deleted while
+the operator is away goes at once (kopf removes a finalizer an older release left, as it finds one).
 
 Retries are deliberate: API errors that may pass (timeouts, 5xx, 429, conflicts) raise kopf.TemporaryError
-with a delay; a spec that the spec model rejects raises kopf.PermanentError after the status says why; a
-change handler gives up after RETRIES attempts, and the timer heals whatever it left undone.
+with a delay from create and update; a spec that does not parse is a status (InvalidSpec), not an error;
+the resync heals whatever a child's event left undone.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import threading
@@ -23,47 +26,93 @@ import urllib3
 from kubernetes.client import ApiException
 
 from red_operator.builders import LABEL_FEDERATION
+from red_operator.children import IndexSeen, by_controller, by_name
 from red_operator.kube import Rest, new_api_client
-from red_operator.metrics import ERRORS, RECONCILES, known, set_phase
-from red_operator.reconcile import Result, reconcile
-from red_operator.status import FAILED, changed_fields
+from red_operator.metrics import ERRORS, known
+from red_operator.passes import Passes, key_of
 from red_runtime.spec import API_GROUP, KIND
 
 VERSION = "v1alpha1"
 PLURAL = "federations"
-INTERVAL_S = float(os.environ.get("RED_RECONCILE_INTERVAL", "10"))
+INTERVAL_S = float(os.environ.get("RED_RECONCILE_INTERVAL", "60"))
 RETRIES = 8
 BACKOFF_S = 5.0
 TRANSIENT = {408, 409, 429, 500, 502, 503, 504}
+OURS = {LABEL_FEDERATION: kopf.PRESENT}
+CHILD_INDICES = {
+    "RayCluster": ("ray.io", "v1", "rayclusters"),
+    "RayJob": ("ray.io", "v1", "rayjobs"),
+    "ServiceAccount": ("", "v1", "serviceaccounts"),
+    "Role": ("rbac.authorization.k8s.io", "v1", "roles"),
+    "RoleBinding": ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+}
 
-_locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
+log = logging.getLogger("red.operator")
+
+
+def _index_id(kind: str) -> str:
+    return f"red_{kind.lower()}s"
+
+
+def _child_index(body: kopf.Body, **_: Any) -> dict:
+    return by_name(body)
+
+
+for _kind, (_group, _version, _plural) in CHILD_INDICES.items():
+    kopf.index(_group, _version, _plural, id=_index_id(_kind), labels=OURS)(_child_index)
+
+
+@kopf.index("ray.io", "v1", "rayjobs", id="red_rayjobs_by_controller", labels=OURS)
+def _jobs_by_controller(body: kopf.Body, **_: Any) -> dict:
+    return by_controller(body)
+
+
+@kopf.index(API_GROUP, VERSION, PLURAL, id="red_federations")
+def _federations(body: kopf.Body, **_: Any) -> dict:
+    """The newest body of each Federation, as the watch delivers it."""
+    return {key_of(body): _plain(body)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Tune kopf once: watches that notice a silent API server, quiet event posting, bounded backoffs."""
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **indices: Any) -> None:
+    """Tune kopf once, and start the passes over the indices and the resync thread."""
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 60
     settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
-    # Handler log lines stay logs; the phase changes are posted as Events explicitly.
+    # kopf's own Events are for its failures; the operator posts its own (events.py).
     settings.posting.level = logging.WARNING
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=API_GROUP, key="last-handled-configuration"
     )
     settings.execution.max_workers = int(os.environ.get("RED_OPERATOR_WORKERS", "32"))
-    memo.rest = Rest(new_api_client())
+    seen = IndexSeen({k: indices[_index_id(k)] for k in CHILD_INDICES}, indices["red_rayjobs_by_controller"])
+    memo.passes = Passes(Rest(new_api_client()), indices["red_federations"], seen)
+    memo.stop, memo.indexed = threading.Event(), threading.Event()
+    args = (memo.stop, memo.indexed, INTERVAL_S)
+    threading.Thread(target=memo.passes.resync, args=args, name="red-resync", daemon=True).start()
 
 
-def _run(body: Mapping[str, Any], rest: Rest, trigger: str) -> Result | None:
-    """One reconcile pass, with API failures sorted into retry-later and give-up."""
-    RECONCILES.labels(trigger=trigger).inc()
-    meta = body.get("metadata") or {}
+@kopf.on.cleanup()
+def stop(memo: kopf.Memo, **_: Any) -> None:
+    memo.stop.set()
+
+
+def _reconcile(body: kopf.Body, memo: kopf.Memo, trigger: str) -> None:
+    """A pass for a Federation handler, its API failures sorted into retry-later and give-up."""
+    memo.indexed.set()  # kopf runs resource handlers only once it has filled every index
     try:
-        with _locks[(meta.get("namespace", ""), meta.get("name", ""))]:
-            return reconcile(body, rest)
+        memo.passes.run(key_of(body), trigger, hint=_plain(body))
     except ApiException as err:
         ERRORS.labels(kind=f"http-{err.status}").inc()
         message = f"Kubernetes API {err.status} {err.reason}: {str(err.body)[:500]}"
@@ -75,92 +124,47 @@ def _run(body: Mapping[str, Any], rest: Rest, trigger: str) -> Result | None:
         raise kopf.TemporaryError(f"Kubernetes API unreachable: {err}", delay=BACKOFF_S) from err
 
 
-def _announce(body: Mapping[str, Any], result: Result, logger: logging.Logger | logging.LoggerAdapter) -> None:
-    for action in result.actions:
-        logger.info(action.message)
-    before = (body.get("status") or {}).get("phase")
-    phase = result.status["phase"]
-    meta = body.get("metadata") or {}
-    set_phase(f"{meta.get('namespace')}/{meta.get('name')}", phase)
-    if phase != before:
-        condition = next(c for c in result.status["conditions"] if c["type"] == "Ready")
-        kopf.event(
-            dict(body),
-            type="Warning" if phase == FAILED else "Normal",
-            reason=phase,
-            message=f"{result.status['reason']}: {condition['message']}"[:1000],
-        )
-
-
-def _reconcile_handler(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, trigger: str) -> None:
-    result = _run(body, memo.rest, trigger)
-    if result is None:
-        return
-    changes = changed_fields(body.get("status") or {}, result.status)
-    if changes:
-        patch.setdefault("status", {}).update(changes)
-    _announce(body, result, logger)
-    if result.invalid and trigger != "timer":
-        raise kopf.PermanentError(f"invalid Federation: {result.invalid}")
-
-
 @kopf.on.resume(API_GROUP, VERSION, PLURAL, retries=RETRIES, backoff=BACKOFF_S)
 @kopf.on.create(API_GROUP, VERSION, PLURAL, retries=RETRIES, backoff=BACKOFF_S)
-def on_create(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+def on_create(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A new Federation, or one found when the operator starts: the same reconcile."""
-    _reconcile_handler(body, patch, memo, logger, "create")
+    _reconcile(body, memo, "create")
 
 
 @kopf.on.update(API_GROUP, VERSION, PLURAL, field="spec", retries=RETRIES, backoff=BACKOFF_S)
-def on_update(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+def on_update(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A spec change: reconcile replaces the RayJob (KubeRay ignores edits to one) or suspends/resumes."""
-    _reconcile_handler(body, patch, memo, logger, "update")
+    _reconcile(body, memo, "update")
 
 
-@kopf.timer(API_GROUP, VERSION, PLURAL, interval=INTERVAL_S, initial_delay=INTERVAL_S, backoff=BACKOFF_S)
-def on_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    """Level-triggered safety net: heals missed events, drift and children deleted by hand."""
-    _reconcile_handler(body, patch, memo, logger, "timer")
+@kopf.on.event(API_GROUP, VERSION, PLURAL)
+def on_federation_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A Federation gone: forget its lock, its last write and its phase."""
+    if type == "DELETED":
+        memo.passes.forget(key_of(body))
 
 
-@kopf.on.delete(API_GROUP, VERSION, PLURAL, optional=True)
-def on_delete(body: kopf.Body, **_: Any) -> None:
-    """Nothing to clean up (owner references let GC delete the children); only forget the metrics."""
-    meta = body.get("metadata") or {}
-    set_phase(f"{meta.get('namespace')}/{meta.get('name')}", None)
-    _locks.pop((meta.get("namespace", ""), meta.get("name", "")), None)
-
-
-def _parent(body: Mapping[str, Any]) -> str | None:
+def _parent(body: Mapping[str, Any]) -> tuple[str, str] | None:
     for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
         if ref.get("kind") == KIND and ref.get("controller") and ref.get("apiVersion", "").startswith(API_GROUP):
-            return ref.get("name")
+            return ref.get("name"), ref.get("uid")
     return None
 
 
-@kopf.on.event("ray.io", "v1", "rayjobs", labels={LABEL_FEDERATION: kopf.PRESENT})
-@kopf.on.event("ray.io", "v1", "rayclusters", labels={LABEL_FEDERATION: kopf.PRESENT})
-def on_child_event(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    """KubeRay changed a child's status (or it went away): reconcile the parent now, not at the next tick."""
-    name = _parent(body)
-    if type is None or name is None:  # the initial listing: resume handlers cover the parents
+@kopf.on.event("ray.io", "v1", "rayjobs", labels=OURS)
+@kopf.on.event("ray.io", "v1", "rayclusters", labels=OURS)
+def on_child_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """KubeRay changed a child's status (or it went away): reconcile the parent now, not at the next resync."""
+    parent = _parent(body)
+    if type is None or parent is None:  # the initial listing: resume handlers cover the parents
         return
-    namespace = body.get("metadata", {}).get("namespace", "")
-    rest: Rest = memo.rest
-    fed = rest.get(KIND, namespace, name)
-    if fed is None or (fed.get("metadata") or {}).get("deletionTimestamp"):
-        return
+    name, uid = parent
+    key = (str(body.get("metadata", {}).get("namespace", "")), str(name))
     try:
-        result = _run(fed, rest, "child")
-    except kopf.TemporaryError as err:  # event handlers are not retried; the timer picks it up
-        logger.warning(f"reconcile of Federation {name} deferred to the timer: {err}")
-        return
-    if result is None:
-        return
-    changes = changed_fields(fed.get("status") or {}, result.status)
-    if changes:
-        rest.patch(KIND, namespace, name, {"status": changes}, subresource="status")
-    _announce(fed, result, logger)
+        memo.passes.run(key, "child", uid=uid)
+    except (ApiException, urllib3.exceptions.HTTPError, OSError) as err:  # not retried: the resync picks it up
+        ERRORS.labels(kind="child").inc()
+        log.warning("reconcile of Federation %s/%s deferred to the resync: %s", *key, err)
 
 
 @kopf.on.probe(id="federations")

@@ -6,6 +6,7 @@ the rest of a reconcile; the children are built as dicts anyway, so they travel 
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ PATHS = {
     "RayCluster": "/apis/ray.io/v1/namespaces/{namespace}/rayclusters",
     "RayJob": "/apis/ray.io/v1/namespaces/{namespace}/rayjobs",
     "Federation": FEDERATIONS,
+    "Event": "/api/v1/namespaces/{namespace}/events",
 }
 TIMEOUT_S = float(os.environ.get("RED_OPERATOR_REQUEST_TIMEOUT", "30"))
 
@@ -38,10 +40,13 @@ def new_api_client(kubeconfig: str | None = None) -> ApiClient:
 
 
 class Rest:
-    """GET, LIST, CREATE, PATCH and DELETE of namespaced objects by kind; errors raise ApiException."""
+    """GET, LIST, CREATE, PATCH and DELETE of namespaced objects by kind; errors raise ApiException.
+
+    `calls` counts the requests made, by verb, for the operator's metrics."""
 
     def __init__(self, api: ApiClient):
         self.api = api
+        self.calls: collections.Counter[str] = collections.Counter()
 
     def _call(
         self,
@@ -51,6 +56,7 @@ class Rest:
         body: Any = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
+        self.calls[method] += 1
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
@@ -96,12 +102,16 @@ class Rest:
         """
         meta = obj["metadata"]
         try:
-            path = self.path(obj["kind"], meta["namespace"])
-            return self._call("POST", path, [("fieldValidation", "Strict")], obj), True
+            return self.post(obj), True
         except ApiException as err:
             if err.status == 409:
                 return self.get(obj["kind"], meta["namespace"], meta["name"]), False
             raise
+
+    def post(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """A plain create (Strict field validation); 409 raises."""
+        path = self.path(obj["kind"], obj["metadata"]["namespace"])
+        return self._call("POST", path, [("fieldValidation", "Strict")], obj)
 
     def patch(self, kind: str, namespace: str, name: str, body: Mapping[str, Any], subresource: str = "") -> dict:
         """A JSON merge patch: only the keys in `body` change (a list, such as conditions, is replaced whole)."""

@@ -38,10 +38,14 @@ def free_port() -> int:
 
 
 class Operator:
-    """`red operator` as a child process, with a liveness endpoint to know when it is up."""
+    """`red operator` as a child process, with a liveness endpoint to know when it is up.
 
-    def __init__(self, kube, namespace: str, log_dir: Path, interval_s: float = 2.0):
+    `source` runs the operator of another checkout (a release's `runtime/` and `operator/` folders) instead
+    of this one: what an upgrade test starts from."""
+
+    def __init__(self, kube, namespace: str, log_dir: Path, interval_s: float = 2.0, source: Path | None = None):
         self.kube, self.namespace, self.log_dir, self.interval_s = kube, namespace, log_dir, interval_s
+        self.source = source
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
@@ -49,6 +53,8 @@ class Operator:
         port = free_port()
         self.starts += 1
         env = {**self.kube.env(), "RED_RECONCILE_INTERVAL": str(self.interval_s), "PYTHONUNBUFFERED": "1"}
+        if self.source:
+            env["PYTHONPATH"] = os.pathsep.join(str(self.source / part) for part in ("runtime", "operator"))
         log = open(self.log_dir / f"operator-{self.starts}.log", "w")  # noqa: SIM115 - closed by the child's exit
         cmd = [sys.executable, "-m", "red_runtime.cli", "operator", "--namespace", self.namespace]
         cmd += ["--metrics-port", "0", "--liveness", f"http://127.0.0.1:{port}/healthz", "--verbose"]
@@ -86,8 +92,7 @@ def operator(kube, crd, namespace, tmp_path) -> Iterator[Operator]:
     try:
         yield op
     finally:
-        # kopf's timer puts a finalizer on each Federation: delete them while the operator still runs, or
-        # they (and the test's namespace) would wait for an operator that never comes back.
+        # The operator puts no finalizer on a Federation; one started from an older release might have.
         if op.proc is None:
             op.start()
         kube.kubectl("delete", "federations", "--all", "--wait=true", "--timeout=60s", namespace=namespace, check=False)
