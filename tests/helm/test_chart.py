@@ -200,3 +200,30 @@ def test_notes_say_what_to_do_next(helm: Helm):
     assert "kubectl apply -n team-a -f manifests/examples/digits-star.yaml" in notes
     assert "kubectl get fed -n team-a" in notes
     assert "kubectl apply --server-side -f crds/federation.yaml" in notes
+
+
+def grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {(g, x, v) for r in rules for g in r["apiGroups"] for x in r["resources"] for v in r["verbs"]}
+
+
+# What operator/red_operator and kopf call, verb by verb (see the chart's _helpers.tpl).
+OPERATOR_GRANTS = (
+    {("red.dev", "federations", v) for v in ("get", "list", "watch", "patch")}
+    | {("red.dev", "federations/status", v) for v in ("get", "patch", "update")}
+    | {("red.dev", "federations/finalizers", "update")}
+    | {("ray.io", x, v) for x in ("rayclusters", "rayjobs") for v in ("get", "list", "watch", "create", "delete")}
+    | {("", "serviceaccounts", v) for v in ("get", "list", "watch", "create")}
+    | {("rbac.authorization.k8s.io", "roles", v) for v in ("get", "list", "watch", "create", "patch")}
+    | {("rbac.authorization.k8s.io", "rolebindings", v) for v in ("get", "list", "watch", "create", "patch", "delete")}
+    | {("", "events", "create")}
+)
+
+
+def test_the_operator_holds_exactly_the_grants_it_uses(helm: Helm):
+    """blockOwnerDeletion on the children needs update on federations/finalizers (OpenShift's
+    OwnerReferencesPermissionEnforcement); a grant the operator never uses is not held."""
+    (cluster_role,) = find(helm.template("--namespace", "red-system"), "ClusterRole")
+    crd_watch = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
+    assert grants(cluster_role["rules"]) == OPERATOR_GRANTS | crd_watch
+    for role in find(helm.template("--namespace", "red-system", "--set", "watchNamespaces={team-a}"), "Role"):
+        assert grants(role["rules"]) == OPERATOR_GRANTS

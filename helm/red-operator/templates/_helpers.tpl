@@ -36,10 +36,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 
 {{/*
 What the operator does in a watched namespace, derived from operator/red_operator (kube.py's Rest calls,
-reconcile.py, handlers.py) and kopf's own calls. federations: kopf lists and watches them and patches its
-annotations; reconcile gets them. federations/status: kopf and the child-event handler patch it. get and
-update on federations/status are not used by the operator itself: it grants them to each Federation's driver
-Role, and RBAC lets a subject grant only verbs it holds.
+reconcile.py, passes.py, handlers.py) and kopf's own calls; nothing more.
+federations: kopf lists and watches them (an index) and patches its annotations (and removes a finalizer an
+older release left); get is held only so that the operator may grant it to each Federation's driver Role
+(RBAC lets a subject grant only verbs it holds). federations/status: the operator patches it; get and update
+are, likewise, for the driver Role. federations/finalizers update: children set blockOwnerDeletion, which
+OwnerReferencesPermissionEnforcement (OpenShift) allows only to who may update the owner's finalizers.
+Children: listed and watched (kopf indices), created, and read after a 409 to see whose the name is;
+RayClusters and RayJobs are deleted when replaced, finished or suspended, Roles' rules patched back after a
+hand edit, a RoleBinding whose roleRef changed deleted and recreated. events: one per child change.
 */}}
 {{- define "red-operator.rules" -}}
 - apiGroups: [red.dev]
@@ -48,15 +53,21 @@ Role, and RBAC lets a subject grant only verbs it holds.
 - apiGroups: [red.dev]
   resources: [federations/status]
   verbs: [get, patch, update]
+- apiGroups: [red.dev]
+  resources: [federations/finalizers]
+  verbs: [update]
 - apiGroups: [ray.io]
   resources: [rayclusters, rayjobs]
   verbs: [get, list, watch, create, delete]
 - apiGroups: [""]
   resources: [serviceaccounts]
-  verbs: [get, create, patch]
+  verbs: [get, list, watch, create]
 - apiGroups: [rbac.authorization.k8s.io]
-  resources: [roles, rolebindings]
-  verbs: [get, create, patch]
+  resources: [roles]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [rolebindings]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
