@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from red_runtime import strict_json
+from red_runtime import privacy, strict_json
 from red_runtime.kube import Superseded, driver_rayjob
 from red_runtime.reporting import HEALTHY, NodeStatus, RoundReport, RunInfo, Sink, Summary, now_iso
 
@@ -35,6 +35,7 @@ DRIVER_FIELDS = (
     "nodeCounts",
     "nodesUnlisted",
     "metrics",
+    "privacy",
     "nodes",
     "lastCheckpoint",
     "startTime",
@@ -83,6 +84,7 @@ class StatusSink(Sink):
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._closing = False
+        self._closed = threading.Event()
         self.patches_sent = 0
         self._thread = threading.Thread(target=self._loop, name="red-status", daemon=True)
         self._thread.start()
@@ -94,8 +96,6 @@ class StatusSink(Sink):
         if self.rayjob:
             fields["driverRayJob"] = self.rayjob
         with self._wake:
-            if self.superseded:
-                return
             self._state.update(fields)
             self._version += 1
             self._wake.notify()
@@ -113,12 +113,15 @@ class StatusSink(Sink):
 
     def round_done(self, report: RoundReport, nodes: list[NodeStatus]) -> None:
         metrics = {"loss": round(report.loss, 6), "accuracy": round(report.accuracy, 6)}
-        metrics.update({k: round(v, 6) for k, v in report.metrics.items()})
+        spent = privacy.report(report.metrics)
+        # A delta such as 1e-7 rounds to 0: it is stated, unrounded, in status.privacy.
+        metrics.update({k: round(v, 6) for k, v in report.metrics.items() if k != "delta"})
         self._update(
             round=report.round,
             rounds=report.rounds,
             progress=f"{report.round}/{report.rounds}",
             metrics=metrics,
+            **({"privacy": spent} if spent else {}),
             **node_fields(nodes),
         )
 
@@ -139,6 +142,7 @@ class StatusSink(Sink):
         with self._wake:
             self._closing = True
             self._wake.notify()
+        self._closed.set()
         self._thread.join(self.final_flush_s)
 
     def _loop(self) -> None:
@@ -158,10 +162,14 @@ class StatusSink(Sink):
                     version, body = self._version, dict(self._state)
             try:
                 self._patch(body)
-            except Superseded as err:  # a newer attempt owns the status: this driver's reports are over
-                log.warning("status reports stopped: %s", err)
-                with self._lock:
-                    self.superseded, self._sent_version = True, self._version
+            except Superseded as err:
+                # The status names another RayJob: a newer attempt's (then this driver is about to be stopped)
+                # or, for a moment, the previous one's. Try again rarely; at close, give up at once.
+                if not self.superseded:
+                    log.warning("status reports held back: %s", err)
+                self.superseded = True
+                if self._closing or self._closed.wait(self.max_backoff_s):
+                    return
                 continue
             except Exception as err:  # the API server is slow, away or refusing: keep training, retry
                 log.warning("status patch failed (retrying in %.1fs): %s", backoff, err)
@@ -169,6 +177,7 @@ class StatusSink(Sink):
                 backoff = min(self.max_backoff_s, backoff * 2)
                 continue
             backoff = self.min_interval_s
+            self.superseded = False
             last_sent = time.monotonic()
             with self._lock:
                 self._sent_version = version

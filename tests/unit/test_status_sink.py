@@ -145,22 +145,22 @@ def test_every_report_names_the_drivers_rayjob(monkeypatch):
     assert "driverRayJob" not in untagged.bodies[-1]
 
 
-def test_a_superseded_driver_stops_reporting_at_once():
+def test_a_superseded_driver_neither_hammers_the_api_nor_waits_at_close():
     calls = []
 
     def refused(body):
         calls.append(body)
         raise Superseded("ns/f no longer runs RayJob f-abcde-1")
 
-    sink = StatusSink(refused, min_interval_s=0.01, rayjob="f-abcde-1")
+    sink = StatusSink(refused, min_interval_s=0.01, max_backoff_s=5.0, rayjob="f-abcde-1")
     sink.started(info(), NODES)
-    time.sleep(0.2)
+    time.sleep(0.3)
     sink.round_done(report(1), NODES)
     sink.failed("late")
     began = time.monotonic()
     sink.close()
-    assert time.monotonic() - began < 1.0, "nothing left to flush"
-    assert len(calls) == 1 and sink.superseded
+    assert time.monotonic() - began < 1.0, "its reports cannot land: nothing to wait for"
+    assert len(calls) <= 3 and sink.superseded
 
 
 def test_a_tagged_report_lands_only_while_the_status_names_its_rayjob():
