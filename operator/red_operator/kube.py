@@ -6,7 +6,6 @@ the rest of a reconcile; the children are built as dicts anyway, so they travel 
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 from collections.abc import Mapping
@@ -40,13 +39,10 @@ def new_api_client(kubeconfig: str | None = None) -> ApiClient:
 
 
 class Rest:
-    """GET, LIST, CREATE, PATCH and DELETE of namespaced objects by kind; errors raise ApiException.
-
-    `calls` counts the requests made, by verb, for the operator's metrics."""
+    """GET, LIST, CREATE, PATCH and DELETE of namespaced objects by kind; errors raise ApiException."""
 
     def __init__(self, api: ApiClient):
         self.api = api
-        self.calls: collections.Counter[str] = collections.Counter()
 
     def _call(
         self,
@@ -56,7 +52,6 @@ class Rest:
         body: Any = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        self.calls[method] += 1
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
