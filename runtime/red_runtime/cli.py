@@ -29,12 +29,19 @@ def run_command(manifest: str, out: str | None, address: str | None, resume: boo
 
 
 def validate_command(manifest: str) -> int:
+    """Check a manifest as `red run` does before it starts Ray: the spec, then the data each node gets."""
+    from red_runtime.data import check_partition
+
     try:
         fed = load_manifest(manifest)
-    except (SpecError, OSError) as err:
+        sizes = check_partition(fed.spec.task, fed.spec.nodes.count)
+    except (SpecError, OSError, ValueError) as err:
         print(f"red: {err}", file=sys.stderr)
         return 2
-    print(f"{manifest}: Federation {fed.name} is valid")
+    print(
+        f"{manifest}: Federation {fed.name} is valid: {len(sizes)} nodes with {sizes.min()} to {sizes.max()} "
+        "training samples each"
+    )
     return 0
 
 

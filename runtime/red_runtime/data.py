@@ -13,7 +13,7 @@ import numpy as np
 
 from red_runtime import partition
 from red_runtime.imports import resolve
-from red_runtime.spec import Task
+from red_runtime.spec import Partition, SpecError, Task
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,12 @@ class DataSource:
             return self._class_counts.sum(axis=1)
         return np.array([len(p) for p in self._partitions])
 
+    def train_labels(self) -> np.ndarray:
+        """The labels that the partition divides among the nodes (the pool without its test set)."""
+        if self.synthetic:
+            return np.repeat(np.arange(self.task.dataset.classes), self._class_counts.sum(axis=0))
+        return self._pool[1][self._test_train_split[1]]
+
     @cached_property
     def _pool(self) -> tuple[np.ndarray, np.ndarray]:
         if self.task.dataset.name == "digits":
@@ -105,8 +111,7 @@ class DataSource:
 
     @cached_property
     def _partitions(self) -> list[np.ndarray]:
-        labels = self._pool[1][self._test_train_split[1]]
-        return partition.split(labels, self.nodes, self.task.partition, self.task.seed)
+        return partition.split(self.train_labels(), self.nodes, self.task.partition, self.task.seed)
 
     @cached_property
     def _class_counts(self) -> np.ndarray:
@@ -126,3 +131,49 @@ class DataSource:
         x = rng.standard_normal((len(y), self.task.dataset.features), dtype=np.float32)
         x += self._class_means[y]  # in place: a thousand nodes' data is most of a run's memory
         return Arrays(x, y)
+
+
+def describe(spec: Partition) -> str:
+    return {
+        "iid": "iid",
+        "dirichlet": f"dirichlet (alpha {spec.alpha})",
+        "labels": f"labels ({spec.labels} classes per node)",
+        "quantity": f"quantity (alpha {spec.alpha})",
+    }[spec.kind]
+
+
+def check_partition(task: Task, nodes: int) -> np.ndarray:
+    """Each node's number of training samples; SpecError if the split leaves a node without any.
+
+    The spec alone cannot tell, since how many samples there are (and a user dataset's classes) is known
+    only once the data is loaded; so `red validate` and the driver call this before Ray starts, never the
+    operator. Raises ValueError naming spec.task.dataset.name when a user's factory cannot be loaded.
+    """
+    name = task.dataset.name
+    if ":" in name:
+        resolve(name, "spec.task.dataset.name")
+    source = DataSource(task, nodes)
+    try:
+        labels = source.train_labels()
+    except ValueError:
+        raise
+    except Exception as err:  # the user's factory failed, or returned something that is not two arrays
+        raise ValueError(f"spec.task.dataset.name: {name!r}: loading the data failed: {err!r}") from err
+    classes = len(np.unique(labels))
+    # The spec model checked digits and synthetic already; a factory's classes are known only now.
+    if not source.synthetic and task.partition.kind == "labels" and task.partition.labels > classes:
+        raise SpecError(
+            [f"spec.task.partition.labels: {task.partition.labels}: is more than the {classes} classes of {name}"]
+        )
+    sizes = source.node_sizes()
+    empty = int((sizes == 0).sum())
+    if empty:
+        total = len(labels)
+        raise SpecError(
+            [
+                f"spec.nodes.count: {nodes}: leaves {empty} of the {nodes} nodes without training data: {name} has "
+                f"{total} training samples (partition {describe(task.partition)}), so at most {total} nodes can "
+                "each get one"
+            ]
+        )
+    return sizes

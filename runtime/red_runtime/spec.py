@@ -40,6 +40,8 @@ MAX_NAME_LENGTH = 50
 IMPORT_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 INT64_MAX = 2**63 - 1
+# scikit-learn's bundled digits are the ten digits 0-9 (tests/unit/test_data_sizes.py checks the data).
+DIGITS_CLASSES = 10
 
 
 class SpecError(ValueError):
@@ -525,6 +527,10 @@ def _task(c: _Checker, spec: Mapping, path: str, count: int) -> Task:
         alpha=c.number(pt, "alpha", pp, 0.5, minimum=0, exclusive_min=True),
         labels=c.integer(pt, "labels", pp, 2, minimum=1),
     )
+    # A user's factory has as many classes as its labels show, known only once data.py loads it.
+    classes = {"digits": DIGITS_CLASSES, "synthetic": dataset.classes}.get(dataset.name)
+    if partition.kind == "labels" and classes is not None and partition.labels > classes:
+        c.fail(f"{pp}.labels", partition.labels, f"is more than the {classes} classes of dataset {dataset.name}")
     md = c.section(raw, "model", p, ("name", "hidden", "channels"))
     mp = f"{p}.model"
     model = Model(
@@ -639,11 +645,52 @@ def parse_manifest(doc: Mapping[str, Any]) -> Federation:
     )
 
 
+class _ManifestLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping, as kubectl does: otherwise the
+    later value wins without a word, and a pasted-in second `count:` silently changes the run."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden by design
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key, which PyYAML itself reports
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"duplicate key {key!r} (first at line {first + 1}); kubectl refuses it too",
+                    problem_mark=key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 def load_manifest(path: str) -> Federation:
-    """Read the first Federation in a YAML file, as `kubectl apply -f` would take it."""
-    with open(path, encoding="utf-8") as fh:
-        docs = [d for d in yaml.safe_load_all(fh) if d is not None]
+    """Read the one Federation in a YAML file, as `kubectl apply -f` would take it.
+
+    Every way a file can be unreadable as a manifest (YAML syntax, a duplicate key, not UTF-8, two
+    Federations) is a SpecError naming the file and line; a missing file is an OSError.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            docs = [d for d in yaml.load_all(fh, Loader=_ManifestLoader) if d is not None]
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        reason = " ".join(filter(None, [err.problem, f"({err.context})" if err.context else ""]))
+        raise SpecError([f"{path}: {where}{reason}"]) from None
+    except yaml.YAMLError as err:  # the reader's: a character YAML does not allow
+        raise SpecError([f"{path}: not YAML: {err}"]) from None
+    except UnicodeDecodeError as err:
+        raise SpecError([f"{path}: not UTF-8 text: {err}"]) from None
     feds = [d for d in docs if isinstance(d, Mapping) and d.get("kind") == KIND]
     if not feds:
         raise SpecError([f"{path}: no document of kind {KIND} found"])
+    if len(feds) > 1:
+        raise SpecError(
+            [f"{path}: holds {len(feds)} Federation documents; `red run` takes one: put each in a file of its own"]
+        )
     return parse_manifest(feds[0])

@@ -84,6 +84,16 @@ def test_example_manifest_parses(repo_root):
         ({"roundz": 3}, "spec.roundz", "3"),
         ({"nodes": {"cont": 3}}, "spec.nodes.cont", "3"),
         ({"rounds": "ten"}, "spec.rounds", "'ten'"),
+        (
+            {"task": {"partition": {"kind": "labels", "labels": 20}}},
+            "spec.task.partition.labels",
+            "20: is more than the 10",
+        ),
+        (
+            {"task": {"dataset": {"name": "synthetic", "classes": 4}, "partition": {"kind": "labels", "labels": 5}}},
+            "spec.task.partition.labels",
+            "5: is more than the 4",
+        ),
     ],
 )
 def test_each_problem_names_field_and_value(spec, path, value):
@@ -119,3 +129,55 @@ def test_valid_topologies():
     custom = parse_spec({"topology": {"kind": "custom", "edges": [[0, 1], [1, 2], [2, 3]]}, "nodes": {"count": 4}})
     assert custom.topology.edges == ((0, 1), (1, 2), (2, 3))
     assert parse_spec({"topology": {"kind": "hierarchical", "groups": 2}}).topology.groups == 2
+
+
+def test_as_many_labels_per_node_as_classes_is_fine():
+    assert parse_spec({"task": {"partition": {"kind": "labels", "labels": 10}}}).task.partition.labels == 10
+
+
+def load_problems(tmp_path, text):
+    path = tmp_path / "fed.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as err:
+        load_manifest(str(path))
+    (problem,) = err.value.problems
+    return problem.removeprefix(f"{path}: ")
+
+
+FED = "apiVersion: red.dev/v1alpha1\nkind: Federation\nmetadata: {name: fed}\n"
+
+
+def test_a_duplicate_key_is_refused_naming_the_key_and_line(tmp_path):
+    problem = load_problems(tmp_path, FED + "spec:\n  nodes:\n    count: 4\n    count: 5000\n")
+    assert problem.startswith("line 7,") and "duplicate key 'count' (first at line 6)" in problem
+
+
+def test_a_yaml_merge_key_may_still_be_overridden(tmp_path):
+    path = tmp_path / "fed.yaml"
+    path.write_text(FED + "spec:\n  <<: {rounds: 3, suspend: true}\n  rounds: 4\n")
+    spec = load_manifest(str(path)).spec
+    assert spec.rounds == 4 and spec.suspend
+
+
+def test_two_federations_in_one_file_are_refused(tmp_path):
+    problem = load_problems(tmp_path, FED + "---\n" + FED.replace("name: fed", "name: other"))
+    assert "2 Federation documents" in problem and "`red run` takes one" in problem
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (FED + "spec: {rounds: [1}\n", "line 4, column"),
+        (FED + "spec:\n\trounds: 3\n", "line 5, column 1"),
+        (FED + "spec: \x01\n", "not YAML"),
+    ],
+)
+def test_a_file_that_is_not_yaml_is_a_spec_error_with_its_line(tmp_path, text, expected):
+    assert load_problems(tmp_path, text).startswith(expected)
+
+
+def test_a_file_that_is_not_text_is_a_spec_error(tmp_path):
+    path = tmp_path / "fed.yaml"
+    path.write_bytes(b"\xff\xfe\x00\x01")
+    with pytest.raises(SpecError, match="not UTF-8"):
+        load_manifest(str(path))
