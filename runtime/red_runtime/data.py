@@ -133,7 +133,7 @@ class DataSource:
         return Arrays(x, y)
 
 
-def describe(spec: Partition) -> str:
+def _describe(spec: Partition) -> str:
     return {
         "iid": "iid",
         "dirichlet": f"dirichlet (alpha {spec.alpha})",
@@ -151,12 +151,10 @@ def check_partition(task: Task, nodes: int) -> np.ndarray:
     """
     name = task.dataset.name
     if ":" in name:
-        resolve(name, "spec.task.dataset.name")
+        resolve(name, "spec.task.dataset.name")  # a reference that does not import names itself
     source = DataSource(task, nodes)
     try:
         labels = source.train_labels()
-    except ValueError:
-        raise
     except Exception as err:  # the user's factory failed, or returned something that is not two arrays
         raise ValueError(f"spec.task.dataset.name: {name!r}: loading the data failed: {err!r}") from err
     classes = len(np.unique(labels))
@@ -172,7 +170,7 @@ def check_partition(task: Task, nodes: int) -> np.ndarray:
         raise SpecError(
             [
                 f"spec.nodes.count: {nodes}: leaves {empty} of the {nodes} nodes without training data: {name} has "
-                f"{total} training samples (partition {describe(task.partition)}), so at most {total} nodes can "
+                f"{total} training samples (partition {_describe(task.partition)}), so at most {total} nodes can "
                 "each get one"
             ]
         )

@@ -58,6 +58,9 @@ def user_datasets(tmp_path, monkeypatch):
 
             def broken(seed):
                 raise RuntimeError("the bucket is empty")
+
+            def ragged(seed):
+                return [[1.0], [2.0, 3.0]], [0, 1]
             """
         )
     )
@@ -75,9 +78,10 @@ def test_more_labels_per_node_than_a_user_dataset_has_classes_is_refused(user_da
     assert err.value.problems == ["spec.task.partition.labels: 5: is more than the 3 classes of userdata:three_classes"]
 
 
-def test_a_user_dataset_that_fails_to_load_names_the_field(user_datasets):
-    with pytest.raises(ValueError, match=r"^spec.task.dataset.name: 'userdata:broken': .*the bucket is empty"):
-        check_partition(*task_and_count({"task": {"dataset": {"name": "userdata:broken"}}}))
+@pytest.mark.parametrize("factory, why", [("broken", "the bucket is empty"), ("ragged", "inhomogeneous")])
+def test_a_user_dataset_that_fails_to_load_names_the_field(user_datasets, factory, why):
+    with pytest.raises(ValueError, match=rf"^spec.task.dataset.name: 'userdata:{factory}': .*{why}"):
+        check_partition(*task_and_count({"task": {"dataset": {"name": f"userdata:{factory}"}}}))
 
 
 def test_the_driver_checks_the_sizes_before_ray_starts():
