@@ -93,6 +93,12 @@ def published(metrics: Mapping[str, float | None], algorithm: Algorithm, rounds:
 
 def report(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
     """What a run states about its privacy, from a round's published metrics; None for a run without."""
-    if "epsilon" not in metrics:
+    if "epsilon" not in metrics or "delta" not in metrics:
         return None
     return {"epsilon": metrics["epsilon"], "delta": metrics["delta"], "accountant": ACCOUNTANT, "sampling": SAMPLING}
+
+
+def summary_metrics(history: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """What summary.json states under privacy, in place of the nodes' own test figures (raw, unnoised)."""
+    spent = report(history[-1]) if history else None
+    return {"privacy": spent} if spent else {}

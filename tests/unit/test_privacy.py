@@ -1,5 +1,6 @@
 """Differential privacy: the mechanism that runs is the one the accountant counts, and nothing replays it."""
 
+import json
 import logging
 
 import dp_accounting
@@ -16,9 +17,12 @@ from red_runtime.privacy import (
     noisy_mean,
     published,
     report,
+    summary_metrics,
 )
+from red_runtime.reporting import HEALTHY, NodeStatus, RoundReport
 from red_runtime.schemas.base import Context, server_updates
 from red_runtime.spec import Privacy, SpecError, parse_manifest, parse_spec
+from red_runtime.status_sink import StatusSink
 from red_runtime.strategies import Update
 
 pytestmark = pytest.mark.unit
@@ -131,6 +135,18 @@ def test_under_privacy_only_the_privacy_spent_is_published_beside_the_global_mod
     plain = published(raw, federation().spec.algorithm, rounds=4)
     assert plain == {k: v for k, v in raw.items() if v is not None}
     assert report(plain) is None
+    assert summary_metrics([plain, out]) == {"privacy": report(out)}
+    assert summary_metrics([plain]) == summary_metrics([]) == {}
+
+
+def test_status_states_epsilon_delta_accountant_and_sampling():
+    bodies = []
+    sink = StatusSink(lambda body: bodies.append(json.loads(json.dumps(body, allow_nan=False))), rayjob="")
+    spent = {"epsilon": 2.5, "delta": 1e-7}
+    sink.round_done(RoundReport(3, 10, 0.5, 0.8, 1, 1, 0.1, metrics=spent), [NodeStatus("node-0", HEALTHY)])
+    sink.close()
+    assert bodies[-1]["privacy"] == {"epsilon": 2.5, "delta": 1e-7, "accountant": "rdp", "sampling": "poisson"}
+    assert bodies[-1]["metrics"] == {"loss": 0.5, "accuracy": 0.8, "epsilon": 2.5}
 
 
 def test_privacy_needs_a_linear_strategy_and_a_server():
