@@ -1,18 +1,21 @@
 """Checkpoints: everything a driver needs to continue at the next round and end with the same model.
 
-One file per checkpointed round, written to a temporary name, fsynced and renamed, so a crash
-mid-write leaves the previous checkpoints intact. Loading walks from the newest file back and skips
-any that do not read completely (a truncated file from a crash on a non-atomic volume).
+Two files per checkpointed round: the tensors (`round-NNNNNN-TAG.pt`, loaded with `weights_only=True`,
+so a file someone else put in a shared folder can never run code) and JSON metadata beside them (whose
+they are, what training they continue, the history, the tensors' sha256). Both are written to a
+temporary name, fsynced and renamed, metadata last, so a crash mid-write leaves the previous checkpoints
+intact; a torn tensor file fails its checksum and loading falls back to the one before. TAG is derived
+from the owner, so Federations that share a folder never overwrite, load or prune each other's files.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from red_runtime import strict_json
 from red_runtime.spec import FederationSpec
 
 log = logging.getLogger("red.checkpoint")
-PATTERN = re.compile(r"^round-(\d{6})\.pt$")
+FORMAT = 2
 
 
 @dataclass
@@ -52,47 +56,121 @@ def training_digest(spec: FederationSpec) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def path_for(folder: Path, round_no: int) -> Path:
-    return Path(folder) / f"round-{round_no:06d}.pt"
+def owner_tag(federation: str) -> str:
+    return hashlib.sha256(federation.encode()).hexdigest()[:8]
+
+
+def path_for(folder: Path, round_no: int, federation: str) -> Path:
+    """The tensor file of one round's checkpoint; its metadata is the same name with .json."""
+    return Path(folder) / f"round-{round_no:06d}-{owner_tag(federation)}.pt"
+
+
+def _encode(value: Any) -> Any:
+    """numpy arrays become tensors, marked so they come back as arrays: all torch's safe loader accepts."""
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(value))}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_encode(v) for v in value)
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__ndarray__"}:
+            return value["__ndarray__"].numpy()
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_decode(v) for v in value)
+    return value
+
+
+def _atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def save(folder: Path, ckpt: Checkpoint, keep: int) -> Path:
+    """Write `ckpt` and prune this owner's older checkpoints to `keep`; returns the tensor file's path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    final = path_for(folder, ckpt.round)
-    tmp = folder / f".{final.name}.tmp"
-    with open(tmp, "wb") as fh:
-        torch.save(ckpt.__dict__, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    for old in rounds_in(folder)[:-keep]:
-        path_for(folder, old).unlink(missing_ok=True)
-    return final
+    tensors = path_for(folder, ckpt.round, ckpt.federation)
+    buffer = io.BytesIO()
+    torch.save(_encode({"params": ckpt.params, "strategy": ckpt.strategy, "node_states": ckpt.node_states}), buffer)
+    data = buffer.getvalue()
+    _atomic(tensors, data)
+    meta = {
+        "format": FORMAT,
+        "round": ckpt.round,
+        "federation": ckpt.federation,
+        "training": ckpt.training,
+        "history": ckpt.history,
+        "nodes": ckpt.nodes,
+        "tensors": tensors.name,
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    _atomic(tensors.with_suffix(".json"), strict_json.dumps(meta).encode())
+    for old in rounds_in(folder, ckpt.federation)[:-keep]:
+        stale = path_for(folder, old, ckpt.federation)
+        stale.with_suffix(".json").unlink(missing_ok=True)
+        stale.unlink(missing_ok=True)
+    return tensors
 
 
-def rounds_in(folder: Path) -> list[int]:
+def _metadata(path: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+
+
+def rounds_in(folder: Path, federation: str) -> list[int]:
+    """Rounds checkpointed by `federation` in `folder`, oldest first, judged by their metadata."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := PATTERN.match(p.name)))
+    found = []
+    for path in folder.glob(f"round-*-{owner_tag(federation)}.json"):
+        meta = _metadata(path)
+        if meta is not None and meta.get("federation") == federation and isinstance(meta.get("round"), int):
+            found.append(meta["round"])
+    return sorted(found)
 
 
 def latest(folder: Path, federation: str, training: str) -> Checkpoint | None:
     """The newest checkpoint of `federation`, written for the same `training` digest, that loads completely."""
-    for round_no in reversed(rounds_in(folder)):
-        path = path_for(folder, round_no)
+    for round_no in reversed(rounds_in(folder, federation)):
+        tensors = path_for(folder, round_no, federation)
+        meta = _metadata(tensors.with_suffix(".json"))
+        if meta is None:
+            continue
+        if meta["training"] != training:
+            log.warning("skipping %s: written before the model, data, strategy or topology changed", tensors)
+            continue
         try:
-            data = torch.load(path, weights_only=False)
-            ckpt = Checkpoint(**data)
+            data = tensors.read_bytes()
+            if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+                raise ValueError("its tensors do not match the checksum in its metadata (a torn write)")
+            arrays = _decode(torch.load(io.BytesIO(data), weights_only=True))
         except Exception as err:  # truncated or corrupt: fall back to the one before
-            log.warning("skipping unreadable checkpoint %s: %s", path, err)
+            log.warning("skipping unreadable checkpoint %s: %s", tensors, err)
             continue
-        if ckpt.federation != federation:
-            log.warning("skipping %s: it belongs to federation %r", path, ckpt.federation)
-            continue
-        if ckpt.training != training:
-            log.warning("skipping %s: written before the model, data, strategy or topology changed", path)
-            continue
-        return ckpt
+        return Checkpoint(
+            round=round_no,
+            params=arrays["params"],
+            strategy=arrays["strategy"],
+            history=meta["history"],
+            nodes=meta["nodes"],
+            node_states=arrays["node_states"],
+            federation=federation,
+            training=training,
+        )
     return None

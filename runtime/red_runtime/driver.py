@@ -1,9 +1,9 @@
 """The federation driver: the same code in a RayJob on Kubernetes and under `red run` on a laptop.
 
-It validates everything it can before reserving anything, then builds one placement group (a bundle
+It validates everything it can before reserving anything, then holds one placement group (a bundle
 for the topology manager, one per node-actor slot), runs the rounds through the topology's schema,
-evaluates each round's model on the held-out test set, and reports. The placement group and the
-actors are removed on every exit path, Ctrl-C included.
+evaluates each round's model on the held-out test set, and reports. SIGINT and SIGTERM ask it to stop
+after the round in flight (see stopping.py); the placement group and the actors go on every exit path.
 """
 
 from __future__ import annotations
@@ -24,39 +24,30 @@ import numpy as np
 import ray
 import torch
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayTaskError
-from ray.util.placement_group import placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from red_runtime import checkpoint
+from red_runtime.checkpointer import Checkpointer
+from red_runtime.compute import FederationCompute
 from red_runtime.data import DataSource
+from red_runtime.health import HealthMonitor, SlotGone
 from red_runtime.imports import resolve
 from red_runtime.models import build_model, get_flat
 from red_runtime.placement import SlotPlan, plan_slots
 from red_runtime.pool import NodePool
-from red_runtime.privacy import epsilon
-from red_runtime.reporting import (
-    FAILED,
-    HEALTHY,
-    RESTARTING,
-    STRAGGLING,
-    NodeStatus,
-    Reporter,
-    RoundReport,
-    RunInfo,
-    Summary,
-    now_iso,
-)
+from red_runtime.privacy import published, summary_metrics
+from red_runtime.reporting import FAILED, HEALTHY, NodeStatus, Reporter, RoundReport, RunInfo, Summary
 from red_runtime.schemas import SCHEMAS, Context, RoundOutcome
-from red_runtime.spec import Federation
+from red_runtime.spec import Federation, SpecError
+from red_runtime.stopping import Interrupted, RoundAbandoned, StopRequest
 from red_runtime.strategies import make_strategy
-from red_runtime.topology import TopologyManager, build_graph, manager_name, node_id, relink
+from red_runtime.topology import build_graph, node_id, relink
 from red_runtime.training import evaluate
 
 log = logging.getLogger("red.driver")
-EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 1, 2, 130
-PLACEMENT_TIMEOUT_S = float(os.environ.get("RED_PLACEMENT_TIMEOUT_S", "120"))
+EXIT_FAILED, EXIT_INVALID = 1, 2
 # How long a crashed actor may take to come back (a restart re-imports torch) before it counts as gone.
 HEALTH_TIMEOUT_S = float(os.environ.get("RED_HEALTH_TIMEOUT_S", "60"))
+# A first start imports torch and builds the node's data: minutes on a loaded machine, and no sign of ill health.
+STARTUP_TIMEOUT_S = float(os.environ.get("RED_STARTUP_TIMEOUT_S", "300"))
 
 
 @dataclass
@@ -69,12 +60,19 @@ class Prepared:
     plan: SlotPlan
 
 
+class Diverged(RuntimeError):
+    """The global model's loss stopped being a number."""
+
+
 def cluster_machines() -> list[dict[str, float]]:
     return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
 
 
 def check_references(fed: Federation) -> None:
-    """Import the user's dataset and model references now, so a typo fails before Ray starts."""
+    """Import the user's dataset and model references and check that every node gets training data,
+    so a typo or a node count the data cannot fill fails before Ray starts."""
+    from red_runtime.data import check_partition
+
     task = fed.spec.task
     for ref, path in (
         (task.dataset.name, "spec.task.dataset.name"),
@@ -82,15 +80,22 @@ def check_references(fed: Federation) -> None:
     ):
         if ":" in ref:
             resolve(ref, path)
-
+    check_partition(task, fed.spec.nodes.count)
 
 def prepare(fed: Federation, machines: list[dict[str, float]]) -> Prepared:
-    """Resolve the dataset and model and plan the slots; raises ValueError naming the field on bad input."""
+    """Plan the slots and build the data and model; raises SpecError naming the field on what cannot run.
+
+    Only Red's own checks become SpecError: an error raised by a user's dataset factory or model class is
+    a failure of the run, reported as that error, not as an invalid manifest.
+    """
     spec = fed.spec
+    try:
+        plan = plan_slots(spec, machines)
+        build_graph(spec.topology, spec.nodes.count, spec.task.seed)
+    except ValueError as err:
+        raise SpecError([str(err)]) from err
     source = DataSource(spec.task, spec.nodes.count)
     model = build_model(spec.task.model, source.input_shape, source.classes, spec.task.seed)
-    plan = plan_slots(spec, machines)
-    build_graph(spec.topology, spec.nodes.count, spec.task.seed)
     return Prepared(source=source, model=model, params=get_flat(model), plan=plan)
 
 
@@ -116,133 +121,149 @@ def weighted(results: list[dict], key: str, weight: str) -> float | None:
 
 
 class Driver:
+    """Runs the rounds. What it holds on Ray, node health and checkpoints each have their own class."""
+
     def __init__(
         self,
         fed: Federation,
         reporter: Reporter,
         checkpoint_dir: str | Path | None = None,
         resume: bool = False,
+        stop: StopRequest | None = None,
     ):
         self.fed = fed
         self.spec = fed.spec
         self.reporter = reporter
+        self.stop = stop or StopRequest()
         res = self.spec.nodes.resources
         self.nodes = [NodeStatus(id=node_id(i), gpu=res.gpu) for i in range(self.spec.nodes.count)]
         path = self.spec.checkpoint.path or checkpoint_dir
-        self.checkpoint_dir = Path(path) if path else None
-        # Whose checkpoints these are: on Kubernetes the Federation's uid, so one re-created under the same
-        # name starts afresh instead of resuming its predecessor; locally (`red run`) its name.
-        self.checkpoint_owner = fed.uid or fed.name
-        self.checkpoint_training = checkpoint.training_digest(fed.spec)
+        self.checkpoints = Checkpointer(fed, Path(path) if path else None)
         self.resume = resume
         self.history: list[dict] = []
-        self.pids: dict[int, int] = {}  # slot -> process id of the actor incarnation last seen
-        self.dead_slots: set[int] = set()
-        self.pg = None
-        self.pool: NodePool | None = None
-        self.manager = None
 
     def run(self) -> Summary:
         began = time.monotonic()
         prepared = prepare(self.fed, cluster_machines())
-        torch.set_num_threads(1)  # the node actors own the cores
+        torch.set_num_threads(1)  # the node actors own the cores while a round runs
         test_set = prepared.source.test_set()
+        graph = build_graph(self.spec.topology, self.spec.nodes.count, self.spec.task.seed)
         try:
-            ctx = self._start(prepared)
-            schema = SCHEMAS[self.spec.topology.kind](ctx)
-            first_round = self._restore(ctx, schema) + 1
-            info = RunInfo(
-                name=self.fed.name,
-                namespace=self.fed.namespace,
-                rounds=self.spec.rounds,
-                nodes=self.spec.nodes.count,
-                slots=prepared.plan.slots,
-                topology=self.spec.topology.kind,
-                algorithm=self.spec.algorithm.name,
-                startup_seconds=time.monotonic() - began,
-                resumed_from=first_round - 1,
-            )
-            self.reporter.started(info, self.nodes)
-            return self._rounds(schema, ctx, prepared, test_set, info, first_round)
+            with FederationCompute(self.spec, self.fed.name, prepared.plan, graph) as compute:
+                ctx = self._context(compute, prepared, graph)
+                health = HealthMonitor(self.nodes, ctx.pool.nodes_in, ctx.pool.slot_of, self._pinger(ctx.pool))
+                schema = SCHEMAS[self.spec.topology.kind](ctx)
+                first_round = self._restore(ctx, schema, health) + 1
+                info = RunInfo(
+                    name=self.fed.name,
+                    namespace=self.fed.namespace,
+                    rounds=self.spec.rounds,
+                    nodes=self.spec.nodes.count,
+                    slots=prepared.plan.slots,
+                    topology=self.spec.topology.kind,
+                    algorithm=self.spec.algorithm.name,
+                    startup_seconds=time.monotonic() - began,
+                    resumed_from=first_round - 1,
+                )
+                self.reporter.started(info, self.nodes)
+                return self._rounds(schema, ctx, health, prepared, test_set, info, first_round)
+        except Interrupted as err:
+            self.reporter.stopped(str(err))
+            raise
         except BaseException as err:
             self.reporter.failed(failure_reason(err))
             raise
         finally:
-            self.stop()
             self.reporter.close()
 
-    def _start(self, prepared: Prepared) -> Context:
+    def _context(self, compute: FederationCompute, prepared: Prepared, graph) -> Context:
         spec = self.spec
-        plan = prepared.plan
-        self.pg = placement_group(plan.bundles, strategy=spec.placement.strategy, name=f"red-{self.fed.name}")
-        ready, _ = ray.wait([self.pg.ready()], timeout=PLACEMENT_TIMEOUT_S)
-        if not ready:
-            raise RuntimeError(
-                f"placement group of {len(plan.bundles)} bundles ({plan.node_bundle} per node actor, strategy "
-                f"{spec.placement.strategy}) was not placed within {PLACEMENT_TIMEOUT_S:.0f}s"
-            )
-        graph = build_graph(spec.topology, spec.nodes.count, spec.task.seed)
         for i, status in enumerate(self.nodes):
-            status.bundle = 1 + i % plan.slots
-        self.manager = (
-            ray.remote(TopologyManager)
-            .options(
-                name=manager_name(self.fed.name),
-                num_cpus=0,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=0),
-            )
-            .remote([tuple(e) for e in graph.edges], list(graph.nodes), spec.topology.kind)
-        )
-        self.pool = NodePool(spec, plan, self.pg, self.fed.name)
+            status.bundle = 1 + i % prepared.plan.slots
         ids = [node_id(i) for i in range(spec.nodes.count)]
         return Context(
             spec=spec,
-            pool=self.pool,
-            manager=self.manager,
+            pool=compute.pool,
+            manager=compute.manager,
             graph=graph,
             strategy=make_strategy(spec.algorithm.name, dict(spec.algorithm.options)),
             params=prepared.params,
             sizes=dict(zip(ids, prepared.source.node_sizes().tolist())),
+            stop=self.stop,
         )
 
-    def _restore(self, ctx: Context, schema) -> int:
+    def _pinger(self, pool: NodePool):
+        def ping(slot: int, startup: bool = False) -> int:
+            """The actor's process id, waiting while Ray starts or restarts it; SlotGone once Ray gave up."""
+            limit = STARTUP_TIMEOUT_S if startup else HEALTH_TIMEOUT_S
+            deadline = time.monotonic() + limit
+            ref = pool.actor(slot).ping.remote()
+            while True:
+                try:
+                    return ray.get(ref, timeout=min(0.5, max(0.01, deadline - time.monotonic())))
+                except GetTimeoutError:
+                    pass
+                except ActorUnavailableError:  # restarting: not dead, not back yet
+                    ref = pool.actor(slot).ping.remote()
+                except ActorDiedError as err:
+                    raise SlotGone(str(err)) from err
+                if self.stop.requested and self.stop.grace_left() <= 0:
+                    raise RoundAbandoned(f"node actor slot {slot} did not answer before the stop")
+                if time.monotonic() > deadline:
+                    what = "did not start" if startup else "not back"
+                    raise SlotGone(f"node actor slot {slot} {what} within {limit:.0f}s")
+                time.sleep(0.1)
+
+        return ping
+
+    def _restore(self, ctx: Context, schema, health: HealthMonitor) -> int:
         """Continue from the newest readable checkpoint; returns the last round it holds (0: none)."""
-        if not (self.resume and self.checkpoint_dir):
-            return 0
-        ckpt = checkpoint.latest(self.checkpoint_dir, self.checkpoint_owner, self.checkpoint_training)
+        ckpt = self.checkpoints.load() if self.resume else None
         if ckpt is None:
             return 0
         ctx.params = ckpt.params
         ctx.strategy.load_state_dict(ckpt.strategy)
         self.history = list(ckpt.history)
-        self.nodes = [NodeStatus.from_dict(n) for n in ckpt.nodes]
-        assert self.pool is not None
-        by_slot: dict[int, dict] = {}
-        for index, kept in ckpt.node_states.items():
-            by_slot.setdefault(self.pool.slot_of(index), {})[index] = kept
-        ray.get([self.pool.actor(slot).import_state.remote(states) for slot, states in by_slot.items()])
+        slots = ctx.pool.plan.slots
+        for i, saved in enumerate(ckpt.nodes):
+            # This attempt may have another slot plan: where a node lives now is not where it lived then.
+            self.nodes[i] = NodeStatus.from_dict({**saved, "bundle": 1 + i % slots})
+        health.nodes = self.nodes
+        Checkpointer.restore_nodes(ckpt, ctx.pool)
         failed = [n.id for n in self.nodes if n.state == FAILED]
         if failed:
             self._relink(ctx, schema, failed)
         schema.resumed()
-        log.info("resumed %s after round %d from %s", self.fed.name, ckpt.round, self.checkpoint_dir)
+        log.info("resumed %s after round %d from %s", self.fed.name, ckpt.round, self.checkpoints.folder)
         return ckpt.round
 
-    def _rounds(self, schema, ctx: Context, prepared: Prepared, test_set, info: RunInfo, first: int) -> Summary:
+    def _rounds(
+        self, schema, ctx: Context, health: HealthMonitor, prepared: Prepared, test_set, info: RunInfo, first: int
+    ) -> Summary:
         spec = self.spec
-        device = torch.device("cpu")
         loss = accuracy = float("nan")
         stopped_early = False
+        abandoned = None
         for round_no in range(first, spec.rounds + 1):
+            if self.stop.requested:
+                break
             started = time.monotonic()
-            failed = {i for i, n in enumerate(self.nodes) if n.state == FAILED}
-            sampled = sample_nodes(self.fed, round_no, failed)
-            self._start_actors(sampled)
-            outcome = schema.run_round(round_no, sampled)
-            loss, accuracy = evaluate(prepared.model, outcome.params, test_set, device)
+            sampled = sample_nodes(self.fed, round_no, health.failed_indices())
+            try:
+                # Start the actors this round needs, all at once, and wait until they answer: start-up (a
+                # torch import) never counts against the round's deadline.
+                new = [ctx.pool.actor(s) and s for s in ctx.pool.by_slot(sampled) if s not in ctx.pool.actors]
+                for slot in new:
+                    health.started(slot)
+                outcome = schema.run_round(round_no, sampled)
+            except RoundAbandoned as err:
+                abandoned = err
+                break
+            loss, accuracy = self._evaluate(prepared.model, outcome.params, test_set)
             before = [(n.state, n.restarts) for n in self.nodes]
-            self._mark_nodes(round_no, outcome)
-            self._check_health(ctx, schema, outcome)
+            gone = health.round_done(round_no, outcome.results, outcome.straggling, outcome.failed)
+            if gone:
+                self._relink(ctx, schema, gone)
             if before != [(n.state, n.restarts) for n in self.nodes]:
                 self.reporter.nodes_changed(self.nodes)
             report = RoundReport(
@@ -257,13 +278,32 @@ class Driver:
             )
             self.history.append(report.as_dict())
             self.reporter.round_done(report, self.nodes)
-            self._maybe_checkpoint(round_no, ctx)
-            if spec.algorithm.targetAccuracy is not None and accuracy >= spec.algorithm.targetAccuracy:
+            reached = spec.algorithm.targetAccuracy is not None and accuracy >= spec.algorithm.targetAccuracy
+            last = reached or round_no == spec.rounds or self.stop.requested
+            if self.checkpoints.due(round_no, last):
+                path = self.checkpoints.save(
+                    round_no,
+                    ctx.params,
+                    ctx.strategy.state_dict(),
+                    self.history,
+                    self.nodes,
+                    ctx.pool,
+                    health.dead_slots,
+                )
+                self.reporter.checkpointed(round_no, str(path))
+            if not math.isfinite(loss) and spec.faultTolerance.divergence == "fail":
+                raise Diverged(
+                    f"round {round_no}: the global model's test loss is {loss} (training diverged); lower "
+                    "spec.task.train.lr, or set spec.faultTolerance.divergence: continue to keep going"
+                )
+            if reached:
                 stopped_early = round_no < spec.rounds
                 break
+        if self.stop.requested:
+            raise self._stopped(abandoned)
         if first > spec.rounds and self.history:
             loss, accuracy = self.history[-1]["loss"], self.history[-1]["accuracy"]
-        final = self._test_role(ctx.params) if "test" in spec.nodes.roles else {}
+        final = self._test_role(ctx)
         summary = Summary(
             name=self.fed.name,
             rounds_run=self.history[-1]["round"] if self.history else 0,
@@ -281,6 +321,25 @@ class Driver:
         self.reporter.finished(summary, ctx.params, prepared.model)
         return summary
 
+    def _stopped(self, abandoned: RoundAbandoned | None) -> Interrupted:
+        done = self.history[-1]["round"] if self.history else 0
+        how = f"abandoned round {done + 1} ({abandoned}) and " if abandoned else ""
+        kept = (
+            f"; checkpoint of round {self.checkpoints.last_round} kept, resume to continue"
+            if self.checkpoints.last_round
+            else ""
+        )
+        return self.stop.interrupted(f"stopped by signal {self.stop.name}: {how}stopped after round {done}{kept}")
+
+    def _evaluate(self, model: torch.nn.Module, params: np.ndarray, test_set) -> tuple[float, float]:
+        """The round's model on the held-out test set, on every core: the node actors are idle meanwhile."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        try:
+            return evaluate(model, params, test_set, torch.device("cpu"))
+        finally:
+            torch.set_num_threads(threads)
+
     def _round_metrics(self, round_no: int, outcome: RoundOutcome) -> dict[str, float]:
         spec = self.spec
         metrics = {
@@ -289,110 +348,25 @@ class Driver:
             "eval_accuracy": weighted(outcome.results, "eval_accuracy", "eval_samples"),
             **outcome.extra,
         }
-        if spec.algorithm.privacy is not None:
-            metrics["epsilon"] = epsilon(round_no, spec.algorithm.fraction, spec.algorithm.privacy)
-        return {k: v for k, v in metrics.items() if v is not None}
-
-    def _mark_nodes(self, round_no: int, outcome: RoundOutcome) -> None:
-        seen = now_iso()
-        for r in outcome.results:
-            status = self.nodes[r["index"]]
-            status.state, status.lastRound, status.lastSeen = HEALTHY, round_no, seen
-        for i in outcome.straggling:
-            self.nodes[i].state = STRAGGLING
-
-    def _check_health(self, ctx: Context, schema, outcome: RoundOutcome) -> None:
-        """Count restarts from the actors' process ids; ping actors that died mid-round.
-
-        Ray restarts a crashed actor up to `maxNodeRestarts` times; its nodes are Restarting until
-        they report again. An actor Ray gave up on takes its nodes out of the federation for good.
-        """
-        assert self.pool is not None
-        pool = self.pool
-        for r in outcome.results:
-            self._saw_pid(pool.slot_of(r["index"]), r["pid"])
-        crashed = {pool.slot_of(i) for i in outcome.failed}
-        gone = []
-        for slot in sorted(crashed - self.dead_slots):
-            try:
-                pid = self._ping(slot)
-            except (ActorDiedError, GetTimeoutError):
-                self.dead_slots.add(slot)
-                for i in pool.nodes_in(slot):
-                    self.nodes[i].state = FAILED
-                    gone.append(node_id(i))
-                continue
-            self._saw_pid(slot, pid)
-        if gone:
-            self._relink(ctx, schema, gone)
-
-    def _start_actors(self, sampled: list[int]) -> None:
-        """Start the actors this round needs and wait until they answer, so that start-up (a torch
-        import) never counts against the round's deadline. Slots no sampled node uses stay unstarted."""
-        assert self.pool is not None
-        new = [s for s in self.pool.by_slot(sampled) if s not in self.pool.actors]
-        for slot in new:
-            self.pool.actor(slot)
-        for slot in new:
-            self._saw_pid(slot, self._ping(slot))
-
-    def _ping(self, slot: int) -> int:
-        """The actor's process id, waiting while Ray restarts it; ActorDiedError once Ray gave up."""
-        assert self.pool is not None
-        deadline = time.monotonic() + HEALTH_TIMEOUT_S
-        while True:
-            try:
-                return ray.get(self.pool.actor(slot).ping.remote(), timeout=max(0.1, deadline - time.monotonic()))
-            except ActorUnavailableError as err:  # restarting: not dead, not back yet
-                if time.monotonic() > deadline:
-                    raise GetTimeoutError(f"node actor slot {slot} not back within {HEALTH_TIMEOUT_S}s") from err
-                time.sleep(0.2)
-
-    def _saw_pid(self, slot: int, pid: int) -> None:
-        assert self.pool is not None
-        known = self.pids.get(slot)
-        self.pids[slot] = pid
-        if known is not None and known != pid:
-            for i in self.pool.nodes_in(slot):
-                self.nodes[i].restarts += 1
-                if self.nodes[i].state != FAILED:
-                    self.nodes[i].state = RESTARTING
+        return published(metrics, spec.algorithm, round_no)
 
     def _relink(self, ctx: Context, schema, gone: list[str]) -> None:
         """Failed nodes leave the graph; the topology manager learns the re-linked one."""
         ctx.graph = relink(ctx.graph, self.spec.topology.kind, gone)
-        ray.get(self.manager.set_edges.remote([tuple(e) for e in ctx.graph.edges], list(ctx.graph.nodes)))
+        ray.get(ctx.manager.set_edges.remote([tuple(e) for e in ctx.graph.edges], list(ctx.graph.nodes)))
         schema.graph_changed()
         log.warning("nodes %s failed for good and left the federation", ", ".join(gone))
 
-    def _maybe_checkpoint(self, round_no: int, ctx: Context) -> None:
-        every = self.spec.checkpoint.every
-        if not (self.checkpoint_dir and every and (round_no % every == 0 or round_no == self.spec.rounds)):
-            return
-        assert self.pool is not None
-        node_states: dict[int, dict] = {}
-        live = [a for s, a in self.pool.actors.items() if s not in self.dead_slots]
-        for states in ray.get([a.export_state.remote() for a in live]):
-            node_states.update(states)
-        ckpt = checkpoint.Checkpoint(
-            round=round_no,
-            params=ctx.params,
-            strategy=ctx.strategy.state_dict(),
-            history=list(self.history),
-            nodes=[n.as_dict() for n in self.nodes],
-            node_states=node_states,
-            federation=self.checkpoint_owner,
-            training=self.checkpoint_training,
-        )
-        path = checkpoint.save(self.checkpoint_dir, ckpt, self.spec.checkpoint.keep)
-        self.reporter.checkpointed(round_no, str(path))
-
-    def _test_role(self, params: np.ndarray) -> dict[str, float]:
-        """Nodes with the test role evaluate the final model on their own held-out split."""
-        assert self.pool is not None
-        ref = ray.put(params)
-        by_slot = self.pool.by_slot([i for i, n in enumerate(self.nodes) if n.state == HEALTHY])
-        parts = ray.get([self.pool.actor(s).test.remote(idx, ref) for s, idx in by_slot.items()])
+    def _test_role(self, ctx: Context) -> dict:
+        """Nodes with the test role evaluate the final model on their own held-out split. Under privacy
+        those figures come from raw node data, so the summary states the privacy spent instead."""
+        if self.spec.algorithm.privacy is not None:
+            return summary_metrics(self.history)
+        if "test" not in self.spec.nodes.roles:
+            return {}
+        ref = ray.put(ctx.params)
+        by_slot = ctx.pool.by_slot([i for i, n in enumerate(self.nodes) if n.state == HEALTHY])
+        parts = ray.get([ctx.pool.actor(s).test.remote(idx, ref) for s, idx in by_slot.items()])
         count = sum(p["count"] for p in parts)
         if not count:
             return {}
@@ -400,16 +374,6 @@ class Driver:
             "node_test_loss": sum(p["loss_sum"] for p in parts) / count,
             "node_test_accuracy": sum(p["correct"] for p in parts) / count,
         }
-
-    def stop(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
-        if self.manager is not None:
-            ray.kill(self.manager, no_restart=True)
-            self.manager = None
-        if self.pg is not None:
-            remove_placement_group(self.pg)
-            self.pg = None
 
 
 def failure_reason(err: BaseException) -> str:
@@ -427,10 +391,15 @@ def failure_reason(err: BaseException) -> str:
 
 
 @contextmanager
-def ray_session(address: str | None = None) -> Iterator[None]:
-    """Connect to `address`, or start an embedded Ray sized to this machine; always shut down."""
+def ray_session(address: str | None = None) -> Iterator[StopRequest]:
+    """Connect to `address`, or start an embedded Ray sized to this machine; always shut down.
+
+    Yields the run's stop request, whose signal handlers are installed after `ray.init` (which sets a
+    SIGTERM handler of its own that would exit without cleaning up) and removed before Ray shuts down.
+    """
     if ray.is_initialized():
-        yield
+        with StopRequest() as stop:
+            yield stop
         return
     # "local" always starts a fresh Ray, even when another one runs on this machine.
     kwargs = (
@@ -440,24 +409,26 @@ def ray_session(address: str | None = None) -> Iterator[None]:
     )
     ray.init(logging_level=logging.WARNING, log_to_driver=True, **kwargs)
     try:
-        yield
+        with StopRequest() as stop:
+            yield stop
     finally:
         ray.shutdown()
 
 
 def execute(fed: Federation, sinks: list, address: str | None, checkpoint_dir: Path, resume: bool) -> int:
     """Run `fed` to the end on Ray at `address` (embedded if None); the exit code says how it ended."""
-    from red_runtime.reporting import Reporter
-
     try:
-        with ray_session(address):
-            Driver(fed, Reporter(sinks), checkpoint_dir=checkpoint_dir, resume=resume).run()
+        with ray_session(address) as stop:
+            Driver(fed, Reporter(sinks), checkpoint_dir=checkpoint_dir, resume=resume, stop=stop).run()
+    except SpecError as err:
+        print(f"red: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    except Interrupted as err:
+        print(f"red: {err}; placement group removed and Ray shut down", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         print("red: interrupted; placement group removed and Ray shut down", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except ValueError as err:
-        print(f"red: invalid Federation: {err}", file=sys.stderr)
-        return EXIT_INVALID
+        return 130
     except Exception as err:
         print(f"red: federation {fed.name} failed: {failure_reason(err)}", file=sys.stderr)
         return EXIT_FAILED

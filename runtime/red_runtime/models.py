@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from red_runtime.imports import resolve
-from red_runtime.spec import Model
+from red_runtime.spec import Model, SpecError
 
 
 def build_model(spec: Model, input_shape: tuple[int, ...], classes: int, seed: int) -> nn.Module:
@@ -37,7 +37,7 @@ def build_model(spec: Model, input_shape: tuple[int, ...], classes: int, seed: i
 
 def _cnn(input_shape: tuple[int, ...], classes: int, channels: tuple[int, ...]) -> nn.Module:
     if len(input_shape) != 3:
-        raise ValueError(f"spec.task.model.name: 'cnn': needs image input (C, H, W), got shape {input_shape}")
+        raise SpecError([f"spec.task.model.name: 'cnn': needs image input (C, H, W), got shape {input_shape}"])
     layers: list[nn.Module] = []
     in_ch = input_shape[0]
     for out_ch in channels:

@@ -37,6 +37,46 @@ def round_generator(seed: int, index: int, round_no: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
+class PoolFlusher:
+    """Sums the updates bound for one receiver and posts them, with their nodes' result rows, in flushes.
+
+    A flush goes out every tenth of the round's time budget and before each node once the deadline is
+    closer than twice the slowest node so far, so an update that was ready before the deadline arrives.
+    """
+
+    def __init__(self, host: NodeHost, round_no: int, deadline: float):
+        self.host = host
+        self.round_no = round_no
+        self.deadline = deadline
+        self.every = max(0.05, (deadline - time.time()) / 10)
+        self.last = time.time()
+        self.slowest = 0.0
+        self.pooled: dict[str, tuple[Update, list[dict[str, Any]]]] = {}
+        self.posts: list[Any] = []
+
+    def before_node(self) -> None:
+        now = time.time()
+        if self.pooled and (now - self.last >= self.every or self.deadline - now < 2 * self.slowest):
+            self.flush()
+
+    def add(self, dst: str, update: Update, result: dict[str, Any], pooled: bool) -> None:
+        self.slowest = max(self.slowest, result["seconds"])
+        if not pooled:
+            self.posts.append(self.host._post(self.round_no, list(update.nodes), [dst], update, [result]))
+            return
+        acc, rows = self.pooled.setdefault(dst, (Update(np.zeros_like(update.params), 0.0), []))
+        acc.params += update.params
+        acc.weight += update.weight
+        acc.nodes += update.nodes
+        rows.append(result)
+
+    def flush(self) -> None:
+        for dst, (acc, rows) in self.pooled.items():
+            self.posts.append(self.host._post(self.round_no, list(acc.nodes), [dst], acc, rows))
+        self.pooled.clear()
+        self.last = time.time()
+
+
 class NodeHost:
     def __init__(self, spec: FederationSpec, slot: int, federation: str, threads: int):
         torch.set_num_threads(threads)
@@ -100,26 +140,38 @@ class NodeHost:
         box = ray.get(self.manager.collect.remote(round_no, [node_id(i) for i in indices]))
         return {i: box[node_id(i)] for i in indices}
 
-    def _post(self, round_no: int, srcs: list[str], dsts: list[str], value: Any) -> Any:
-        return self.manager.post.remote(round_no, srcs, dsts, [ray.put(value)])
+    def _post(self, round_no: int, srcs: list[str], dsts: list[str], *values: Any) -> Any:
+        return self.manager.post.remote(round_no, srcs, dsts, [ray.put(v) for v in values])
 
     def train(
-        self, round_no: int, indices: list[int], upstream: dict[int, str], pool: bool, proximal_mu: float
-    ) -> list[dict[str, Any]]:
+        self,
+        round_no: int,
+        indices: list[int],
+        upstream: dict[int, str],
+        pool: bool,
+        proximal_mu: float,
+        deadline: float,
+    ) -> int:
         """One star/hierarchical round: read the model sent down, train, send updates up.
 
         With `pool` (linear strategies) the updates bound for one receiver are summed here, so the
-        receiver gets one message per actor instead of one per node.
+        receiver gets one message per flush instead of one per node. Each message carries the result
+        rows of the nodes in it, and the pool is flushed as the round's wall-clock `deadline` nears, so
+        a slow node costs only its own update, not those of every node this actor trained before it.
+        Returns how many nodes trained.
         """
         inbox = self._inbox(round_no, indices)
         privacy = self.spec.algorithm.privacy
         cache: dict[Any, np.ndarray] = {}
-        pooled: dict[str, Update] = {}
-        posts, results = [], []
+        flusher = PoolFlusher(self, round_no, deadline)
+        trained = 0
         for index in indices:
             messages = inbox[index]
             if not messages:
                 continue  # a straggler's call for a round the server already closed: nothing to do
+            if time.time() >= deadline:
+                break  # the server has closed the round: later updates would be dropped unread
+            flusher.before_node()
             ref = messages[-1][1][0]
             if ref not in cache:
                 cache[ref] = ray.get(ref)
@@ -137,21 +189,13 @@ class NodeHost:
                 params = clip_update(params, cache[ref], privacy.clip)
                 weight = 1.0 if counted(self.spec.algorithm.fraction) else 0.0
             update = Update.single(node_id(index), params, weight)
-            dst = upstream[index]
-            if pool:
-                acc = pooled.setdefault(dst, Update(np.zeros_like(update.params), 0.0))
-                acc.params += update.params
-                acc.weight += weight
-                acc.nodes += (node_id(index),)
-            else:
-                posts.append(self._post(round_no, [node_id(index)], [dst], update))
             result.update(train_loss=loss, samples=len(state.train), seconds=time.perf_counter() - began)
             result["pid"] = self.pid
-            results.append(result)
-        for dst, acc in pooled.items():
-            posts.append(self._post(round_no, list(acc.nodes), [dst], acc))
-        ray.get(posts)
-        return results
+            flusher.add(upstream[index], update, result, pooled=pool)
+            trained += 1
+        flusher.flush()
+        ray.get(flusher.posts)
+        return trained
 
     def _evaluate_local(self, index: int, params: np.ndarray, state: LocalState) -> dict[str, Any]:
         result: dict[str, Any] = {"index": index}
@@ -161,12 +205,22 @@ class NodeHost:
         return result
 
     def gossip_train(
-        self, round_no: int, indices: list[int], start_ref: list[Any], neighbours: dict[int, list[str]]
+        self,
+        round_no: int,
+        indices: list[int],
+        start_ref: list[Any],
+        neighbours: dict[int, list[str]],
+        deadline: float,
     ) -> list[dict[str, Any]]:
-        """Decentralised phase one: every node trains its own model and sends it to its neighbours."""
+        """Decentralised phase one: every node trains its own model and sends it to its neighbours.
+
+        Nodes not reached by the round's wall-clock `deadline` sit this round out.
+        """
         start = None
         posts, results = [], []
         for index in indices:
+            if time.time() >= deadline:
+                break
             state = self._state(index)
             if state.params is None:
                 start = ray.get(start_ref[0]) if start is None else start

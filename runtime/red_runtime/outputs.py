@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from red_runtime import strict_json
 from red_runtime.reporting import NodeStatus, RoundReport, RunInfo, Sink, Summary
 
 
@@ -61,6 +62,9 @@ class ConsoleSink(Sink):
         self.close()
         print(f"red: federation failed: {reason}", file=self.stream)
 
+    def stopped(self, reason: str) -> None:
+        self.close()
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -95,13 +99,13 @@ class RunFolderSink(Sink):
         if len(kept) != len(self.history):
             self.history = kept
             self._metrics.close()
-            (self.out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in kept))
+            (self.out / "metrics.jsonl").write_text("".join(strict_json.dumps(h) + "\n" for h in kept))
             self._metrics = open(self.out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
 
     def round_done(self, report: RoundReport, nodes: list[NodeStatus]) -> None:
         row = report.as_dict()
         self.history.append(row)
-        self._metrics.write(json.dumps(row) + "\n")
+        self._metrics.write(strict_json.dumps(row) + "\n")
         self._metrics.flush()
         self.nodes_changed(nodes)  # lastRound and lastSeen move every round
 
@@ -113,11 +117,11 @@ class RunFolderSink(Sink):
 
         set_flat(model, params)
         torch.save(model.state_dict(), self.out / "model.pt")
-        atomic_write(self.out / "summary.json", json.dumps(summary.as_dict(), indent=2).encode())
+        atomic_write(self.out / "summary.json", strict_json.dumps(summary.as_dict(), indent=2).encode())
         plot_history(self.history, self.out / "metrics.png", title=summary.name)
 
     def nodes_changed(self, nodes: list[NodeStatus]) -> None:
-        atomic_write(self.out / "nodes.json", json.dumps([n.as_dict() for n in nodes], indent=2).encode())
+        atomic_write(self.out / "nodes.json", strict_json.dumps([n.as_dict() for n in nodes], indent=2).encode())
 
     def close(self) -> None:
         self._metrics.close()

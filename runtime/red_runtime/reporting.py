@@ -102,6 +102,9 @@ class Sink:
 
     def failed(self, reason: str) -> None: ...
 
+    def stopped(self, reason: str) -> None:
+        """A signal stopped the run in order (a checkpoint may let a later attempt continue)."""
+
     def close(self) -> None: ...
 
 
@@ -135,6 +138,9 @@ class Reporter:
 
     def failed(self, reason: str) -> None:
         self._each("failed", reason)
+
+    def stopped(self, reason: str) -> None:
+        self._each("stopped", reason)
 
     def close(self) -> None:
         self._each("close")

@@ -15,7 +15,8 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from red_runtime.pool import NodePool
 from red_runtime.privacy import noise_generator, noisy_mean
 from red_runtime.spec import FederationSpec
-from red_runtime.strategies import Strategy
+from red_runtime.stopping import RoundAbandoned, StopRequest
+from red_runtime.strategies import Strategy, Update
 
 
 class QuorumError(RuntimeError):
@@ -31,6 +32,7 @@ class Context:
     strategy: Strategy
     params: np.ndarray  # the current global (or average) model
     sizes: dict[str, int]  # training samples per node id
+    stop: StopRequest = field(default_factory=StopRequest)
 
 
 @dataclass
@@ -49,17 +51,38 @@ class Gathered:
     failed: set[int]  # slots whose actor died
 
 
-def gather(calls: dict[int, Any], timeout_s: float) -> Gathered:
-    """Wait for one call per slot until the round deadline; sort them into done, late and dead."""
-    deadline = time.monotonic() + timeout_s
+class Deadline:
+    """One round's deadline, shared by all its phases; node actors get it as wall-clock time."""
+
+    def __init__(self, seconds: float):
+        self.ends = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.ends - time.monotonic()
+
+    def wall(self) -> float:
+        return time.time() + self.left()
+
+
+# How often a wait looks at the stop request: a signal's handler only records it.
+STOP_POLL_S = 0.25
+
+
+def gather(calls: dict[int, Any], deadline: Deadline, stop: StopRequest) -> Gathered:
+    """Wait for one call per slot until the round deadline; sort them into done, late and dead.
+
+    A stop request shortens the wait to its grace period; a round still running then is abandoned.
+    """
     pending = {ref: slot for slot, ref in calls.items()}
     results: dict[int, Any] = {}
     failed: set[int] = set()
     while pending:
-        remaining = deadline - time.monotonic()
+        remaining = deadline.left()
         if remaining <= 0:
             break
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=remaining)
+        if stop.grace_left() <= 0:
+            raise RoundAbandoned(f"{len(pending)} node actor call(s) still running after the stop's grace period")
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=min(remaining, STOP_POLL_S))
         for ref in ready:
             slot = pending.pop(ref)
             try:
@@ -67,6 +90,37 @@ def gather(calls: dict[int, Any], timeout_s: float) -> Gathered:
             except (RayActorError, GetTimeoutError):
                 failed.add(slot)
     return Gathered(results=results, straggling=set(pending.values()), failed=failed)
+
+
+@dataclass
+class Arrived:
+    """What reached a receiver by the deadline: the updates, and a result row per node inside them."""
+
+    updates: list[Update]
+    results: list[dict[str, Any]]
+
+    @property
+    def indices(self) -> set[int]:
+        return {r["index"] for r in self.results}
+
+
+def collect_updates(ctx: Context, round_no: int, receiver: str) -> Arrived:
+    """The receiver's inbox; each message carries [update, results of the nodes in it]."""
+    inbox = ray.get(ctx.manager.collect.remote(round_no, [receiver]))[receiver]
+    parts = ray.get([ref for _, payload in inbox for ref in payload[:2]])
+    return Arrived(updates=parts[0::2], results=[r for rows in parts[1::2] for r in rows])
+
+
+def outcome_of(ctx: Context, sampled: list[int], by_slot: dict[int, list[int]], done: Gathered, arrived: Arrived):
+    """Nodes whose update arrived are done, whatever their actor's call did; the rest straggled or died."""
+    got = arrived.indices
+    failed = {i for s in done.failed for i in by_slot.get(s, [])} - got
+    return RoundOutcome(
+        params=ctx.params,
+        results=arrived.results,
+        straggling=set(sampled) - got - failed,
+        failed=failed,
+    )
 
 
 def require_quorum(arrived: int, spec: FederationSpec, round_no: int, expected: int) -> None:

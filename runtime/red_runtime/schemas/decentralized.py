@@ -11,7 +11,7 @@ import math
 import numpy as np
 import ray
 
-from red_runtime.schemas.base import Context, RoundOutcome, Schema, gather, require_quorum
+from red_runtime.schemas.base import Context, Deadline, RoundOutcome, Schema, gather, require_quorum
 from red_runtime.topology import datasize_weights, metropolis_weights, node_id
 
 
@@ -35,29 +35,36 @@ class DecentralizedSchema(Schema):
         self.start_ref = [ray.put(ctx.params)]
 
     def run_round(self, round_no: int, sampled: list[int]) -> RoundOutcome:
+        """Train and send, then mix, within one deadline for the whole round; quorum after each phase."""
         ctx = self.ctx
         by_slot = ctx.pool.by_slot(sampled)
-        timeout = ctx.spec.faultTolerance.roundTimeoutSeconds
+        deadline = Deadline(ctx.spec.faultTolerance.roundTimeoutSeconds)
         trained = gather(
             {
                 slot: ctx.pool.actor(slot).gossip_train.remote(
-                    round_no, idx, self.start_ref, {i: self.neighbours[i] for i in idx}
+                    round_no, idx, self.start_ref, {i: self.neighbours[i] for i in idx}, deadline.wall()
                 )
                 for slot, idx in by_slot.items()
             },
-            timeout,
+            deadline,
+            ctx.stop,
         )
-        live = {s: by_slot[s] for s in trained.results}
-        require_quorum(sum(len(v) for v in live.values()), ctx.spec, round_no, len(sampled))
+        results = [r for rs in trained.results.values() for r in rs]
+        require_quorum(len(results), ctx.spec, round_no, len(sampled))
+        live: dict[int, list[int]] = {}
+        for r in results:
+            live.setdefault(ctx.pool.slot_of(r["index"]), []).append(r["index"])
         mixed = gather(
             {
                 slot: ctx.pool.actor(slot).gossip_mix.remote(round_no, idx, {i: self.weights[i] for i in idx})
                 for slot, idx in live.items()
             },
-            timeout,
+            deadline,
+            ctx.stop,
         )
-        total = sum(m["sum"] for m in mixed.results.values())
         count = sum(m["count"] for m in mixed.results.values())
+        require_quorum(count, ctx.spec, round_no, len(sampled))
+        total = sum(m["sum"] for m in mixed.results.values())
         square_norms = sum(m["square_norms"] for m in mixed.results.values())
         mean = np.asarray(total, dtype=np.float64) / count
         # mean_i ||x_i - mean||^2 = mean_i ||x_i||^2 - ||mean||^2
@@ -65,10 +72,12 @@ class DecentralizedSchema(Schema):
         ctx.params = mean.astype(np.float32)
         # A node that joins late or comes back from a crash starts from where the federation is now.
         self.start_ref = [ray.put(ctx.params)]
+        mixed_nodes = {i for s in mixed.results for i in live[s]}
+        failed = self.nodes_of(trained.failed | mixed.failed, by_slot) - mixed_nodes
         return RoundOutcome(
             params=ctx.params,
-            results=[r for rs in trained.results.values() for r in rs],
-            straggling=self.nodes_of(trained.straggling | mixed.straggling, by_slot),
-            failed=self.nodes_of(trained.failed | mixed.failed, by_slot),
+            results=[r for r in results if r["index"] in mixed_nodes],
+            straggling=set(sampled) - mixed_nodes - failed,
+            failed=failed,
             extra={"consensus_distance": consensus},
         )

@@ -12,7 +12,17 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from red_runtime.schemas.base import Context, RoundOutcome, Schema, gather, require_quorum, server_updates
+from red_runtime.schemas.base import (
+    Context,
+    Deadline,
+    RoundOutcome,
+    Schema,
+    collect_updates,
+    gather,
+    outcome_of,
+    require_quorum,
+    server_updates,
+)
 from red_runtime.strategies import Update
 from red_runtime.topology import SERVER, aggregator_id, group_of, node_id
 
@@ -29,16 +39,21 @@ class GroupAggregator:
         return ray.get(self.manager.post.remote(round_no, [self.name], members, inbox[-1][1]))
 
     def aggregate_up(self, round_no: int, pool: bool) -> int:
+        """Send what the group's nodes posted up to the server: summed for linear strategies, else each one;
+        their result rows ride along, so the server knows whose updates arrived."""
         inbox = ray.get(self.manager.collect.remote(round_no, [self.name]))[self.name]
-        updates: list[Update] = ray.get([payload[0] for _, payload in inbox])
-        if not updates:
+        if not inbox:
             return 0
-        if pool:
-            combined = Update(np.sum([u.params for u in updates], axis=0), sum(u.weight for u in updates))
-            combined.nodes = tuple(n for u in updates for n in u.nodes)
-            updates = [combined]
-        ray.get([self.manager.post.remote(round_no, [self.name], [SERVER], [ray.put(u)]) for u in updates])
-        return sum(len(u.nodes) for u in updates)
+        if not pool:
+            ray.get([self.manager.post.remote(round_no, [self.name], [SERVER], payload) for _, payload in inbox])
+            return len(inbox)
+        parts = ray.get([ref for _, payload in inbox for ref in payload[:2]])
+        updates: list[Update] = parts[0::2]
+        combined = Update(np.sum([u.params for u in updates], axis=0), sum(u.weight for u in updates))
+        combined.nodes = tuple(n for u in updates for n in u.nodes)
+        rows = [r for rs in parts[1::2] for r in rs]
+        ray.get(self.manager.post.remote(round_no, [self.name], [SERVER], [ray.put(combined), ray.put(rows)]))
+        return 1
 
 
 class HierarchicalSchema(Schema):
@@ -53,6 +68,7 @@ class HierarchicalSchema(Schema):
 
     def run_round(self, round_no: int, sampled: list[int]) -> RoundOutcome:
         ctx = self.ctx
+        deadline = Deadline(ctx.spec.faultTolerance.roundTimeoutSeconds)
         ref = ray.put(ctx.params)
         names = [aggregator_id(g) for g in range(self.groups)]
         ray.get(ctx.manager.post.remote(round_no, [SERVER], names, [ref]))
@@ -64,19 +80,13 @@ class HierarchicalSchema(Schema):
         upstream = {i: aggregator_id(group_of(i, self.groups)) for i in sampled}
         calls = {
             slot: ctx.pool.actor(slot).train.remote(
-                round_no, idx, upstream, ctx.strategy.linear, ctx.strategy.proximal_mu
+                round_no, idx, upstream, ctx.strategy.linear, ctx.strategy.proximal_mu, deadline.wall()
             )
             for slot, idx in by_slot.items()
         }
-        done = gather(calls, ctx.spec.faultTolerance.roundTimeoutSeconds)
+        done = gather(calls, deadline, ctx.stop)
         ray.get([a.aggregate_up.remote(round_no, ctx.strategy.linear) for a in self.aggregators])
-        inbox = ray.get(ctx.manager.collect.remote(round_no, [SERVER]))[SERVER]
-        updates = ray.get([payload[0] for _, payload in inbox])
-        require_quorum(sum(len(u.nodes) for u in updates), ctx.spec, round_no, len(sampled))
-        ctx.params = ctx.strategy.step(ctx.params, server_updates(ctx, round_no, updates))
-        return RoundOutcome(
-            params=ctx.params,
-            results=[r for rs in done.results.values() for r in rs],
-            straggling=self.nodes_of(done.straggling, by_slot),
-            failed=self.nodes_of(done.failed, by_slot),
-        )
+        arrived = collect_updates(ctx, round_no, SERVER)
+        require_quorum(len(arrived.indices), ctx.spec, round_no, len(sampled))
+        ctx.params = ctx.strategy.step(ctx.params, server_updates(ctx, round_no, arrived.updates))
+        return outcome_of(ctx, sampled, by_slot, done, arrived)

@@ -4,32 +4,35 @@ from __future__ import annotations
 
 import ray
 
-from red_runtime.schemas.base import RoundOutcome, Schema, gather, require_quorum, server_updates
+from red_runtime.schemas.base import (
+    Deadline,
+    RoundOutcome,
+    Schema,
+    collect_updates,
+    gather,
+    outcome_of,
+    require_quorum,
+    server_updates,
+)
 from red_runtime.topology import SERVER, node_id
 
 
 class StarSchema(Schema):
     def run_round(self, round_no: int, sampled: list[int]) -> RoundOutcome:
         ctx = self.ctx
+        deadline = Deadline(ctx.spec.faultTolerance.roundTimeoutSeconds)
         ref = ray.put(ctx.params)  # one copy in the object store, read by every node
         ray.get(ctx.manager.post.remote(round_no, [SERVER], [node_id(i) for i in sampled], [ref]))
         by_slot = ctx.pool.by_slot(sampled)
         upstream = {i: SERVER for i in sampled}
         calls = {
             slot: ctx.pool.actor(slot).train.remote(
-                round_no, idx, upstream, ctx.strategy.linear, ctx.strategy.proximal_mu
+                round_no, idx, upstream, ctx.strategy.linear, ctx.strategy.proximal_mu, deadline.wall()
             )
             for slot, idx in by_slot.items()
         }
-        done = gather(calls, ctx.spec.faultTolerance.roundTimeoutSeconds)
-        inbox = ray.get(ctx.manager.collect.remote(round_no, [SERVER]))[SERVER]
-        updates = ray.get([payload[0] for _, payload in inbox])
-        arrived = sum(len(u.nodes) for u in updates)
-        require_quorum(arrived, ctx.spec, round_no, len(sampled))
-        ctx.params = ctx.strategy.step(ctx.params, server_updates(ctx, round_no, updates))
-        return RoundOutcome(
-            params=ctx.params,
-            results=[r for rs in done.results.values() for r in rs],
-            straggling=self.nodes_of(done.straggling, by_slot),
-            failed=self.nodes_of(done.failed, by_slot),
-        )
+        done = gather(calls, deadline, ctx.stop)
+        arrived = collect_updates(ctx, round_no, SERVER)
+        require_quorum(len(arrived.indices), ctx.spec, round_no, len(sampled))
+        ctx.params = ctx.strategy.step(ctx.params, server_updates(ctx, round_no, arrived.updates))
+        return outcome_of(ctx, sampled, by_slot, done, arrived)

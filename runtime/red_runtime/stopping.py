@@ -1,0 +1,94 @@
+"""SIGINT and SIGTERM in one place: the first asks the run to stop, a second one stops it at once.
+
+Python's default SIGINT handler raises KeyboardInterrupt wherever the main thread happens to be, and an
+exception raised inside a finaliser, a weakref callback or library code with a broad `except` is
+swallowed: the Ctrl-C is lost and training goes on. On Kubernetes the driver gets SIGTERM, which Ray's
+`ray.init` turns into a bare `sys.exit`. Here a handler only records the signal; the driver checks it
+between rounds and while it waits for a round, so the request cannot be lost and the stop is orderly:
+finish or abandon the round within a grace period, checkpoint, flush, remove the placement group.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+log = logging.getLogger("red.stop")
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# How long a stopping run waits for the round in flight. Kubernetes kills a Pod 30 s after SIGTERM by
+# default, and the checkpoint, the last status patch and Ray's shutdown must fit in what is left.
+GRACE_S = float(os.environ.get("RED_STOP_GRACE_S", "10"))
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop by signal: raised at once by a second signal, or by the driver after an orderly stop."""
+
+    def __init__(self, signum: int, message: str = ""):
+        self.signum = signum
+        self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM, as shells report them
+        super().__init__(message or f"stopped by signal {signal.Signals(signum).name}")
+
+
+class RoundAbandoned(Exception):
+    """The round in flight did not finish within the grace period of a stop request."""
+
+
+class StopRequest:
+    """Records SIGINT/SIGTERM while installed (main thread only); a second signal raises Interrupted."""
+
+    def __init__(self, grace_s: float = GRACE_S):
+        self.grace_s = grace_s
+        self.signum: int | None = None
+        self.requested_at: float | None = None
+        self._event = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for signum in SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            raise Interrupted(signum, f"stopped at once by a second signal {signal.Signals(signum).name}")
+        self.request(signum)
+
+    def request(self, signum: int) -> None:
+        """Ask the run to stop, as the first signal does (tests and callers may call it directly)."""
+        self.signum = signum
+        self.requested_at = time.monotonic()
+        self._event.set()
+        log.warning(
+            "%s: stopping after the current round (at most %.0fs); send it again to stop at once",
+            signal.Signals(signum).name,
+            self.grace_s,
+        )
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def grace_left(self) -> float:
+        """Seconds the round in flight may still take; infinite while no stop is requested."""
+        if self.requested_at is None:
+            return float("inf")
+        return self.requested_at + self.grace_s - time.monotonic()
+
+    def interrupted(self, message: str) -> Interrupted:
+        assert self.signum is not None
+        return Interrupted(self.signum, message)
