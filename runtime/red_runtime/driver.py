@@ -167,8 +167,8 @@ class Driver:
                 )
                 self.reporter.started(info, self.nodes)
                 return self._rounds(schema, ctx, health, prepared, test_set, info, first_round)
-        except Interrupted as err:
-            self.reporter.stopped(str(err))
+        except KeyboardInterrupt as err:
+            self.reporter.stopped(str(err) if isinstance(err, Interrupted) else self.stop.describe())
             raise
         except BaseException as err:
             self.reporter.failed(failure_reason(err))
@@ -323,13 +323,13 @@ class Driver:
 
     def _stopped(self, abandoned: RoundAbandoned | None) -> Interrupted:
         done = self.history[-1]["round"] if self.history else 0
-        how = f"abandoned round {done + 1} ({abandoned}) and " if abandoned else ""
+        how = f"(round {done + 1} abandoned: {abandoned}) " if abandoned else ""
         kept = (
             f"; checkpoint of round {self.checkpoints.last_round} kept, resume to continue"
             if self.checkpoints.last_round
             else ""
         )
-        return self.stop.interrupted(f"stopped by signal {self.stop.name}: {how}stopped after round {done}{kept}")
+        return self.stop.interrupted(f"stopped by signal {self.stop.name} {how}after round {done}{kept}")
 
     def _evaluate(self, model: torch.nn.Module, params: np.ndarray, test_set) -> tuple[float, float]:
         """The round's model on the held-out test set, on every core: the node actors are idle meanwhile."""
@@ -391,15 +391,15 @@ def failure_reason(err: BaseException) -> str:
 
 
 @contextmanager
-def ray_session(address: str | None = None) -> Iterator[StopRequest]:
+def ray_session(address: str | None, stop: StopRequest) -> Iterator[None]:
     """Connect to `address`, or start an embedded Ray sized to this machine; always shut down.
 
-    Yields the run's stop request, whose signal handlers are installed after `ray.init` (which sets a
-    SIGTERM handler of its own that would exit without cleaning up) and removed before Ray shuts down.
+    The stop request's signal handlers go in after `ray.init`, which sets a SIGTERM handler of its own
+    that would exit without cleaning up, and come out before Ray shuts down.
     """
     if ray.is_initialized():
-        with StopRequest() as stop:
-            yield stop
+        with stop:
+            yield
         return
     # "local" always starts a fresh Ray, even when another one runs on this machine.
     kwargs = (
@@ -409,26 +409,26 @@ def ray_session(address: str | None = None) -> Iterator[StopRequest]:
     )
     ray.init(logging_level=logging.WARNING, log_to_driver=True, **kwargs)
     try:
-        with StopRequest() as stop:
-            yield stop
+        with stop:
+            yield
     finally:
         ray.shutdown()
 
 
 def execute(fed: Federation, sinks: list, address: str | None, checkpoint_dir: Path, resume: bool) -> int:
     """Run `fed` to the end on Ray at `address` (embedded if None); the exit code says how it ended."""
+    stop = StopRequest()
     try:
-        with ray_session(address) as stop:
+        with ray_session(address, stop):
             Driver(fed, Reporter(sinks), checkpoint_dir=checkpoint_dir, resume=resume, stop=stop).run()
     except SpecError as err:
         print(f"red: {err}", file=sys.stderr)
         return EXIT_INVALID
-    except Interrupted as err:
-        print(f"red: {err}; placement group removed and Ray shut down", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("red: interrupted; placement group removed and Ray shut down", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        # Ray's native code may turn an Interrupted into a plain KeyboardInterrupt: the request knows.
+        reason = str(err) if isinstance(err, Interrupted) else stop.describe()
+        print(f"red: {reason}; placement group removed and Ray shut down", file=sys.stderr)
+        return stop.exit_code
     except Exception as err:
         print(f"red: federation {fed.name} failed: {failure_reason(err)}", file=sys.stderr)
         return EXIT_FAILED

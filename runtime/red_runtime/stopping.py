@@ -44,6 +44,7 @@ class StopRequest:
     def __init__(self, grace_s: float = GRACE_S):
         self.grace_s = grace_s
         self.signum: int | None = None
+        self.repeated = False
         self.requested_at: float | None = None
         self._event = threading.Event()
         self._previous: dict[int, Any] = {}
@@ -61,7 +62,8 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:
-            raise Interrupted(signum, f"stopped at once by a second signal {signal.Signals(signum).name}")
+            self.repeated = True
+            raise Interrupted(signum, self.describe())
         self.request(signum)
 
     def request(self, signum: int) -> None:
@@ -92,3 +94,13 @@ class StopRequest:
     def interrupted(self, message: str) -> Interrupted:
         assert self.signum is not None
         return Interrupted(self.signum, message)
+
+    def describe(self) -> str:
+        """What stopped the run, for a KeyboardInterrupt that lost its type crossing Ray's native code."""
+        if self.repeated:
+            return f"stopped at once by a second signal {self.name}"
+        return f"stopped by signal {self.name}" if self.signum is not None else "interrupted"
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from tests.runtime.conftest import example
+from tests.runtime.conftest import example, rounds_done
 
 pytestmark = pytest.mark.ray
 
@@ -109,31 +109,89 @@ def test_user_dataset_and_model_by_reference(tmp_path):
     assert json.loads((tmp_path / "out/summary.json").read_text())["final_accuracy"] > 0.8
 
 
-def test_ctrl_c_stops_cleanly(tmp_path):
-    out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "red_runtime.cli",
-            "run",
-            str(write(tmp_path, example(rounds=100000))),
-            "--out",
-            str(out),
-        ],
+def start_red(tmp_path, doc, *extra, env=None):
+    """`red run` in a session of its own, as a user's shell starts it. Its SIGINT disposition is reset to the
+    default, not inherited: a background job of a non-interactive shell starts with SIGINT ignored."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "red_runtime.cli", "run", str(write(tmp_path, doc)), "--out", str(tmp_path / "out")]
+        + list(extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.monotonic() + 120
-    while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text()):
-        assert time.monotonic() < deadline and proc.poll() is None, "no round finished"
-        time.sleep(0.2)
+
+
+def wait_for_rounds(proc, out, rounds, timeout=300):
+    deadline = time.monotonic() + timeout
+    while rounds_done(out) < rounds:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"fewer than {rounds} rounds within {timeout}s"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_cleanly(tmp_path, sig, code):
+    out = tmp_path / "out"
+    proc = start_red(tmp_path, example(rounds=100000))
+    wait_for_rounds(proc, out, 1)
     spawned = psutil.Process(proc.pid).children(recursive=True)
     assert spawned, "an embedded Ray runs under red"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
-    assert "interrupted" in err
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-3000:]
+    assert f"stopped by signal {signal.Signals(sig).name}" in err
+    assert "placement group removed and Ray shut down" in err
     gone, alive = psutil.wait_procs(spawned, timeout=30)
     assert alive == [], [p.info for p in alive]
+    assert rounds_done(out) >= 1, "what ran before the signal is kept"
+
+
+def test_ctrl_c_stops_cleanly(tmp_path):
+    """The README's promise, as a user presses Ctrl-C once."""
+    test_a_signal_stops_cleanly(tmp_path, signal.SIGINT, 130)
+
+
+def test_a_second_signal_stops_at_once(tmp_path):
+    # A long round (many epochs) and a grace period longer than the test allows: only the second
+    # signal can end this run in time.
+    doc = example(rounds=1000, **{"task.train": {"epochs": 200, "lr": 0.01}})
+    env = {**os.environ, "RED_STOP_GRACE_S": "3600"}
+    out = tmp_path / "out"
+    proc = start_red(tmp_path, doc, env=env)
+    wait_for_rounds(proc, out, 1)
+    spawned = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(1)  # the first signal is recorded; the round goes on
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert "stopped at once by a second signal SIGTERM" in err
+    gone, alive = psutil.wait_procs(spawned, timeout=30)
+    assert alive == [], [p.info for p in alive]
+
+
+def test_a_sigtermed_run_resumes_to_the_same_model(tmp_path):
+    # Checkpoints every 5 rounds: the one the stop writes is off that cadence, so it is the stop's own.
+    doc = example(rounds=8, checkpoint={"every": 5, "keep": 2})
+    whole = tmp_path / "whole"
+    assert red("run", str(write(tmp_path, doc, "whole.yaml")), "--out", str(whole)).returncode == 0
+    out = tmp_path / "out"
+    proc = start_red(tmp_path, doc)
+    wait_for_rounds(proc, out, 2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    stopped_after = rounds_done(out)
+    assert stopped_after < 8, "the run stopped before its last round"
+    assert f"checkpoint of round {stopped_after} kept" in err
+    again = red("run", str(tmp_path / "fed.yaml"), "--out", str(out), "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming after round {stopped_after}" in again.stderr
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == list(range(1, 9))
+    a, b = torch.load(whole / "model.pt", weights_only=True), torch.load(out / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
