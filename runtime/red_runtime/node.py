@@ -8,6 +8,7 @@ thousand nodes cost a thousand partitions, not a thousand Python processes.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -38,43 +39,48 @@ def round_generator(seed: int, index: int, round_no: int) -> torch.Generator:
 
 
 class PoolFlusher:
-    """Sums the updates bound for one receiver and posts them, with their nodes' result rows, in flushes.
+    """Sums the updates bound for one receiver and posts them, with their nodes' result rows.
 
-    A flush goes out every tenth of the round's time budget and before each node once the deadline is
-    closer than twice the slowest node so far, so an update that was ready before the deadline arrives.
+    Besides the flush at the end, a timer thread flushes shortly before the round's deadline, while the
+    actor may still be busy with a slow node: the updates that were ready by then arrive, and only the
+    slow node misses the round.
     """
 
     def __init__(self, host: NodeHost, round_no: int, deadline: float):
         self.host = host
         self.round_no = round_no
-        self.deadline = deadline
-        self.every = max(0.05, (deadline - time.time()) / 10)
-        self.last = time.time()
-        self.slowest = 0.0
         self.pooled: dict[str, tuple[Update, list[dict[str, Any]]]] = {}
         self.posts: list[Any] = []
-
-    def before_node(self) -> None:
-        now = time.time()
-        if self.pooled and (now - self.last >= self.every or self.deadline - now < 2 * self.slowest):
-            self.flush()
+        self._lock = threading.Lock()
+        budget = deadline - time.time()
+        # Early enough that the posts reach the topology manager before the server collects.
+        margin = min(1.0, 0.1 * budget)
+        self._timer = threading.Timer(max(0.0, budget - margin), self.flush)
+        self._timer.daemon = True
+        self._timer.start()
 
     def add(self, dst: str, update: Update, result: dict[str, Any], pooled: bool) -> None:
-        self.slowest = max(self.slowest, result["seconds"])
-        if not pooled:
-            self.posts.append(self.host._post(self.round_no, list(update.nodes), [dst], update, [result]))
-            return
-        acc, rows = self.pooled.setdefault(dst, (Update(np.zeros_like(update.params), 0.0), []))
-        acc.params += update.params
-        acc.weight += update.weight
-        acc.nodes += update.nodes
-        rows.append(result)
+        with self._lock:
+            if not pooled:
+                self.posts.append(self.host._post(self.round_no, list(update.nodes), [dst], update, [result]))
+                return
+            acc, rows = self.pooled.setdefault(dst, (Update(np.zeros_like(update.params), 0.0), []))
+            acc.params += update.params
+            acc.weight += update.weight
+            acc.nodes += update.nodes
+            rows.append(result)
 
     def flush(self) -> None:
-        for dst, (acc, rows) in self.pooled.items():
-            self.posts.append(self.host._post(self.round_no, list(acc.nodes), [dst], acc, rows))
-        self.pooled.clear()
-        self.last = time.time()
+        with self._lock:
+            for dst, (acc, rows) in self.pooled.items():
+                self.posts.append(self.host._post(self.round_no, list(acc.nodes), [dst], acc, rows))
+            self.pooled.clear()
+
+    def close(self) -> list[Any]:
+        """The last flush; returns every post made, to wait on."""
+        self._timer.cancel()
+        self.flush()
+        return self.posts
 
 
 class NodeHost:
@@ -156,8 +162,8 @@ class NodeHost:
 
         With `pool` (linear strategies) the updates bound for one receiver are summed here, so the
         receiver gets one message per flush instead of one per node. Each message carries the result
-        rows of the nodes in it, and the pool is flushed as the round's wall-clock `deadline` nears, so
-        a slow node costs only its own update, not those of every node this actor trained before it.
+        rows of the nodes in it, and the pool is flushed just before the round's wall-clock `deadline`,
+        so a slow node costs only its own update, not those of every node this actor trained before it.
         Returns how many nodes trained.
         """
         inbox = self._inbox(round_no, indices)
@@ -171,7 +177,6 @@ class NodeHost:
                 continue  # a straggler's call for a round the server already closed: nothing to do
             if time.time() >= deadline:
                 break  # the server has closed the round: later updates would be dropped unread
-            flusher.before_node()
             ref = messages[-1][1][0]
             if ref not in cache:
                 cache[ref] = ray.get(ref)
@@ -193,8 +198,7 @@ class NodeHost:
             result["pid"] = self.pid
             flusher.add(upstream[index], update, result, pooled=pool)
             trained += 1
-        flusher.flush()
-        ray.get(flusher.posts)
+        ray.get(flusher.close())
         return trained
 
     def _evaluate_local(self, index: int, params: np.ndarray, state: LocalState) -> dict[str, Any]:
