@@ -123,6 +123,9 @@ def _with_driver_report(outcome: Outcome, obs: Observed, previous: Mapping[str, 
                 RUNNING, "AwaitingDriverReport", f"RayJob {obs.job_name} succeeded; awaiting the driver's final report"
             )
         return Outcome(SUCCEEDED, outcome.reason, f"{outcome.message} (the driver's final report never arrived)")
+    stopped = previous.get("driverStopped")
+    if outcome.phase == FAILED and stopped:  # a stop by signal is no failure of training: say what it kept
+        return Outcome(FAILED, "StoppedBySignal", f"{stopped} | {outcome.message}")
     error = previous.get("driverError")
     if outcome.phase == FAILED and error and error not in outcome.message:
         return Outcome(FAILED, outcome.reason, f"{error} | {outcome.message}")

@@ -41,6 +41,7 @@ DRIVER_FIELDS = (
     "startTime",
     "completionTime",
     "driverError",
+    "driverStopped",
     "driverRayJob",
 )
 # At about 110 bytes an entry, the status stays far below etcd's 1.5 MiB object limit with this many listed.
@@ -109,6 +110,7 @@ class StatusSink(Sink):
             startTime=now_iso(),
             completionTime=None,
             driverError=None,
+            driverStopped=None,
         )
 
     def round_done(self, report: RoundReport, nodes: list[NodeStatus]) -> None:
@@ -136,6 +138,10 @@ class StatusSink(Sink):
 
     def failed(self, reason: str) -> None:
         self._update(completionTime=now_iso(), driverError=reason[:1000])
+
+    def stopped(self, reason: str) -> None:
+        # Not an error: the operator says StoppedBySignal, and a later attempt resumes from the checkpoint.
+        self._update(completionTime=now_iso(), driverStopped=reason[:1000])
 
     def close(self) -> None:
         """Send what is pending, waiting up to `final_flush_s` for the API server to come back."""

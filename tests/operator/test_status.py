@@ -115,6 +115,15 @@ def test_the_drivers_error_leads_the_failed_message():
     assert failed["message"].startswith("RuntimeError: loss is nan") and "exit code 1" in failed["message"]
 
 
+def test_a_driver_stopped_by_signal_is_not_reported_as_a_training_error():
+    stopped = observed(job=job("Failed", "FAILED", "AppFailed", "Job entrypoint command failed with exit code 143"))
+    reason = "stopped by signal SIGTERM after round 7; checkpoint of round 7 kept, resume to continue"
+    status = compute_status(body({"driverStopped": reason}), stopped, now=T0)
+    failed = conditions(status)["Failed"]
+    assert failed["reason"] == "StoppedBySignal"
+    assert failed["message"].startswith(reason)
+
+
 def test_last_transition_time_is_kept_while_a_condition_holds():
     first = compute_status(body(), observed(cluster=READY_CLUSTER, job=job("Running")), now=T0)
     again = compute_status(body(first), observed(cluster=READY_CLUSTER, job=job("Running")), now=T1)

@@ -187,3 +187,15 @@ def test_the_node_list_is_bounded_at_any_size():
     assert len(last["nodes"]) == MAX_LISTED_NODES and last["nodesUnlisted"] == 500 - MAX_LISTED_NODES
     assert all(n["state"] != HEALTHY for n in last["nodes"])
     assert len(json.dumps(last)) < 64 * 1024
+
+
+def test_a_stop_by_signal_is_reported_as_such_not_as_an_error():
+    rec = Recorder()
+    sink = StatusSink(rec, min_interval_s=0.01)
+    sink.started(info(), NODES)
+    sink.round_done(report(3), NODES)
+    sink.stopped("stopped by signal SIGTERM after round 3; checkpoint of round 3 kept, resume to continue")
+    sink.close()
+    last = rec.bodies[-1]
+    assert last["driverStopped"].startswith("stopped by signal SIGTERM after round 3")
+    assert last["driverError"] is None and last["completionTime"]
