@@ -40,6 +40,9 @@ RAY_PORTS = (("gcs-server", 6379), ("dashboard", 8265), ("client", 10001))
 DRIVER_MODULE = "red_runtime.driver"
 # The driver tags its status reports with its RayJob's name, read from this variable of its runtime env.
 DRIVER_RAYJOB_ENV = "RED_RAYJOB"
+# Seconds a stopped RayJob's driver gets between SIGTERM and SIGKILL: its stop grace period (10 s by default)
+# plus a checkpoint and the last status patch, inside the 30 s a Pod gets after its own SIGTERM.
+JOB_STOP_WAIT_S = 25
 
 _QUANTITY = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)([a-zA-Z]*)$")
 _SUFFIX = {"": 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 1024.0, "Mi": 1024.0**2, "Gi": 1024.0**3}
@@ -193,6 +196,9 @@ def _container(name: str, image: str, cpu: str, memory: str, gpu: int, fed: Fede
     }
     if name == HEAD_CONTAINER:
         container["ports"] = [{"name": port_name, "containerPort": port} for port_name, port in RAY_PORTS]
+        # Ray's job supervisor (on the head) sends a stopped job's driver SIGTERM and, by default, SIGKILL 3 s
+        # later: too soon for the driver to finish its round, checkpoint and report (red_runtime.stopping).
+        container["env"].append({"name": "RAY_JOB_STOP_WAIT_TIME_S", "value": str(JOB_STOP_WAIT_S)})
     return container
 
 

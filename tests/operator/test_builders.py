@@ -116,6 +116,9 @@ def test_raycluster_head_and_gpu_worker_groups():
     assert container["resources"]["limits"] == {"cpu": "2", "memory": "8Gi"}
     assert head["rayStartParams"]["num-cpus"] == "2" and head["rayStartParams"]["num-gpus"] == "0"
     assert {p["containerPort"] for p in container["ports"]} == {6379, 8265, 10001}
+    # A stopped job's driver gets time to checkpoint before Ray's job supervisor kills it.
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert int(env["RAY_JOB_STOP_WAIT_TIME_S"]) > 10
 
     gpu, cpu = spec["workerGroupSpecs"]
     assert gpu["groupName"] == "gpu" and gpu["replicas"] == gpu["minReplicas"] == 2
