@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from red_runtime import strict_json
+from red_runtime.outputs import atomic_write
 from red_runtime.spec import FederationSpec
 
 log = logging.getLogger("red.checkpoint")
@@ -88,15 +88,6 @@ def _decode(value: Any) -> Any:
     return value
 
 
-def _atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def save(folder: Path, ckpt: Checkpoint, keep: int) -> Path:
     """Write `ckpt` and prune this owner's older checkpoints to `keep`; returns the tensor file's path."""
     folder = Path(folder)
@@ -105,7 +96,7 @@ def save(folder: Path, ckpt: Checkpoint, keep: int) -> Path:
     buffer = io.BytesIO()
     torch.save(_encode({"params": ckpt.params, "strategy": ckpt.strategy, "node_states": ckpt.node_states}), buffer)
     data = buffer.getvalue()
-    _atomic(tensors, data)
+    atomic_write(tensors, data)
     meta = {
         "format": FORMAT,
         "round": ckpt.round,
@@ -116,7 +107,7 @@ def save(folder: Path, ckpt: Checkpoint, keep: int) -> Path:
         "tensors": tensors.name,
         "sha256": hashlib.sha256(data).hexdigest(),
     }
-    _atomic(tensors.with_suffix(".json"), strict_json.dumps(meta).encode())
+    atomic_write(tensors.with_suffix(".json"), strict_json.dumps(meta).encode())
     for old in rounds_in(folder, ckpt.federation)[:-keep]:
         stale = path_for(folder, old, ckpt.federation)
         stale.with_suffix(".json").unlink(missing_ok=True)
