@@ -137,6 +137,9 @@ def ray_head(tmp_path) -> Iterator[callable]:
         # path for the test models, as a user's image would carry their own code.
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=ray_token, KUBECONFIG=str(kubeconfig))
         env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **(extra_env or {}))
+        # The RayJob's entrypoint says `python`: let that be this interpreter (a virtualenv that is not
+        # activated, too), not whichever python comes first on PATH.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         head = RayHead(env, tmp_path / "ray-head.log")
         heads.append(head)
         head.start()
