@@ -175,3 +175,17 @@ def test_every_status_field_written_is_declared_in_the_crd():
     crd = yaml.safe_load((Path(__file__).resolve().parents[2] / "crds" / "federation.yaml").read_text())
     declared = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert set(OPERATOR_FIELDS) | set(DRIVER_FIELDS) <= set(declared)
+
+
+def test_a_superseded_attempts_report_is_ignored():
+    """The last attempt's driver reported completionTime and driverError; a new RayJob now runs."""
+    stale = {"completionTime": T0, "driverError": "RuntimeError: old attempt", "driverRayJob": "f-abcde-0"}
+    complete = observed(cluster=READY_CLUSTER, job=job("Complete", "SUCCEEDED", end=T0))
+    status = compute_status(body(stale), complete, now=T0)
+    assert (status["phase"], status["reason"]) == ("Running", "AwaitingDriverReport")
+    failed = compute_status(body(stale), observed(job=job("Failed", "FAILED", "AppFailed", "exit 1")), now=T0)
+    assert conditions(failed)["Failed"]["message"] == "exit 1"
+    current = {**stale, "driverRayJob": "f-abcde-1"}
+    assert compute_status(body(current), complete, now=T0)["phase"] == "Succeeded"
+    untagged = {k: v for k, v in stale.items() if k != "driverRayJob"}  # a driver of an older release
+    assert compute_status(body(untagged), complete, now=T0)["phase"] == "Succeeded"
