@@ -80,6 +80,16 @@ def patch_status(api: Any, namespace: str, name: str, status: dict, timeout_s: f
             _request_timeout=timeout_s,
         )
     except client.ApiException as err:
-        if err.status in (409, 422, 500) and "test" in str(err.body).lower() and status.get("driverRayJob"):
-            raise Superseded(f"{namespace}/{name} no longer runs RayJob {status['driverRayJob']}") from err
+        tag = status.get("driverRayJob")
+        # A failed test op comes back as a bare 422 ("the server rejected our request"), indistinguishable
+        # by its body from other invalid requests: the status itself says whether the RayJob moved on.
+        if tag and err.status in (409, 422) and current_rayjob(api, namespace, name) != tag:
+            raise Superseded(f"{namespace}/{name} no longer runs RayJob {tag}") from err
         raise
+
+
+def current_rayjob(api: Any, namespace: str, name: str) -> str | None:
+    from kubernetes import client
+
+    obj = client.CustomObjectsApi(api).get_namespaced_custom_object_status(API_GROUP, VERSION, namespace, PLURAL, name)
+    return (obj.get("status") or {}).get("rayJobName")
