@@ -82,6 +82,7 @@ def check_references(fed: Federation) -> None:
             resolve(ref, path)
     check_partition(task, fed.spec.nodes.count)
 
+
 def prepare(fed: Federation, machines: list[dict[str, float]]) -> Prepared:
     """Plan the slots and build the data and model; raises SpecError naming the field on what cannot run.
 
