@@ -134,7 +134,7 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
         p.conflict("RayCluster", cluster)
         cluster = None
     try:
-        fed = parse_manifest({**body, "metadata": {**meta, "namespace": namespace}})
+        fed = parse_manifest({**body, "metadata": {**meta, "namespace": namespace}}, stored=True)
     except (SpecError, ValueError, TypeError) as err:
         return _release(body, p, jobs, cluster, cluster_name, _problems(err))
 

@@ -44,7 +44,7 @@ def read_federation(api: Any, namespace: str, name: str) -> tuple[Federation, di
     from kubernetes import client
 
     obj = client.CustomObjectsApi(api).get_namespaced_custom_object(API_GROUP, VERSION, namespace, PLURAL, name)
-    return parse_manifest(obj), obj
+    return parse_manifest(obj, stored=True), obj
 
 
 def status_patch(status: dict) -> tuple[Any, str]:

@@ -7,6 +7,7 @@ The CRD in crds/ expresses the same rules as an OpenAPI schema; tests keep the t
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Mapping
@@ -204,11 +205,28 @@ class Federation:
     uid: str = ""
 
 
-class _Checker:
-    """Reads a plain mapping field by field, recording problems instead of raising on the first."""
+log = logging.getLogger("red.spec")
+_warned: set[str] = set()
 
-    def __init__(self) -> None:
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
+
+
+class _Checker:
+    """Reads a plain mapping field by field, recording problems instead of raising on the first.
+
+    `stored`: the object came from the API server, whose schema already pruned what the CRD does not
+    declare. A field this model does not know is then one of a newer CRD than this code (an operator or
+    driver mid-upgrade), not a typo: it is ignored with a warning, so a CRD upgraded before the operator
+    never turns running Federations invalid (and their compute released).
+    """
+
+    def __init__(self, stored: bool = False) -> None:
         self.problems: list[str] = []
+        self.stored = stored
 
     def fail(self, path: str, value: Any, reason: str) -> None:
         self.problems.append(f"{path}: {value!r}: {reason}")
@@ -226,7 +244,10 @@ class _Checker:
     def unknown(self, data: Mapping, path: str, known: tuple[str, ...]) -> None:
         # YAML keys need not be strings (`1:`, `~:`), so they are sorted as text.
         for extra in sorted(set(data) - set(known), key=str):
-            self.fail(f"{path}.{extra}", data[extra], f"unknown field (known: {', '.join(known)})")
+            if self.stored:
+                _warn_once(f"{path}.{extra}: not known to this version of Red (a newer CRD?): ignored")
+            else:
+                self.fail(f"{path}.{extra}", data[extra], f"unknown field (known: {', '.join(known)})")
 
     def integer(self, data, key, path, default, minimum=None, maximum=None) -> int:
         value = data.get(key, default)
@@ -326,9 +347,9 @@ SPEC_FIELDS = (
 )
 
 
-def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec") -> FederationSpec:
-    """Validate a Federation's `spec` mapping and return it with defaults filled in."""
-    c = _Checker()
+def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool = False) -> FederationSpec:
+    """Validate a Federation's `spec` mapping and return it with defaults filled in (`stored`: see _Checker)."""
+    c = _Checker(stored)
     spec = {} if spec is None else spec
     if not isinstance(spec, Mapping):
         raise SpecError([f"{path}: {spec!r}: must be a mapping"])
@@ -613,8 +634,11 @@ def _ray(c: _Checker, spec: Mapping, path: str) -> RaySpec:
     )
 
 
-def parse_manifest(doc: Mapping[str, Any]) -> Federation:
-    """Validate a whole Federation object (apiVersion, kind, metadata, spec)."""
+def parse_manifest(doc: Mapping[str, Any], stored: bool = False) -> Federation:
+    """Validate a whole Federation object (apiVersion, kind, metadata, spec).
+
+    `stored` for an object read from the API server: fields a newer CRD added are ignored (see _Checker).
+    """
     if not isinstance(doc, Mapping):
         raise SpecError([f"manifest: {doc!r}: must be a mapping"])
     problems = []
@@ -632,7 +656,7 @@ def parse_manifest(doc: Mapping[str, Any]) -> Federation:
             "for the names KubeRay gives the RayCluster's Services"
         )
     try:
-        spec = parse_spec(doc.get("spec"))
+        spec = parse_spec(doc.get("spec"), stored=stored)
     except SpecError as err:
         problems.extend(err.problems)
     if problems:

@@ -20,7 +20,7 @@ from red_operator.status import job_outcome
 from tests.conftest import Kube
 from tests.helm.conftest import CHART, Helm, sets
 from tests.helm.test_install import WAIT, service_account_kubeconfig
-from tests.operator.conftest import Operator
+from tests.operator.conftest import CRD, Operator
 from tests.operator.test_operator_cluster import apply, federation, get, status, uids, wait_children
 
 pytestmark = pytest.mark.cluster
@@ -39,6 +39,11 @@ def checkout(commit: str, into: Path) -> Path:
     return into
 
 
+def apply_crd(kube, path: Path) -> None:
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    kube.kubectl("wait", "--for=condition=Established", "crd/federations.red.dev", "--timeout=60s")
+
+
 def operator_as(kube, namespace: str, release: str, log_dir: Path, source: Path | None = None) -> Operator:
     log_dir.mkdir()
     config = service_account_kubeconfig(kube, namespace, f"{release}-red-operator", log_dir / "kubeconfig")
@@ -46,9 +51,13 @@ def operator_as(kube, namespace: str, release: str, log_dir: Path, source: Path 
 
 
 def test_helm_upgrade_under_a_running_federation_replaces_nothing(
-    kube, crd, helm: Helm, namespace: str, release: str, tmp_path: Path
+    kube, crd, helm: Helm, namespace: str, release: str, tmp_path: Path, request
 ):
     previous = checkout(PREVIOUS, tmp_path / "previous")
+    # As a real upgrade starts: the previous release's CRD. This checkout's comes back with the upgrade, and in
+    # any case when the test ends, for the tests after it.
+    request.addfinalizer(lambda: apply_crd(kube, CRD))
+    apply_crd(kube, previous / "helm" / "red-operator" / "files" / "federation-crd.yaml")
     values = sets("crds.install=false", f"watchNamespaces={{{namespace}}}")
     helm.run("install", release, previous / "helm" / "red-operator", "--namespace", namespace, *values, *WAIT)
     old = operator_as(kube, namespace, release, tmp_path / "old", source=previous)
@@ -62,6 +71,7 @@ def test_helm_upgrade_under_a_running_federation_replaces_nothing(
     finally:
         old.stop()
 
+    apply_crd(kube, CRD)  # a chart upgrade's CRD, then its operator
     helm.run("upgrade", release, CHART, "--namespace", namespace, *values, *WAIT)
     new = operator_as(kube, namespace, release, tmp_path / "new")
     new.start()

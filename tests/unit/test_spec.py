@@ -181,3 +181,19 @@ def test_a_file_that_is_not_text_is_a_spec_error(tmp_path):
     path.write_bytes(b"\xff\xfe\x00\x01")
     with pytest.raises(SpecError, match="not UTF-8"):
         load_manifest(str(path))
+
+
+def test_a_field_of_a_newer_crd_is_ignored_in_a_stored_object_but_refused_in_a_file():
+    """The API server prunes what its CRD does not declare, so an unknown field in a stored Federation
+    comes from a CRD newer than this code (an upgrade in progress), not from a typo: refusing it would
+    make every running Federation InvalidSpec, and the operator would release their compute."""
+    doc = {
+        "apiVersion": "red.dev/v1alpha1",
+        "kind": "Federation",
+        "metadata": {"name": "f", "namespace": "ns"},
+        "spec": {"rounds": 3, "faultTolerance": {"someFutureField": "x"}, "someFutureSection": {}},
+    }
+    fed = parse_manifest(doc, stored=True)
+    assert fed.spec.rounds == 3
+    with pytest.raises(SpecError, match=r"spec.faultTolerance.someFutureField: 'x': unknown field"):
+        parse_manifest(doc)
