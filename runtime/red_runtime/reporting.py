@@ -14,6 +14,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 HEALTHY, PENDING, STRAGGLING, RESTARTING, FAILED = "Healthy", "Pending", "Straggling", "Restarting", "Failed"
+NODE_STATES = (HEALTHY, PENDING, STRAGGLING, RESTARTING, FAILED)
 
 
 def now_iso() -> str:

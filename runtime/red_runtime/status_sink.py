@@ -24,7 +24,7 @@ from typing import Any
 
 from red_runtime import privacy, strict_json
 from red_runtime.kube import Superseded, driver_rayjob
-from red_runtime.reporting import HEALTHY, NodeStatus, RoundReport, RunInfo, Sink, Summary, now_iso
+from red_runtime.reporting import HEALTHY, NODE_STATES, NodeStatus, RoundReport, RunInfo, Sink, Summary, now_iso
 
 log = logging.getLogger("red.status")
 DRIVER_FIELDS = (
@@ -56,9 +56,11 @@ def node_fields(nodes: list[NodeStatus], limit: int = MAX_LISTED_NODES) -> dict[
     """nodesReady (healthy/total), a count per state, and entries for the first `limit` nodes that are not
     Healthy; the run folder's nodes.json holds every node."""
     unwell = [n for n in nodes if n.state != HEALTHY]
+    counts = collections.Counter(n.state for n in nodes)
     return {
         "nodesReady": nodes_ready(nodes),
-        "nodeCounts": dict(collections.Counter(n.state for n in nodes)),
+        # Every state, zeros too: a JSON merge patch merges maps, so a state left out would keep its old count.
+        "nodeCounts": {state: counts[state] for state in NODE_STATES},
         "nodes": [n.as_dict() for n in unwell[:limit]],
         "nodesUnlisted": max(0, len(unwell) - limit),
     }

@@ -46,6 +46,7 @@ def report(r, rounds=50):
 
 
 NODES = [NodeStatus(id="node-0", state=HEALTHY), NodeStatus(id="node-1", state=HEALTHY)]
+NO_NODES = {"Healthy": 0, "Pending": 0, "Straggling": 0, "Restarting": 0, "Failed": 0}
 SUMMARY = Summary(
     name="f",
     rounds_run=50,
@@ -70,7 +71,8 @@ def test_bursts_are_coalesced_and_the_latest_state_lands():
     last = rec.bodies[-1]
     assert last["progress"] == "50/50" and last["round"] == 50
     assert last["nodesReady"] == "2/2" and last["metrics"]["accuracy"] == 1.0
-    assert last["nodeCounts"] == {"Healthy": 2} and last["nodes"] == []  # healthy nodes are counted, not listed
+    # healthy nodes are counted, not listed
+    assert last["nodeCounts"] == {**NO_NODES, "Healthy": 2} and last["nodes"] == []
     assert last["completionTime"]
 
 
@@ -183,7 +185,7 @@ def test_the_node_list_is_bounded_at_any_size():
     sink.close()
     last = rec.bodies[-1]
     assert last["nodesReady"] == "99500/100000"
-    assert last["nodeCounts"] == {"Healthy": 99_500, "Failed": 250, "Restarting": 250}
+    assert last["nodeCounts"] == {**NO_NODES, "Healthy": 99_500, "Failed": 250, "Restarting": 250}
     assert len(last["nodes"]) == MAX_LISTED_NODES and last["nodesUnlisted"] == 500 - MAX_LISTED_NODES
     assert all(n["state"] != HEALTHY for n in last["nodes"])
     assert len(json.dumps(last)) < 64 * 1024
@@ -199,3 +201,30 @@ def test_a_stop_by_signal_is_reported_as_such_not_as_an_error():
     last = rec.bodies[-1]
     assert last["driverStopped"].startswith("stopped by signal SIGTERM after round 3")
     assert last["driverError"] is None and last["completionTime"]
+
+
+def merge_patch(target, patch):
+    """RFC 7386, as the API server applies an untagged report: maps merge, null removes."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_patch(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def test_node_counts_stay_true_under_merge_patches():
+    rec = Recorder()
+    sink = StatusSink(rec, min_interval_s=0.01)
+    sink.started(info(), [NodeStatus(id="node-0"), NodeStatus(id="node-1")])  # both Pending
+    sink.close()
+    sink = StatusSink(rec, min_interval_s=0.01)
+    sink.round_done(report(1), NODES)
+    sink.close()
+    status = {}
+    for body in rec.bodies:
+        status = merge_patch(status, body)
+    assert status["nodeCounts"] == {**NO_NODES, "Healthy": 2}, "no Pending left over from the start"
