@@ -229,7 +229,6 @@ class Driver:
         for i, saved in enumerate(ckpt.nodes):
             # This attempt may have another slot plan: where a node lives now is not where it lived then.
             self.nodes[i] = NodeStatus.from_dict({**saved, "bundle": 1 + i % slots})
-        health.nodes = self.nodes
         Checkpointer.restore_nodes(ckpt, ctx.pool)
         failed = [n.id for n in self.nodes if n.state == FAILED]
         if failed:
@@ -253,7 +252,9 @@ class Driver:
             try:
                 # Start the actors this round needs, all at once, and wait until they answer: start-up (a
                 # torch import) never counts against the round's deadline.
-                new = [ctx.pool.actor(s) and s for s in ctx.pool.by_slot(sampled) if s not in ctx.pool.actors]
+                new = [s for s in ctx.pool.by_slot(sampled) if s not in ctx.pool.actors]
+                for slot in new:
+                    ctx.pool.actor(slot)
                 for slot in new:
                     health.started(slot)
                 outcome = schema.run_round(round_no, sampled)
