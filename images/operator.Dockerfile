@@ -4,7 +4,9 @@
 # in with --no-deps. tests/helm/test_images.py and tests/unit/test_operator_image.py hold this list to what
 # the operator imports, the latter through a whole reconcile of every example with nothing else installed.
 # Build from the repository root: docker build -f images/operator.Dockerfile .
-FROM python:3.11.13-slim-bookworm
+# BASE: any Debian-based Python 3.11 image with pip on PATH (tests/cluster/images builds a stand-in).
+ARG BASE=python:3.11.13-slim-bookworm
+FROM ${BASE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src

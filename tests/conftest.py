@@ -267,15 +267,38 @@ def kubectl(kube: Kube) -> Callable[..., subprocess.CompletedProcess]:
     return kube.kubectl
 
 
-@pytest.fixture
-def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace named after the test; deleted (not awaited) afterwards."""
+# Pods of a test namespace run on kwok's fake nodes, as a plain operator test expects (Running at once, no
+# containers): the API server's PodNodeSelector and PodTolerationRestriction admission plugins read these
+# annotations (tests/cluster/ctl enables them) and tolerate the taint that keeps other Pods off kwok's CPU
+# nodes. A test whose Pods must really run asks for `node_namespace` instead, which lands on the real node.
+KWOK_ONLY = {
+    "scheduler.alpha.kubernetes.io/node-selector": "type=kwok",
+    "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps(
+        [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]
+    ),
+}
+
+
+def _test_namespace(kube: Kube, request: pytest.FixtureRequest, annotations: dict[str, str]) -> Iterator[str]:
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-") or "t"
     name = f"t-{base}-{uuid.uuid4().hex[:6]}"
-    kube.kubectl("create", "namespace", name)
-    kube.kubectl("label", "namespace", name, "red.test/ephemeral=true")
+    doc = {"apiVersion": "v1", "kind": "Namespace"}
+    doc["metadata"] = {"name": name, "labels": {"red.test/ephemeral": "true"}, "annotations": annotations}
+    kube.kubectl("create", "-f", "-", input=json.dumps(doc))
     try:
         yield name
     finally:
         if not os.environ.get("RED_TEST_KEEP_NAMESPACES"):
             kube.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+@pytest.fixture
+def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test, its Pods on kwok's nodes; deleted (not awaited) afterwards."""
+    yield from _test_namespace(kube, request, KWOK_ONLY)
+
+
+@pytest.fixture
+def node_namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace whose Pods the scheduler places as in any cluster: on the real node, for this suite."""
+    yield from _test_namespace(kube, request, {})

@@ -23,7 +23,7 @@ OPERATOR_MODULES = ("red_runtime.cli", "red_operator.run", "red_operator.handler
 
 
 def test_the_runtime_image_has_the_ray_red_is_tested_with():
-    base = re.search(r"^FROM rayproject/ray:(\S+)-py311$", (IMAGES / "runtime.Dockerfile").read_text(), re.M)
+    base = re.search(r"^ARG BASE=rayproject/ray:(\S+)-py311$", (IMAGES / "runtime.Dockerfile").read_text(), re.M)
     assert base and base.group(1) == importlib.metadata.version("ray")
 
 
