@@ -44,8 +44,11 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # A label or annotation key: an optional DNS subdomain prefix and a name of at most 63 characters.
 QUALIFIED_NAME = re.compile(rf"^({_SUBDOMAIN}/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-# A relative path that stays below its root: no leading "/", no ".." component.
-UP_LEVEL = re.compile(r"(^|/)\.\.(/|$)")
+# Paths with no ".." component, so that nothing reaches above its volume (what the CRD's patterns say too;
+# RE2, which they are written in, has no lookahead, hence a component spelled out: anything but "..").
+_PART = r"(\.?[^/.][^/]*|\.\.[^/]+|\.)"
+RELATIVE_PATH = re.compile(rf"^{_PART}(/{_PART})*$")
+ABSOLUTE_PATH = re.compile(rf"^(/{_PART})+/?$")
 
 
 class Checker(Protocol):
@@ -277,7 +280,7 @@ def _projected(c: Checker, value: Any, path: str, name_key: str, what: str) -> d
             if not key:
                 c.fail(f"{ip}.key", key, "must name a key of the " + what)
             rel = c.string(entry, "path", ip, "")
-            if not rel or rel.startswith("/") or UP_LEVEL.search(rel):
+            if not RELATIVE_PATH.fullmatch(rel):
                 c.fail(f"{ip}.path", rel, "must be a relative path without '..'")
             kept = {"key": key, "path": rel}
             if "mode" in entry:
@@ -328,7 +331,7 @@ def _mounts(c: Checker, value: Any, path: str, volumes: set) -> tuple[dict[str, 
             known = ", ".join(sorted(v for v in volumes if isinstance(v, str))) or "none"
             c.fail(f"{mp}.name", name, f"names no volume of this group (volumes: {known})")
         where = c.string(mount, "mountPath", mp, "")
-        if not where.startswith("/") or UP_LEVEL.search(where):
+        if not ABSOLUTE_PATH.fullmatch(where):
             c.fail(f"{mp}.mountPath", where, "must be an absolute path without '..'")
         elif where in paths:
             c.fail(f"{mp}.mountPath", where, "is used by two volumeMounts")
@@ -338,7 +341,7 @@ def _mounts(c: Checker, value: Any, path: str, volumes: set) -> tuple[dict[str, 
             kept["readOnly"] = c.boolean(mount, "readOnly", mp, False)
         if "subPath" in mount:
             sub = c.string(mount, "subPath", mp, "")
-            if sub.startswith("/") or UP_LEVEL.search(sub):
+            if sub and not RELATIVE_PATH.fullmatch(sub):
                 c.fail(f"{mp}.subPath", sub, "must be a relative path without '..'")
             kept["subPath"] = sub
         out.append(kept)

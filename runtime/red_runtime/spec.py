@@ -42,6 +42,8 @@ MAX_NAME_LENGTH = 50
 IMPORT_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 INT64_MAX = 2**63 - 1
+# The CRD's rules over a group's Pod fields are costed per group: the API server needs a bound.
+MAX_WORKER_GROUPS = 16
 # scikit-learn's bundled digits are the ten digits 0-9 (tests/unit/test_data_sizes.py checks the data).
 DIGITS_CLASSES = 10
 
@@ -619,6 +621,9 @@ def _ray(c: _Checker, spec: Mapping, path: str) -> RaySpec:
     raw_groups = raw.get("workerGroups") or []
     if not isinstance(raw_groups, list):
         c.fail(f"{p}.workerGroups", raw_groups, "must be a list")
+        raw_groups = []
+    elif len(raw_groups) > MAX_WORKER_GROUPS:
+        c.fail(f"{p}.workerGroups", f"{len(raw_groups)} groups", f"must be at most {MAX_WORKER_GROUPS}")
         raw_groups = []
     known = ("name", "replicas", "cpu", "gpu", "memory", *POD_FIELDS)
     names = set()
