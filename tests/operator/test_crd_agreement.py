@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from red_runtime.spec import MAX_NAME_LENGTH, MAX_WORKER_GROUPS, SpecError, parse_manifest
-from tests.operator.conftest import EXAMPLES
+from tests.operator.conftest import EXAMPLES, ROOT
 
 pytestmark = pytest.mark.cluster
 
@@ -92,6 +92,9 @@ VALID = {
     ),
 }
 VALID.update({f"example {p.name}": yaml.safe_load(p.read_text()) for p in EXAMPLES})
+# README's example of the Pod fields, as a reader would paste it.
+_README_POD = (ROOT / "README.md").read_text().split("### Ray Pods on a real cluster")[1].split("```yaml")[1]
+VALID["README's Ray Pods example"] = doc({"ray": yaml.safe_load(_README_POD.split("```")[0])["ray"]})
 
 # (manifest, a field path both error messages must contain)
 INVALID = {
