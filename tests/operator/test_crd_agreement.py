@@ -227,6 +227,10 @@ INVALID = {
         doc(group(tolerations=[{"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5}])),
         "spec.ray.workerGroups[0].tolerations[0].tolerationSeconds",
     ),
+    "a taint key name of 64 characters": (
+        doc(group(tolerations=[{"key": "example.com/" + "k" * 64, "operator": "Exists"}])),
+        "spec.ray.workerGroups[0].tolerations[0].key",
+    ),
     "an unknown taint effect": (
         doc(group(tolerations=[{"key": "k", "effect": "NoRun"}])),
         "spec.ray.workerGroups[0].tolerations[0].effect",
