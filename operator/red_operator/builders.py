@@ -8,6 +8,7 @@ it, so that upgrading the operator replaces nothing.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -19,7 +20,7 @@ from typing import Any
 import yaml
 
 from red_runtime import RAY_VERSION
-from red_runtime.spec import API_VERSION, KIND, Federation, FederationSpec
+from red_runtime.spec import API_VERSION, KIND, Federation, FederationSpec, PodOptions, WorkerGroup
 
 LABEL_FEDERATION = "red.dev/federation"
 LABEL_SPEC_HASH = "red.dev/spec-hash"
@@ -43,6 +44,24 @@ DRIVER_RAYJOB_ENV = "RED_RAYJOB"
 # Seconds a stopped RayJob's driver gets between SIGTERM and SIGKILL: its stop grace period (10 s by default)
 # plus a checkpoint and the last status patch, inside the 30 s a Pod gets after its own SIGTERM.
 JOB_STOP_WAIT_S = 25
+# What makes every Pod of a Federation pass Pod Security `restricted`. The runtime image runs as its `ray`
+# user (uid 1000, group 100, images/runtime.Dockerfile); naming the uid lets the kubelet verify runAsNonRoot.
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "runAsGroup": 100,
+    "fsGroup": 100,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+# GKE's and EKS's GPU nodes carry this taint; a group with GPUs tolerates it unless it sets tolerations.
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+# KubeRay's K8sJobMode submitter (utils.SubmitterContainerName) and the resources of its default template.
+SUBMITTER_CONTAINER = "ray-job-submitter"
+SUBMITTER_RESOURCES = {"requests": {"cpu": "500m", "memory": "200Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+# On a ServiceAccount: the annotation keys that came from the spec, so that one removed there goes here too,
+# while annotations that others add (a cloud's webhook, a person) stay.
+ANNOTATION_KEYS = "red.dev/spec-annotations"
 
 _QUANTITY = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)([a-zA-Z]*)$")
 _SUFFIX = {"": 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 1024.0, "Mi": 1024.0**2, "Gi": 1024.0**3}
@@ -73,6 +92,11 @@ def rayjob_name(fed_name: str, spec_hash: str, attempt: int) -> str:
 def driver_name(fed_name: str) -> str:
     """The ServiceAccount, Role and RoleBinding of the driver share this name."""
     return f"{fed_name}-driver"
+
+
+def worker_account_name(fed_name: str, group: str) -> str:
+    """The ServiceAccount of a worker group that asks for serviceAccountAnnotations."""
+    return f"{fed_name}-worker-{group}"
 
 
 def intent(value: Any) -> Any:
@@ -183,7 +207,9 @@ def _metadata(fed: Federation, name: str, extra_labels: Mapping[str, str] | None
     }
 
 
-def _container(name: str, image: str, cpu: str, memory: str, gpu: int, fed: Federation) -> dict[str, Any]:
+def _container(
+    name: str, image: str, cpu: str, memory: str, gpu: int, fed: Federation, pod: PodOptions
+) -> dict[str, Any]:
     resources: dict[str, Any] = {"cpu": str(cpu), "memory": str(memory)}
     if gpu:
         resources[GPU_RESOURCE] = str(gpu)
@@ -193,7 +219,10 @@ def _container(name: str, image: str, cpu: str, memory: str, gpu: int, fed: Fede
         "imagePullPolicy": "IfNotPresent",
         "resources": {"requests": dict(resources), "limits": dict(resources)},
         "env": [{"name": "RED_FEDERATION", "value": f"{fed.namespace}/{fed.name}"}],
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY),
     }
+    if pod.volumeMounts:
+        container["volumeMounts"] = [dict(m) for m in pod.volumeMounts]
     if name == HEAD_CONTAINER:
         container["ports"] = [{"name": port_name, "containerPort": port} for port_name, port in RAY_PORTS]
         # Ray's job supervisor (on the head) sends a stopped job's driver SIGTERM and, by default, SIGKILL 3 s
@@ -202,18 +231,53 @@ def _container(name: str, image: str, cpu: str, memory: str, gpu: int, fed: Fede
     return container
 
 
+def tolerations(pod: PodOptions, gpu: int) -> list[dict[str, Any]]:
+    """The user's tolerations if set (an empty list too), else the GPU nodes' taint for a group with GPUs."""
+    if pod.tolerations is not None:
+        return [dict(t) for t in pod.tolerations]
+    return [dict(GPU_TOLERATION)] if gpu else []
+
+
+def _template(fed: Federation, pod: PodOptions, gpu: int, spec: dict[str, Any]) -> dict[str, Any]:
+    """A Ray Pod's template: `spec` (its account and container) with the placement and the Pod fields asked
+    for, under the `restricted` security defaults. Red's labels win over the user's of the same key."""
+    metadata: dict[str, Any] = {"labels": {**pod.labels, **labels(fed)}}
+    if pod.annotations:
+        metadata["annotations"] = dict(pod.annotations)
+    out: dict[str, Any] = {"securityContext": copy.deepcopy(POD_SECURITY), **spec}
+    if pod.nodeSelector:
+        out["nodeSelector"] = dict(pod.nodeSelector)
+    if tolerated := tolerations(pod, gpu):
+        out["tolerations"] = tolerated
+    if pod.affinity:
+        out["affinity"] = copy.deepcopy(dict(pod.affinity))
+    if pod.priorityClassName:
+        out["priorityClassName"] = pod.priorityClassName
+    if pod.imagePullSecrets:
+        out["imagePullSecrets"] = [{"name": name} for name in pod.imagePullSecrets]
+    if pod.volumes:
+        out["volumes"] = copy.deepcopy([dict(v) for v in pod.volumes])
+    return {"metadata": metadata, "spec": out}
+
+
+def _worker_account(fed: Federation, group: WorkerGroup) -> dict[str, Any]:
+    """No token: a worker never calls the API. A group with serviceAccountAnnotations (workload identity for
+    object storage) runs as a ServiceAccount of its own; the others as the namespace's default one."""
+    spec: dict[str, Any] = {"automountServiceAccountToken": False}
+    if group.serviceAccountAnnotations:
+        spec["serviceAccountName"] = worker_account_name(fed.name, group.name)
+    return spec
+
+
 def build_raycluster(fed: Federation) -> dict[str, Any]:
     """The compute: a head (where the driver runs, under the driver's ServiceAccount) and the worker groups."""
     ray = fed.spec.ray
+    head_container = _container(HEAD_CONTAINER, ray.image, ray.head.cpu, ray.head.memory, 0, fed, ray.head)
     head = {
         "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": ray_cpus(ray.head.cpu), "num-gpus": "0"},
-        "template": {
-            "metadata": {"labels": labels(fed)},
-            "spec": {
-                "serviceAccountName": driver_name(fed.name),
-                "containers": [_container(HEAD_CONTAINER, ray.image, ray.head.cpu, ray.head.memory, 0, fed)],
-            },
-        },
+        "template": _template(
+            fed, ray.head, 0, {"serviceAccountName": driver_name(fed.name), "containers": [head_container]}
+        ),
     }
     workers = [
         {
@@ -222,13 +286,17 @@ def build_raycluster(fed: Federation) -> dict[str, Any]:
             "minReplicas": group.replicas,
             "maxReplicas": max(group.replicas, 1),
             "rayStartParams": {"num-cpus": ray_cpus(group.cpu), "num-gpus": str(group.gpu)},
-            "template": {
-                "metadata": {"labels": labels(fed)},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "containers": [_container(WORKER_CONTAINER, ray.image, group.cpu, group.memory, group.gpu, fed)],
+            "template": _template(
+                fed,
+                group,
+                group.gpu,
+                {
+                    **_worker_account(fed, group),
+                    "containers": [
+                        _container(WORKER_CONTAINER, ray.image, group.cpu, group.memory, group.gpu, fed, group)
+                    ],
                 },
-            },
+            ),
         }
         for group in ray.workerGroups
     ]
@@ -271,6 +339,8 @@ def build_rayjob(fed: Federation, attempt: int, generation: int) -> dict[str, An
         "shutdownAfterJobFinishes": False,
         "runtimeEnvYAML": yaml.safe_dump(runtime_env, sort_keys=True),
     }
+    if fed.spec.ray.submissionMode == "K8sJobMode":
+        spec["submitterPodTemplate"] = submitter_template(fed)
     extra = {LABEL_SPEC_HASH: digest, LABEL_ATTEMPT: str(attempt), LABEL_GENERATION: str(generation)}
     return {
         "apiVersion": RAY_API_VERSION,
@@ -280,8 +350,69 @@ def build_rayjob(fed: Federation, attempt: int, generation: int) -> dict[str, An
     }
 
 
+def submitter_template(fed: Federation) -> dict[str, Any]:
+    """KubeRay's submitter Pod (K8sJobMode), as its default template with the head's image, plus what it lacks:
+    the head's pull secrets, the `restricted` security defaults and no ServiceAccount token (it talks to the
+    Ray dashboard only). KubeRay fills in the command and the dashboard's address and token."""
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": copy.deepcopy(POD_SECURITY),
+        "containers": [
+            {
+                "name": SUBMITTER_CONTAINER,
+                "image": fed.spec.ray.image,
+                "imagePullPolicy": "IfNotPresent",
+                "resources": copy.deepcopy(SUBMITTER_RESOURCES),
+                "securityContext": copy.deepcopy(CONTAINER_SECURITY),
+            }
+        ],
+    }
+    if fed.spec.ray.head.imagePullSecrets:
+        spec["imagePullSecrets"] = [{"name": name} for name in fed.spec.ray.head.imagePullSecrets]
+    return {"metadata": {"labels": labels(fed)}, "spec": spec}
+
+
+def _account(fed: Federation, name: str, annotations: Mapping[str, str]) -> dict[str, Any]:
+    metadata = _metadata(fed, name)
+    if annotations:
+        metadata["annotations"] = {**annotations, ANNOTATION_KEYS: json.dumps(sorted(annotations))}
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata}
+
+
 def build_service_account(fed: Federation) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(fed, driver_name(fed.name))}
+    """The driver's (the head's): its token is the driver's credential for its Federation's status."""
+    return _account(fed, driver_name(fed.name), fed.spec.ray.head.serviceAccountAnnotations)
+
+
+def build_worker_accounts(fed: Federation) -> list[dict[str, Any]]:
+    """One per worker group with serviceAccountAnnotations; none of them mounts a token."""
+    return [
+        {
+            **_account(fed, worker_account_name(fed.name, g.name), g.serviceAccountAnnotations),
+            "automountServiceAccountToken": False,
+        }
+        for g in fed.spec.ray.workerGroups
+        if g.serviceAccountAnnotations
+    ]
+
+
+def annotations_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge patch of metadata.annotations that brings an account's spec annotations to `desired` (a
+    built account's): changed and new keys set, keys the spec no longer has removed, anyone else's kept."""
+    have = dict(((current or {}).get("metadata") or {}).get("annotations") or {})
+    want = dict((desired.get("metadata") or {}).get("annotations") or {})
+    try:
+        before = json.loads(have.get(ANNOTATION_KEYS, "[]"))
+    except ValueError:
+        before = []
+    patch: dict[str, Any] = {k: v for k, v in want.items() if have.get(k) != v}
+    for key in before if isinstance(before, list) else []:
+        if isinstance(key, str) and key not in want and key in have:
+            patch[key] = None
+    if ANNOTATION_KEYS in have and ANNOTATION_KEYS not in want:
+        patch[ANNOTATION_KEYS] = None
+    return patch
 
 
 def driver_rules(fed: Federation) -> list[dict[str, Any]]:

@@ -17,11 +17,13 @@ from red_operator.kube import Rest
 
 
 class Seen(Protocol):
-    """The children as last seen: by kind and name, and the RayJobs a Federation controls."""
+    """The children as last seen: by kind and name, and the RayJobs and ServiceAccounts a Federation controls."""
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     def jobs(self, namespace: str, fed_name: str, fed_uid: str) -> list[dict[str, Any]]: ...
+
+    def accounts(self, namespace: str, fed_name: str, fed_uid: str) -> list[dict[str, Any]]: ...
 
 
 class ApiSeen:
@@ -34,7 +36,13 @@ class ApiSeen:
         return self.rest.get(kind, namespace, name)
 
     def jobs(self, namespace: str, fed_name: str, fed_uid: str) -> list[dict[str, Any]]:
-        return [j for j in self.rest.list("RayJob", namespace, f"{LABEL_FEDERATION}={fed_name}") if owned(j, fed_uid)]
+        return self._controlled("RayJob", namespace, fed_name, fed_uid)
+
+    def accounts(self, namespace: str, fed_name: str, fed_uid: str) -> list[dict[str, Any]]:
+        return self._controlled("ServiceAccount", namespace, fed_name, fed_uid)
+
+    def _controlled(self, kind: str, namespace: str, fed_name: str, fed_uid: str) -> list[dict[str, Any]]:
+        return [o for o in self.rest.list(kind, namespace, f"{LABEL_FEDERATION}={fed_name}") if owned(o, fed_uid)]
 
 
 def terminating(obj: Mapping[str, Any] | None) -> bool:
@@ -42,18 +50,28 @@ def terminating(obj: Mapping[str, Any] | None) -> bool:
 
 
 def trim(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The parts of a child that reconcile reads: identity, labels, owners, deletion, status, RBAC content."""
+    """The parts of a child that reconcile reads: identity, labels and annotations, owners, deletion, status,
+    RBAC content."""
     meta = body.get("metadata") or {}
     out: dict[str, Any] = {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
         "metadata": {
             k: copy.deepcopy(meta[k])
-            for k in ("name", "namespace", "uid", "resourceVersion", "labels", "ownerReferences", "deletionTimestamp")
+            for k in (
+                "name",
+                "namespace",
+                "uid",
+                "resourceVersion",
+                "labels",
+                "annotations",
+                "ownerReferences",
+                "deletionTimestamp",
+            )
             if k in meta
         },
     }
-    for k in ("status", "rules", "subjects", "roleRef"):
+    for k in ("status", "rules", "subjects", "roleRef", "automountServiceAccountToken"):
         if k in body:
             out[k] = copy.deepcopy(body[k])
     return out
@@ -83,12 +101,25 @@ class IndexSeen:
     object (Rest.create), and a second delete finds nothing, so a lag costs a request, never a duplicate.
     """
 
-    def __init__(self, by_kind: Mapping[str, Mapping[Any, Any]], jobs_by_controller: Mapping[Any, Any]):
-        self.by_kind, self.jobs_by_controller = by_kind, jobs_by_controller
+    def __init__(
+        self,
+        by_kind: Mapping[str, Mapping[Any, Any]],
+        jobs_by_controller: Mapping[Any, Any],
+        accounts_by_controller: Mapping[Any, Any],
+    ):
+        self.by_kind = by_kind
+        self.jobs_by_controller, self.accounts_by_controller = jobs_by_controller, accounts_by_controller
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return _first(self.by_kind[kind], (namespace, name))
 
     def jobs(self, namespace: str, fed_name: str, fed_uid: str) -> list[dict[str, Any]]:
-        store = self.jobs_by_controller.get(fed_uid) if fed_uid else None
-        return list(store) if store is not None else []
+        return _all(self.jobs_by_controller, fed_uid)
+
+    def accounts(self, namespace: str, fed_name: str, fed_uid: str) -> list[dict[str, Any]]:
+        return _all(self.accounts_by_controller, fed_uid)
+
+
+def _all(index: Mapping[Any, Any], fed_uid: str) -> list[dict[str, Any]]:
+    store = index.get(fed_uid) if fed_uid else None
+    return list(store) if store is not None else []

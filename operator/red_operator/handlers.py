@@ -67,6 +67,11 @@ def _jobs_by_controller(body: kopf.Body, **_: Any) -> dict:
     return by_controller(body)
 
 
+@kopf.index("", "v1", "serviceaccounts", id="red_serviceaccounts_by_controller", labels=OURS)
+def _accounts_by_controller(body: kopf.Body, **_: Any) -> dict:
+    return by_controller(body)
+
+
 @kopf.index(API_GROUP, VERSION, PLURAL, id="red_federations")
 def _federations(body: kopf.Body, **_: Any) -> dict:
     """The newest body of each Federation, as the watch delivers it."""
@@ -96,7 +101,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **indices: Any) 
         prefix=API_GROUP, key="last-handled-configuration"
     )
     settings.execution.max_workers = int(os.environ.get("RED_OPERATOR_WORKERS", "32"))
-    seen = IndexSeen({k: indices[_index_id(k)] for k in CHILD_INDICES}, indices["red_rayjobs_by_controller"])
+    seen = IndexSeen(
+        {k: indices[_index_id(k)] for k in CHILD_INDICES},
+        indices["red_rayjobs_by_controller"],
+        indices["red_serviceaccounts_by_controller"],
+    )
     memo.passes = Passes(Rest(new_api_client()), indices["red_federations"], seen)
     memo.stop, memo.indexed = threading.Event(), threading.Event()
     args = (memo.stop, memo.indexed, INTERVAL_S)

@@ -86,8 +86,11 @@ class _Pass:
 
 
 def _ensure_rbac(p: _Pass, seen: Seen, fed: Federation) -> None:
-    """The driver's ServiceAccount, Role and RoleBinding; rules, subjects and roleRef drifted by hand are put back."""
-    for desired in builders.build_rbac(fed):
+    """The driver's ServiceAccount, Role and RoleBinding and the worker groups' ServiceAccounts; rules, subjects,
+    roleRef and the spec's account annotations drifted by hand are put back. An account of this Federation that
+    the spec no longer asks for (a group renamed, its annotations dropped) is deleted."""
+    wanted = [*builders.build_rbac(fed), *builders.build_worker_accounts(fed)]
+    for desired in wanted:
         kind, name = desired["kind"], desired["metadata"]["name"]
         current = seen.get(kind, fed.namespace, name)
         if current is None:
@@ -102,10 +105,19 @@ def _ensure_rbac(p: _Pass, seen: Seen, fed: Federation) -> None:
             if p.rest.create(desired)[1]:
                 p.actions.append(Action(f"Replaced{kind}", f"replaced {kind} {name} (its roleRef had changed)"))
         else:
-            drift = {k: desired[k] for k in ("rules", "subjects") if k in desired and current.get(k) != desired[k]}
+            fields = ("rules", "subjects", "automountServiceAccountToken")
+            drift: dict[str, Any] = {k: desired[k] for k in fields if k in desired and current.get(k) != desired[k]}
+            what = list(drift)
+            if kind == "ServiceAccount" and (notes := builders.annotations_patch(current, desired)):
+                drift["metadata"] = {"annotations": notes}
+                what.append("annotations")
             if drift:
                 p.rest.patch(kind, fed.namespace, name, drift)
-                p.actions.append(Action(f"Updated{kind}", f"restored the {' and '.join(drift)} of {kind} {name}"))
+                p.actions.append(Action(f"Updated{kind}", f"restored the {' and '.join(what)} of {kind} {name}"))
+    names = {d["metadata"]["name"] for d in wanted if d["kind"] == "ServiceAccount"}
+    for account in seen.accounts(fed.namespace, fed.name, fed.uid):
+        if _name(account) not in names and not terminating(account):
+            p.delete("ServiceAccount", _name(account), "no worker group asks for it")
 
 
 def _problems(err: Exception) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from red_runtime.pod_options import POD_FIELDS, pod_options
 from red_runtime.strategies import catalog
 
 API_GROUP = "red.dev"
@@ -41,6 +42,8 @@ MAX_NAME_LENGTH = 50
 IMPORT_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 INT64_MAX = 2**63 - 1
+# The CRD's rules over a group's Pod fields are costed per group: the API server needs a bound.
+MAX_WORKER_GROUPS = 16
 # scikit-learn's bundled digits are the ten digits 0-9 (tests/unit/test_data_sizes.py checks the data).
 DIGITS_CLASSES = 10
 
@@ -158,8 +161,29 @@ class FaultTolerance:
     divergence: str = "fail"  # a NaN or infinite global loss: fail the run (reason Diverged), or continue
 
 
+@dataclass(frozen=True, kw_only=True)
+class PodOptions:
+    """Where and how the Pods of the head or of one worker group run: what real clusters need of a Pod.
+
+    Kubernetes-shaped values (a toleration, a volume, an affinity) are kept as the plain mappings the
+    manifest gave, checked here and passed through to the Pod. `tolerations` None: the default (a group
+    with GPUs tolerates the `nvidia.com/gpu` taint); a list, even an empty one, replaces it.
+    """
+
+    nodeSelector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] | None = None
+    affinity: Mapping[str, Any] = field(default_factory=dict)
+    priorityClassName: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    imagePullSecrets: tuple[str, ...] = ()
+    serviceAccountAnnotations: Mapping[str, str] = field(default_factory=dict)
+    volumes: tuple[Mapping[str, Any], ...] = ()
+    volumeMounts: tuple[Mapping[str, Any], ...] = ()
+
+
 @dataclass(frozen=True)
-class WorkerGroup:
+class WorkerGroup(PodOptions):
     name: str
     replicas: int = 1
     cpu: str = "1"
@@ -168,7 +192,7 @@ class WorkerGroup:
 
 
 @dataclass(frozen=True)
-class HeadGroup:
+class HeadGroup(PodOptions):
     cpu: str = "2"
     memory: str = "8Gi"
 
@@ -587,17 +611,21 @@ def _checkpoint(c: _Checker, spec: Mapping, path: str) -> Checkpoint:
 def _ray(c: _Checker, spec: Mapping, path: str) -> RaySpec:
     raw = c.section(spec, "ray", path, ("image", "head", "workerGroups", "submissionMode", "runtimeEnv", "keepCluster"))
     p = f"{path}.ray"
-    head_raw = c.section(raw, "head", p, ("cpu", "memory"))
+    head_raw = c.section(raw, "head", p, ("cpu", "memory", *POD_FIELDS))
     head = HeadGroup(
         cpu=c.quantity(head_raw, "cpu", f"{p}.head", "2"),
         memory=c.quantity(head_raw, "memory", f"{p}.head", "8Gi"),
+        **pod_options(c, head_raw, f"{p}.head"),
     )
     groups = []
     raw_groups = raw.get("workerGroups") or []
     if not isinstance(raw_groups, list):
         c.fail(f"{p}.workerGroups", raw_groups, "must be a list")
         raw_groups = []
-    known = ("name", "replicas", "cpu", "gpu", "memory")
+    elif len(raw_groups) > MAX_WORKER_GROUPS:
+        c.fail(f"{p}.workerGroups", f"{len(raw_groups)} groups", f"must be at most {MAX_WORKER_GROUPS}")
+        raw_groups = []
+    known = ("name", "replicas", "cpu", "gpu", "memory", *POD_FIELDS)
     names = set()
     for i, g in enumerate(raw_groups):
         gp = f"{p}.workerGroups[{i}]"
@@ -618,6 +646,7 @@ def _ray(c: _Checker, spec: Mapping, path: str) -> RaySpec:
                 cpu=c.quantity(g, "cpu", gp, "1"),
                 gpu=c.integer(g, "gpu", gp, 0, minimum=0, maximum=64),
                 memory=c.quantity(g, "memory", gp, "4Gi"),
+                **pod_options(c, g, gp),
             )
         )
     runtime_env = raw.get("runtimeEnv") or {}

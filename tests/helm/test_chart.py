@@ -212,7 +212,8 @@ OPERATOR_GRANTS = (
     | {("red.dev", "federations/status", v) for v in ("get", "patch", "update")}
     | {("red.dev", "federations/finalizers", "update")}
     | {("ray.io", x, v) for x in ("rayclusters", "rayjobs") for v in ("get", "list", "watch", "create", "delete")}
-    | {("", "serviceaccounts", v) for v in ("get", "list", "watch", "create")}
+    # patch: the spec's serviceAccountAnnotations; delete: a worker group's account no group asks for any more
+    | {("", "serviceaccounts", v) for v in ("get", "list", "watch", "create", "patch", "delete")}
     | {("rbac.authorization.k8s.io", "roles", v) for v in ("get", "list", "watch", "create", "patch")}
     | {("rbac.authorization.k8s.io", "rolebindings", v) for v in ("get", "list", "watch", "create", "patch", "delete")}
     | {("", "events", "create")}

@@ -214,3 +214,136 @@ def test_raycluster_asks_for_ray_token_auth_with_the_pinned_ray():
     pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert f'"ray[default]=={spec["rayVersion"]}"' in pyproject
     assert spec["rayVersion"] == version("ray"), f"installed Ray differs from the pin ({sys.executable})"
+
+
+def pods(f):
+    """Every Pod template of the Federation: the head's, each worker group's, the submitter's (K8sJobMode)."""
+    spec = builders.build_raycluster(f)["spec"]
+    templates = [spec["headGroupSpec"]["template"], *(g["template"] for g in spec["workerGroupSpecs"])]
+    job = builders.build_rayjob(f, 1, 1)["spec"]
+    return templates + ([job["submitterPodTemplate"]] if "submitterPodTemplate" in job else [])
+
+
+def test_every_pod_meets_pod_security_restricted_by_default():
+    f = fed({"ray": {"workerGroups": [{"name": "gpu", "gpu": 1}, {"name": "cpu"}]}})
+    templates = pods(f)
+    assert len(templates) == 4
+    for template in templates:
+        pod = template["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == 1000 and pod["securityContext"]["runAsGroup"] == 100
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in pod["containers"]:
+            assert container["securityContext"] == {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+            }
+        assert "hostNetwork" not in pod and "hostPID" not in pod
+
+
+def test_only_the_head_mounts_a_service_account_token():
+    head, gpu, submitter = pods(fed({"ray": {"workerGroups": [{"name": "gpu", "gpu": 1}]}}))
+    assert head["spec"]["serviceAccountName"] == "digits-driver" and "automountServiceAccountToken" not in head["spec"]
+    assert gpu["spec"]["automountServiceAccountToken"] is False
+    assert submitter["spec"]["automountServiceAccountToken"] is False
+
+
+def test_a_gpu_group_tolerates_the_gpu_taint_unless_it_sets_tolerations():
+    mine = [{"key": "pool", "operator": "Equal", "value": "a100", "effect": "NoSchedule"}]
+    groups = [
+        {"name": "gpu", "gpu": 1},
+        {"name": "cpu"},
+        {"name": "own", "gpu": 1, "tolerations": mine},
+        {"name": "none", "gpu": 1, "tolerations": []},
+    ]
+    head, gpu, cpu, own, none, _ = pods(fed({"ray": {"workerGroups": groups}}))
+    assert gpu["spec"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert "tolerations" not in cpu["spec"] and "tolerations" not in head["spec"]
+    assert own["spec"]["tolerations"] == mine
+    assert "tolerations" not in none["spec"]
+
+
+def test_the_pod_fields_reach_the_pods():
+    fields = {
+        "nodeSelector": {"pool": "gpu"},
+        "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+        "priorityClassName": "training",
+        "labels": {"team": "vision", "app.kubernetes.io/managed-by": "someone"},
+        "annotations": {"example.com/note": "hi"},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "datasets"}}],
+        "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": True}],
+    }
+    f = fed({"ray": {"head": fields, "workerGroups": [{"name": "gpu", "gpu": 1, **fields}]}})
+    head, gpu, submitter = pods(f)
+    for template in (head, gpu):
+        pod = template["spec"]
+        assert pod["nodeSelector"] == {"pool": "gpu"} and pod["affinity"] == fields["affinity"]
+        assert pod["priorityClassName"] == "training" and pod["imagePullSecrets"] == [{"name": "regcred"}]
+        assert pod["volumes"] == fields["volumes"]
+        assert pod["containers"][0]["volumeMounts"] == fields["volumeMounts"]
+        labels = template["metadata"]["labels"]
+        assert labels["team"] == "vision" and labels[builders.LABEL_FEDERATION] == "digits"
+        assert labels["app.kubernetes.io/managed-by"] == "red-operator", "Red's own labels win"
+        assert template["metadata"]["annotations"] == {"example.com/note": "hi"}
+    # The submitter pulls the head's image, so it gets the head's pull secrets, and nothing of its placement.
+    assert submitter["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert submitter["spec"]["containers"][0]["image"] == f.spec.ray.image
+    assert not {"nodeSelector", "affinity", "priorityClassName", "volumes"} & set(submitter["spec"])
+
+
+def test_the_submitter_template_is_for_k8s_job_mode_only():
+    assert (
+        "submitterPodTemplate" not in builders.build_rayjob(fed({"ray": {"submissionMode": "HTTPMode"}}), 1, 1)["spec"]
+    )
+    template = builders.build_rayjob(fed(), 1, 1)["spec"]["submitterPodTemplate"]
+    assert template["spec"]["restartPolicy"] == "Never"
+    (container,) = template["spec"]["containers"]
+    assert container["name"] == "ray-job-submitter" and "command" not in container, "KubeRay fills in the command"
+
+
+def test_service_accounts_carry_the_spec_annotations_and_workers_get_one_only_when_asked():
+    identity = {"iam.gke.io/gcp-service-account": "red@p.iam.gserviceaccount.com"}
+    f = fed(
+        {
+            "ray": {
+                "head": {"serviceAccountAnnotations": identity},
+                "workerGroups": [{"name": "gpu", "gpu": 1, "serviceAccountAnnotations": identity}, {"name": "cpu"}],
+            }
+        }
+    )
+    driver = builders.build_service_account(f)
+    assert driver["metadata"]["annotations"] == {
+        **identity,
+        builders.ANNOTATION_KEYS: '["iam.gke.io/gcp-service-account"]',
+    }
+    (worker,) = builders.build_worker_accounts(f)
+    assert worker["metadata"]["name"] == "digits-worker-gpu" and worker["automountServiceAccountToken"] is False
+    assert worker["metadata"]["annotations"][builders.ANNOTATION_KEYS] == '["iam.gke.io/gcp-service-account"]'
+    assert worker["metadata"]["ownerReferences"] == [builders.owner_reference(f)]
+    _, gpu, cpu, _ = pods(f)
+    assert gpu["spec"]["serviceAccountName"] == "digits-worker-gpu"
+    assert "serviceAccountName" not in cpu["spec"], "the namespace's default account, with no token"
+    assert "annotations" not in builders.build_service_account(fed())["metadata"]
+
+
+def test_annotations_patch_sets_the_spec_keys_and_removes_only_the_ones_it_set():
+    old = fed({"ray": {"head": {"serviceAccountAnnotations": {"a.io/x": "1", "a.io/y": "2"}}}})
+    current = builders.build_service_account(old)
+    current["metadata"]["annotations"]["webhook.io/added"] = "keep me"
+    new = builders.build_service_account(fed({"ray": {"head": {"serviceAccountAnnotations": {"a.io/x": "9"}}}}))
+    assert builders.annotations_patch(current, new) == {
+        "a.io/x": "9",
+        "a.io/y": None,
+        builders.ANNOTATION_KEYS: '["a.io/x"]',
+    }
+    assert builders.annotations_patch(new, new) == {}
+    gone = builders.annotations_patch(current, builders.build_service_account(fed()))
+    assert gone == {"a.io/x": None, "a.io/y": None, builders.ANNOTATION_KEYS: None}
+
+
+def test_pod_fields_shape_the_pods_so_they_change_the_ray_hash():
+    base = ray_label(fed({"ray": {"workerGroups": [{"name": "gpu", "gpu": 1}]}}))
+    tolerant = fed({"ray": {"workerGroups": [{"name": "gpu", "gpu": 1, "tolerations": []}]}})
+    assert ray_label(tolerant) != base
+    assert ray_label(fed({"ray": {"head": {"labels": {"team": "a"}}}})) != ray_label(fed())

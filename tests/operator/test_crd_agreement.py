@@ -13,8 +13,8 @@ import json
 import pytest
 import yaml
 
-from red_runtime.spec import MAX_NAME_LENGTH, SpecError, parse_manifest
-from tests.operator.conftest import EXAMPLES
+from red_runtime.spec import MAX_NAME_LENGTH, MAX_WORKER_GROUPS, SpecError, parse_manifest
+from tests.operator.conftest import EXAMPLES, ROOT
 
 pytestmark = pytest.mark.cluster
 
@@ -24,6 +24,39 @@ def doc(spec=None, name="fed"):
 
 
 RING = {"topology": {"kind": "ring"}}
+POD = {
+    "nodeSelector": {"cloud.google.com/gke-accelerator": "nvidia-l4"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["a"]}]}]
+            }
+        }
+    },
+    "priorityClassName": "training",
+    "labels": {"team": "vision", "example.com/cost-centre": "ml"},
+    "annotations": {"example.com/note": "any text"},
+    "imagePullSecrets": [{"name": "regcred"}],
+    "serviceAccountAnnotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/red"},
+    "volumes": [
+        {"name": "data", "persistentVolumeClaim": {"claimName": "datasets", "readOnly": True}},
+        {"name": "config", "configMap": {"name": "red", "items": [{"key": "a", "path": "conf/a.yaml", "mode": 256}]}},
+        {"name": "creds", "secret": {"secretName": "s3", "defaultMode": 256, "optional": True}},
+        {"name": "scratch", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+    ],
+    "volumeMounts": [
+        {"name": "data", "mountPath": "/data", "readOnly": True},
+        {"name": "config", "mountPath": "/etc/red/", "subPath": "conf"},
+    ],
+}
+SCRATCH = [{"name": "scratch", "emptyDir": {}}]
+
+
+def group(**fields):
+    return {"ray": {"workerGroups": [{"name": "gpu", "gpu": 1, **fields}]}}
+
+
 VALID = {
     "empty spec": doc(),
     "no spec at all": {k: v for k, v in doc().items() if k != "spec"},
@@ -48,8 +81,20 @@ VALID = {
         {"checkpoint": {"every": 2, "path": "/ckpt"}, "faultTolerance": {"maxJobRetries": 2}}
     ),
     "suspended": doc({"suspend": True}),
+    "pod fields on the head and a worker group": doc({"ray": {"head": POD, "workerGroups": [{"name": "gpu", **POD}]}}),
+    "no tolerations at all": doc(group(tolerations=[])),
+    "a toleration of every taint": doc(group(tolerations=[{"operator": "Exists"}])),
+    "a NoExecute toleration for a while": doc(
+        group(tolerations=[{"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}])
+    ),
+    f"{MAX_WORKER_GROUPS} worker groups": doc(
+        {"ray": {"workerGroups": [{"name": f"g{i}"} for i in range(MAX_WORKER_GROUPS)]}}
+    ),
 }
 VALID.update({f"example {p.name}": yaml.safe_load(p.read_text()) for p in EXAMPLES})
+# README's example of the Pod fields, as a reader would paste it.
+_README_POD = (ROOT / "README.md").read_text().split("### Ray Pods on a real cluster")[1].split("```yaml")[1]
+VALID["README's Ray Pods example"] = doc({"ray": yaml.safe_load(_README_POD.split("```")[0])["ray"]})
 
 # (manifest, a field path both error messages must contain)
 INVALID = {
@@ -125,6 +170,106 @@ INVALID = {
     ),
     "SidecarMode": (doc({"ray": {"submissionMode": "SidecarMode"}}), "spec.ray.submissionMode"),
     "suspend not a boolean": (doc({"suspend": "yes"}), "spec.suspend"),
+    "a hostPath volume": (
+        doc(group(volumes=[*SCRATCH, {"name": "host", "hostPath": {"path": "/"}}])),
+        "spec.ray.workerGroups[0].volumes[1]",
+    ),
+    "a hostPath volume on the head": (
+        doc({"ray": {"head": {"volumes": [{"name": "host", "hostPath": {"path": "/"}}]}}}),
+        "spec.ray.head.volumes[0]",
+    ),
+    "a volume of no kind": (doc(group(volumes=[{"name": "v"}])), "spec.ray.workerGroups[0].volumes[0]"),
+    "a volume of two kinds": (
+        doc(group(volumes=[{"name": "v", "emptyDir": {}, "secret": {"secretName": "s"}}])),
+        "spec.ray.workerGroups[0].volumes[0]",
+    ),
+    "a volume named as KubeRay's": (
+        doc(group(volumes=[{"name": "shared-mem", "emptyDir": {}}])),
+        "spec.ray.workerGroups[0].volumes[0].name",
+    ),
+    "a claim without a name": (
+        doc(group(volumes=[{"name": "c", "persistentVolumeClaim": {}}])),
+        "spec.ray.workerGroups[0].volumes[0].persistentVolumeClaim.claimName",
+    ),
+    "a ConfigMap item above its mount": (
+        doc(group(volumes=[{"name": "c", "configMap": {"name": "m", "items": [{"key": "k", "path": "a/../../x"}]}}])),
+        "spec.ray.workerGroups[0].volumes[0].configMap.items[0].path",
+    ),
+    "a memory medium misspelt": (
+        doc(group(volumes=[{"name": "e", "emptyDir": {"medium": "memory"}}])),
+        "spec.ray.workerGroups[0].volumes[0].emptyDir.medium",
+    ),
+    "a mount of no volume": (
+        doc(group(volumes=SCRATCH, volumeMounts=[{"name": "data", "mountPath": "/data"}])),
+        "spec.ray.workerGroups[0].volumeMounts",
+    ),
+    "a relative mount path": (
+        doc(group(volumes=SCRATCH, volumeMounts=[{"name": "scratch", "mountPath": "scratch"}])),
+        "spec.ray.workerGroups[0].volumeMounts[0].mountPath",
+    ),
+    "a mount path used twice": (
+        doc(group(volumes=SCRATCH, volumeMounts=[{"name": "scratch", "mountPath": "/s"}] * 2)),
+        "spec.ray.workerGroups[0].volumeMounts[1]",
+    ),
+    "a subPath above its volume": (
+        doc(group(volumes=SCRATCH, volumeMounts=[{"name": "scratch", "mountPath": "/s", "subPath": ".."}])),
+        "spec.ray.workerGroups[0].volumeMounts[0].subPath",
+    ),
+    "a toleration of Exists with a value": (
+        doc(group(tolerations=[{"key": "k", "operator": "Exists", "value": "v"}])),
+        "spec.ray.workerGroups[0].tolerations[0].value",
+    ),
+    "a toleration of no key that is not Exists": (
+        doc(group(tolerations=[{"value": "v"}])),
+        "spec.ray.workerGroups[0].tolerations[0].operator",
+    ),
+    "tolerationSeconds on NoSchedule": (
+        doc(group(tolerations=[{"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5}])),
+        "spec.ray.workerGroups[0].tolerations[0].tolerationSeconds",
+    ),
+    "a taint key name of 64 characters": (
+        doc(group(tolerations=[{"key": "example.com/" + "k" * 64, "operator": "Exists"}])),
+        "spec.ray.workerGroups[0].tolerations[0].key",
+    ),
+    "an unknown taint effect": (
+        doc(group(tolerations=[{"key": "k", "effect": "NoRun"}])),
+        "spec.ray.workerGroups[0].tolerations[0].effect",
+    ),
+    "a label of KubeRay's": (doc({"ray": {"head": {"labels": {"ray.io/cluster": "x"}}}}), "spec.ray.head.labels"),
+    "an annotation of Red's": (
+        doc(group(annotations={"red.dev/spec-hash": "x"})),
+        "spec.ray.workerGroups[0].annotations",
+    ),
+    "a label key with a space": (doc({"ray": {"head": {"labels": {"my team": "x"}}}}), "spec.ray.head.labels"),
+    "a label name of 64 characters": (
+        doc({"ray": {"head": {"labels": {"example.com/" + "a" * 64: "x"}}}}),
+        "spec.ray.head.labels",
+    ),
+    "a nodeSelector value that is no label value": (
+        doc(group(nodeSelector={"pool": "a b"})),
+        "spec.ray.workerGroups[0].nodeSelector",
+    ),
+    "a pull secret as a bare string": (
+        doc(group(imagePullSecrets=["regcred"])),
+        "spec.ray.workerGroups[0].imagePullSecrets[0]",
+    ),
+    "a pull secret twice": (
+        doc(group(imagePullSecrets=[{"name": "a"}, {"name": "a"}])),
+        "spec.ray.workerGroups[0].imagePullSecrets[1]",
+    ),
+    "a priority class in capitals": (
+        doc(group(priorityClassName="High")),
+        "spec.ray.workerGroups[0].priorityClassName",
+    ),
+    "an affinity misspelt": (doc(group(affinity={"nodeAfinity": {}})), "spec.ray.workerGroups[0].affinity.nodeAfinity"),
+    "service account annotations not strings": (
+        doc(group(serviceAccountAnnotations={"eks.amazonaws.com/role-arn": 7})),
+        "spec.ray.workerGroups[0].serviceAccountAnnotations",
+    ),
+    f"{MAX_WORKER_GROUPS + 1} worker groups": (
+        doc({"ray": {"workerGroups": [{"name": f"g{i}"} for i in range(MAX_WORKER_GROUPS + 1)]}}),
+        "spec.ray.workerGroups",
+    ),
 }
 
 # Rules only one side can check, listed so that a change on either side shows up here.
@@ -139,6 +284,21 @@ KNOWN_GAPS = {
     "bad strategy option": (doc({"algorithm": {"name": "fedprox", "options": {"mu": -1}}}), "spec model only"),
     # The spec model passes quantities through as strings; the schema checks the Kubernetes quantity syntax.
     "malformed cpu quantity": (doc({"ray": {"head": {"cpu": "two"}}}), "schema only"),
+    # The spec model checks an affinity's three kinds; what is inside each is Kubernetes' own schema, in the CRD.
+    "affinity term without an operator": (
+        doc(
+            group(
+                affinity={
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool"}]}]
+                        }
+                    }
+                }
+            )
+        ),
+        "schema only",
+    ),  # fmt: skip
 }
 
 

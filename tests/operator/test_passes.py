@@ -63,17 +63,20 @@ class Watched:
     def jobs(self, namespace, fed_name, fed_uid):
         return self.index().jobs(namespace, fed_name, fed_uid)
 
+    def accounts(self, namespace, fed_name, fed_uid):
+        return self.index().accounts(namespace, fed_name, fed_uid)
+
     def index(self):
         by_kind = {kind: {} for kind in KINDS}
-        jobs = {}
+        controlled = {"RayJob": {}, "ServiceAccount": {}}
         for (kind, _), obj in self.rest.objects.items():
             if kind in by_kind:
                 for key, value in by_name(obj).items():
                     by_kind[kind].setdefault(key, []).append(value)
-            if kind == "RayJob":
+            if kind in controlled:
                 for key, value in by_controller(obj).items():
-                    jobs.setdefault(key, []).append(value)
-        return IndexSeen(by_kind, jobs)
+                    controlled[kind].setdefault(key, []).append(value)
+        return IndexSeen(by_kind, controlled["RayJob"], controlled["ServiceAccount"])
 
 
 class FedIndex(dict):

@@ -44,7 +44,8 @@ class FakeRest:
         return copy.deepcopy(obj), True
 
     def patch(self, kind, namespace, name, body, subresource=""):
-        self.objects[(kind, name)].update(copy.deepcopy(body))
+        """A JSON merge patch (RFC 7386): mappings merge, None removes a key, anything else replaces."""
+        merge(self.objects[(kind, name)], copy.deepcopy(body))
         self.log.append(("patch", kind, name))
         return self.objects[(kind, name)]
 
@@ -63,6 +64,16 @@ class FakeRest:
 
     def set_status(self, kind, name, **status):
         self.objects[(kind, name)]["status"] = status
+
+
+def merge(target: dict, patch: dict) -> None:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            merge(target[key], value)
+        else:
+            target[key] = value
 
 
 DRIVER_DONE = {"round": 3, "rounds": 3, "completionTime": "2026-01-01T00:00:00Z"}  # the driver's final report
@@ -257,6 +268,9 @@ class Blind:
     def jobs(self, namespace, fed_name, fed_uid):
         return []
 
+    def accounts(self, namespace, fed_name, fed_uid):
+        return []
+
 
 def test_a_name_taken_at_create_time_is_not_adopted():
     rest = FakeRest()
@@ -337,3 +351,53 @@ def test_every_parse_failure_is_invalid_spec(algorithm):
     result = reconcile(federation({"rounds": 3, "nodes": {"count": 4}, "algorithm": algorithm}), rest)
     assert (result.status["phase"], result.status["reason"]) == ("Failed", "InvalidSpec")
     assert "algorithm" in result.invalid and rest.log == []
+
+
+def with_accounts(head=None, **groups):
+    """A spec whose head and named worker groups have these serviceAccountAnnotations."""
+    ray = {"workerGroups": [{"name": g, "serviceAccountAnnotations": a} for g, a in groups.items()]}
+    if head is not None:
+        ray["head"] = {"serviceAccountAnnotations": head}
+    return {"rounds": 3, "ray": ray}
+
+
+def test_worker_accounts_follow_the_spec_and_keep_what_others_annotate():
+    rest = FakeRest()
+    role = {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/red"}
+    settle(rest, federation(with_accounts(head=role, gpu=role)))
+    assert rest.names("ServiceAccount") == ["f-driver", "f-worker-gpu"]
+    for name in ("f-driver", "f-worker-gpu"):
+        annotations = rest.objects[("ServiceAccount", name)]["metadata"]["annotations"]
+        assert annotations["eks.amazonaws.com/role-arn"] == role["eks.amazonaws.com/role-arn"]
+        annotations["webhook.example.com/injected"] = "yes"  # someone else's, kept throughout
+    other = {"eks.amazonaws.com/audience": "sts"}
+    settle(rest, federation(with_accounts(head=other, gpu=other), generation=2))
+    for name in ("f-driver", "f-worker-gpu"):
+        annotations = rest.objects[("ServiceAccount", name)]["metadata"]["annotations"]
+        assert "eks.amazonaws.com/role-arn" not in annotations, "a key the spec dropped goes"
+        assert annotations["eks.amazonaws.com/audience"] == "sts"
+        assert annotations["webhook.example.com/injected"] == "yes"
+    # A hand edit of a spec annotation is put back, as RBAC drift is.
+    rest.objects[("ServiceAccount", "f-worker-gpu")]["metadata"]["annotations"]["eks.amazonaws.com/audience"] = "x"
+    reconcile(federation(with_accounts(head=other, gpu=other), generation=2), rest)
+    assert (
+        rest.objects[("ServiceAccount", "f-worker-gpu")]["metadata"]["annotations"]["eks.amazonaws.com/audience"]
+        == "sts"
+    )
+    # The group gone (renamed): its account goes, the driver's stays.
+    settle(rest, federation(with_accounts(head=other, cpu=other), generation=3))
+    assert rest.names("ServiceAccount") == ["f-driver", "f-worker-cpu"]
+    assert ("delete", "ServiceAccount", "f-worker-gpu") in rest.log
+
+
+def test_a_worker_account_of_someone_else_blocks_the_cluster_and_is_not_deleted():
+    rest = FakeRest()
+    theirs = foreign("ServiceAccount", "f-worker-gpu")
+    theirs["metadata"]["labels"] = {builders.LABEL_FEDERATION: "f"}  # our label, but not our controller
+    rest.objects[("ServiceAccount", "f-worker-gpu")] = copy.deepcopy(theirs)
+    status = settle(rest, federation(with_accounts(gpu={"a.io/b": "c"})))
+    assert rest.objects[("ServiceAccount", "f-worker-gpu")] == theirs
+    assert rest.names("RayCluster") == [], "the group's Pods would run as their account"
+    assert "ServiceAccount f-worker-gpu" in conditions(status)["Ready"]["message"]
+    settle(rest, federation({"rounds": 3}, generation=2))
+    assert rest.objects[("ServiceAccount", "f-worker-gpu")] == theirs, "not ours to delete"

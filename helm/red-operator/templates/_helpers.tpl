@@ -44,7 +44,9 @@ are, likewise, for the driver Role. federations/finalizers update: children set 
 OwnerReferencesPermissionEnforcement (OpenShift) allows only to who may update the owner's finalizers.
 Children: listed and watched (kopf indices), created, and read after a 409 to see whose the name is;
 RayClusters and RayJobs are deleted when replaced, finished or suspended, Roles' rules patched back after a
-hand edit, a RoleBinding whose roleRef changed deleted and recreated. events: one per child change.
+hand edit, a RoleBinding whose roleRef changed deleted and recreated, ServiceAccounts' annotations patched to
+the spec's serviceAccountAnnotations and a worker group's account deleted when no group asks for it.
+events: one per child change.
 */}}
 {{- define "red-operator.rules" -}}
 - apiGroups: [red.dev]
@@ -61,7 +63,7 @@ hand edit, a RoleBinding whose roleRef changed deleted and recreated. events: on
   verbs: [get, list, watch, create, delete]
 - apiGroups: [""]
   resources: [serviceaccounts]
-  verbs: [get, list, watch, create]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles]
   verbs: [get, list, watch, create, patch]
