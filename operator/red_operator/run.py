@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
+
+
+def operator_identity() -> str:
+    """Who this operator is to kopf: the host (in a Pod, the Pod's name) and the process.
+
+    kopf's default asks the password database for the user's name, and an image that runs as a numeric
+    uid with no passwd entry (ours does, as restricted Pods should) has none: kopf would crash at start.
+    """
+    return f"{socket.gethostname()}/{os.getpid()}"
 
 
 def run_operator(
@@ -30,5 +40,6 @@ def run_operator(
         clusterwide=not namespaces,
         namespaces=namespaces or (),
         liveness_endpoint=liveness or None,
+        identity=operator_identity(),
     )
     return 0

@@ -71,10 +71,16 @@ node_pki() { # the kubelet's client and serving certificates (same CA as the con
   mkcert kubelet-serving "/CN=$NODE_NAME" "IP:$NODE_IP,DNS:$NODE_NAME"
 }
 
+write_if_changed() { # write_if_changed FILE < CONTENT: kube-proxy exits when its config file changes under it
+  local tmp; tmp=$(mktemp "$1.XXXX")
+  cat > "$tmp"
+  if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv -f "$tmp" "$1"; fi
+}
+
 node_config() {
   mkdir -p "$STATE/containerd" "$STATE/cni/net.d" "$STATE/kubelet" "$CONTAINERD_ROOT"
   write_kubeconfig "$STATE/kubelet.kubeconfig" kubelet "system:node:$NODE_NAME"
-  cat > "$STATE/containerd/config.toml" <<EOF
+  write_if_changed "$STATE/containerd/config.toml" <<EOF
 version = 2
 root = "$CONTAINERD_ROOT"
 state = "$STATE/containerd/state"
@@ -93,7 +99,7 @@ state = "$STATE/containerd/state"
     bin_dir = "/usr/lib/cni"
     conf_dir = "$STATE/cni/net.d"
 EOF
-  cat > "$STATE/cni/net.d/10-red.conflist" <<EOF
+  write_if_changed "$STATE/cni/net.d/10-red.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "red-test",
@@ -106,7 +112,7 @@ EOF
   ]
 }
 EOF
-  cat > "$STATE/kubelet/config.yaml" <<EOF
+  write_if_changed "$STATE/kubelet/config.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $NODE_IP
@@ -140,7 +146,7 @@ podLogsDir: $STATE/kubelet/pod-logs
 resolvConf: ""
 maxPods: 110
 EOF
-  cat > "$STATE/kube-proxy.yaml" <<EOF
+  write_if_changed "$STATE/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $KCFG}
@@ -157,7 +163,7 @@ iptables: {masqueradeAll: true, syncPeriod: 10s, minSyncPeriod: 0s}
 conntrack: {maxPerCore: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 nodePortAddresses: ["$NODE_IP/32"]
 EOF
-  cat > "$STATE/Corefile" <<EOF
+  write_if_changed "$STATE/Corefile" <<EOF
 .:53 {
     bind $NODE_IP
     errors
@@ -209,7 +215,7 @@ EOF
 purge_chains() { # remove this node's iptables rules and chains (kube-proxy, kubelet, CNI), nothing else
   local t rule chain
   for t in nat filter mangle; do
-    iptables -t "$t" -S 2>/dev/null | grep -E -- '-j (KUBE-|CNI-)' | sed 's/^-A /-D /' | while read -r rule; do
+    { iptables -t "$t" -S 2>/dev/null | grep -E -- '-j (KUBE-|CNI-)' || true; } | sed 's/^-A /-D /' | while read -r rule; do
       eval "iptables -t $t $rule" 2>/dev/null || true
     done
     for chain in $(iptables -t "$t" -S 2>/dev/null | awk '/^-N (KUBE-|CNI-)/ {print $2}'); do

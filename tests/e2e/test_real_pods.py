@@ -78,9 +78,11 @@ def pods_of(kube, namespace: str, selector: str) -> list[dict]:
 
 @pytest.fixture
 def chart(helm: Helm, node_namespace: str) -> Iterator[str]:  # noqa: F811
-    """The chart, installed as its README says, with its default values; uninstalled afterwards."""
+    """The chart, installed as its README says, with its default values; uninstalled afterwards. The CRD
+    exists already, shared with the other tests: --take-ownership adopts it (byte-identical)."""
     name = f"red-{uuid.uuid4().hex[:6]}"
-    helm.run("install", name, CHART, "--namespace", node_namespace, "--wait", "--timeout", "5m", timeout=360)
+    args = ("--namespace", node_namespace, "--take-ownership", "--wait", "--timeout", "5m")
+    helm.run("install", name, CHART, *args, timeout=360)
     yield name
     helm.run("uninstall", name, "--namespace", node_namespace, "--wait", check=False)
 
@@ -124,25 +126,15 @@ def test_the_chart_and_a_federation_run_in_real_pods(kube, chart: str, node_name
     submitters = kube.kubectl_json("get", "pods", "-l", f"job-name={final['rayJobName']}", namespace=namespace)["items"]
     assert submitters and submitters[0]["status"]["phase"] == "Succeeded", submitters
 
-    # The node actors ran in the worker Pod, not only on the head: Ray's own record of them says where.
+    # The node actors ran in the worker Pod, not only on the head: Ray's own records say where.
     head = next(p for p in ray_pods if p["metadata"]["labels"]["ray.io/node-type"] == "head")
     worker = next(p for p in ray_pods if p["metadata"]["labels"]["ray.io/node-type"] == "worker")
-    listed = kube.kubectl(
-        "exec",
-        head["metadata"]["name"],
-        "-c",
-        head["spec"]["containers"][0]["name"],
-        "--",
-        "ray",
-        "list",
-        "actors",
-        "--detail",
-        "--format",
-        "yaml",
-        "--limit",
-        "100",
-        namespace=namespace,
-    ).stdout
-    actors = yaml.safe_load(listed)
-    nodes_ips = {a["node_id"]: a.get("address", {}).get("ip_address") for a in actors}
-    assert worker["status"]["podIP"] in nodes_ips.values(), (worker["status"]["podIP"], actors)
+
+    def ray_list(what: str) -> list[dict]:
+        cmd = ["exec", head["metadata"]["name"], "-c", head["spec"]["containers"][0]["name"], "--"]
+        cmd += ["ray", "list", what, "--detail", "--format", "yaml", "--limit", "1000"]
+        return yaml.safe_load(kube.kubectl(*cmd, namespace=namespace).stdout)
+
+    worker_node = next(n["node_id"] for n in ray_list("nodes") if n["node_ip"] == worker["status"]["podIP"])
+    node_hosts = [a for a in ray_list("actors") if a["class_name"] == "NodeHost"]
+    assert any(a["node_id"] == worker_node for a in node_hosts), (worker_node, node_hosts)

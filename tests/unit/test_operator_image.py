@@ -114,3 +114,27 @@ def test_every_package_the_dockerfile_installs_is_used(image_site, loaded):
     assert listed <= used, (
         f"images/operator.Dockerfile installs {sorted(listed - used)}, which the operator never loads"
     )
+
+
+def test_the_operator_starts_as_a_uid_with_no_passwd_entry(monkeypatch):
+    """The image runs as uid 10001, which no /etc/passwd names: kopf must not need the user's name."""
+    import getpass
+    import pwd
+
+    import kopf
+
+    from red_operator import run
+
+    def no_entry(uid):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    for var in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(OSError if sys.version_info >= (3, 13) else KeyError):
+        getpass.getuser()  # what kopf's default identity would call
+    started: dict = {}
+    monkeypatch.setattr(kopf, "run", lambda **kw: started.update(kw))
+    monkeypatch.setattr("red_operator.metrics.serve", lambda port: None)
+    assert run.run_operator(liveness=None) == 0
+    assert started["identity"] and "/" in started["identity"]
