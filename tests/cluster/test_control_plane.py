@@ -219,7 +219,8 @@ def test_helm_talks_to_the_cluster(kube, namespace):
 
 
 def test_gpu_request_is_scheduled_on_a_gpu_node(kube, namespace):
-    """The fake GPU nodes advertise nvidia.com/gpu; the real scheduler honours it."""
+    """The fake GPU nodes advertise nvidia.com/gpu and are tainted as GKE and EKS taint theirs; the real
+    scheduler places a Pod that asks for GPUs and tolerates the taint there, and only a Pod that tolerates it."""
     kube.apply(
         {
             "apiVersion": "v1",
@@ -232,7 +233,8 @@ def test_gpu_request_is_scheduled_on_a_gpu_node(kube, namespace):
                         "image": "busybox:1.36",
                         "resources": {"limits": {"nvidia.com/gpu": "2", "cpu": "1", "memory": "1Gi"}},
                     }
-                ]
+                ],
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
             },
         }
     )
@@ -243,3 +245,17 @@ def test_gpu_request_is_scheduled_on_a_gpu_node(kube, namespace):
 
     pod = kube.wait_for(running, timeout=90, message="GPU pod Running")
     assert pod["spec"]["nodeName"].startswith("kwok-gpu-")
+
+    # Without the toleration, no node can take it: the GPU nodes are tainted.
+    container = {"name": "c", "image": "busybox:1.36", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+    kube.apply(
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "no-toleration"}, "spec": {"containers": [container]}},
+        namespace=namespace,
+    )
+
+    def refused() -> str:
+        pod = kube.kubectl_json("get", "pod", "no-toleration", namespace=namespace)
+        conditions = {c["type"]: c for c in pod["status"].get("conditions", [])}
+        return conditions.get("PodScheduled", {}).get("message", "") if "nodeName" not in pod["spec"] else "bound"
+
+    assert "untolerated taint" in kube.wait_for(refused, timeout=60, message="the scheduler's verdict on no-toleration")

@@ -12,13 +12,12 @@ import threading
 import time
 
 import pytest
-import yaml
 
 from red_operator import builders
 from red_runtime.spec import parse_manifest
 from tests.e2e.conftest import hosts_entry
 from tests.e2e.models import MESSAGE
-from tests.operator.test_operator_cluster import apply, get, names, status
+from tests.operator.test_operator_cluster import apply, names, status
 from tests.runtime.conftest import example, rounds_done
 
 pytestmark = pytest.mark.e2e
@@ -90,36 +89,6 @@ def run_on_the_stack(kube, namespace, ray_head, tmp_path, doc, env=None) -> tupl
         )
     time.sleep(1)  # the watch prints the last version
     return final, watch.stop(), head
-
-
-def test_a_federation_trains_through_the_whole_stack_and_reports(kube, namespace, operator, ray_head, tmp_path):
-    final, rows, head = run_on_the_stack(kube, namespace, ray_head, tmp_path, federation("e2e-star"))
-    assert final["phase"] == "Succeeded", json.dumps(final, indent=1)
-
-    # `kubectl get fed -w` showed the rounds go by, in order, while it trained.
-    rounds = [int(r[0].split("/")[0]) for r in rows if r and r[0] != "<none>"]
-    assert len(set(rounds)) >= 3 and rounds == sorted(rounds) and rounds[-1] == ROUNDS, rows
-    assert any(r[2] == "Running" for r in rows if len(r) == 3), rows
-
-    # The printer columns a user reads afterwards.
-    row = kube.kubectl("get", "fed", "e2e-star", "--no-headers", namespace=namespace).stdout.split()
-    ready, phase, progress, nodes, accuracy = row[1:6]
-    assert (ready, phase, progress, nodes) == ("True", "Succeeded", f"{ROUNDS}/{ROUNDS}", "4/4")
-    assert float(accuracy) > 0.8
-
-    # `kubectl get fed -o yaml` counts every node's health and lists those that are not Healthy: none.
-    doc = yaml.safe_load(kube.kubectl("get", "fed", "e2e-star", "-o", "yaml", namespace=namespace).stdout)
-    counts = doc["status"]["nodeCounts"]
-    assert counts["Healthy"] == 4 and sum(counts.values()) == 4 and not doc["status"].get("nodes")
-    assert doc["status"]["completionTime"] and doc["status"]["startTime"]
-    conditions = {c["type"]: c["status"] for c in doc["status"]["conditions"]}
-    assert conditions["Succeeded"] == "True" and conditions["NodesHealthy"] == "True"
-
-    # Ray itself ran the driver that KubeRay submitted, and the finished job released its cluster.
-    job_id = get(kube, namespace, "rayjob", final["rayJobName"])["status"]["jobId"]
-    ray_job = next(j for j in head.jobs() if j.get("submission_id") == job_id)
-    assert ray_job["status"] == "SUCCEEDED" and f"--federation {namespace}/e2e-star" in ray_job["entrypoint"]
-    kube.wait_for(lambda: get(kube, namespace, "raycluster", final["rayClusterName"]) is None, timeout=60)
 
 
 def test_a_model_that_raises_fails_the_federation_with_its_error(kube, namespace, operator, ray_head, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -18,6 +19,7 @@ import pytest
 import yaml
 
 from red_runtime.spec import RaySpec
+from tests.e2e.test_e2e import Watch
 from tests.helm.conftest import CHART, Helm, helm  # noqa: F401 - the fixture
 from tests.operator.test_operator_cluster import get, status
 
@@ -93,6 +95,7 @@ def test_the_chart_and_a_federation_run_in_real_pods(kube, chart: str, node_name
     assert [p["spec"]["nodeName"] for p in operator] == [NODE], operator
 
     kube.apply(federation("real"), namespace=namespace)
+    watch = Watch(kube, namespace, "real")
     final = kube.wait_for(
         lambda: (s := status(kube, namespace, "real")).get("phase") in ("Succeeded", "Failed") and s,
         timeout=900,
@@ -103,6 +106,20 @@ def test_the_chart_and_a_federation_run_in_real_pods(kube, chart: str, node_name
         ),
     )
     assert final["phase"] == "Succeeded", json.dumps(final, indent=1) + "\n" + diagnose(kube, namespace)
+
+    # `kubectl get fed -w` showed the rounds go by, in order, while it trained.
+    time.sleep(1)  # the watch prints the last version
+    rows = watch.stop()
+    rounds = [int(r[0].split("/")[0]) for r in rows if r and r[0] != "<none>"]
+    assert rounds == sorted(rounds) and rounds[-1] == ROUNDS and len(set(rounds)) >= 2, rows
+    assert any(r[2] == "Running" for r in rows if len(r) == 3), rows
+
+    # `kubectl get fed -o yaml` counts every node's health and lists those that are not Healthy: none.
+    doc = yaml.safe_load(kube.kubectl("get", "fed", "real", "-o", "yaml", namespace=namespace).stdout)
+    assert doc["status"]["nodeCounts"]["Healthy"] == 2 and sum(doc["status"]["nodeCounts"].values()) == 2
+    assert not doc["status"].get("nodes") and doc["status"]["completionTime"] and doc["status"]["startTime"]
+    conditions = {c["type"]: c["status"] for c in doc["status"]["conditions"]}
+    assert conditions["Succeeded"] == "True" and conditions["NodesHealthy"] == "True"
 
     # The printer columns a user reads.
     row = kube.kubectl("get", "fed", "real", "--no-headers", namespace=namespace).stdout.split()
