@@ -48,11 +48,8 @@ node_claim() { # only one real node per machine
 }
 
 node_any_alive_in() { # node_any_alive_in STATE_DIR: one of that state dir's node processes runs
-  local dir=$1 n p
-  for n in "${NODE_COMPONENTS[@]}"; do
-    p=$(cat "$dir/pids/$n.pid" 2>/dev/null || true)
-    [ -n "$p" ] && [ -r "/proc/$p/cmdline" ] && tr '\0' ' ' < "/proc/$p/cmdline" | grep -qF -- "$dir" && return 0
-  done
+  local n
+  for n in "${NODE_COMPONENTS[@]}"; do alive_in "$1" "$n" && return 0; done
   return 1
 }
 
