@@ -15,7 +15,7 @@ import pytest
 
 from red_operator import builders
 from red_runtime.spec import parse_manifest
-from tests.e2e.conftest import hosts_entry
+from tests.e2e.conftest import head_service_host, hosts_entry
 from tests.e2e.models import MESSAGE
 from tests.operator.test_operator_cluster import apply, names, status
 from tests.runtime.conftest import example, rounds_done
@@ -60,27 +60,34 @@ class Watch:
 def run_on_the_stack(kube, namespace, ray_head, tmp_path, doc, env=None) -> tuple[dict, list[list[str]], object]:
     """Apply `doc`, play its head Pod with a real Ray holding the driver's token, wait for the end."""
     name = doc["metadata"]["name"]
-    apply(kube, namespace, doc)
-    watch = Watch(kube, namespace, name)
-    driver_sa = builders.driver_name(name)
-    kube.wait_for(lambda: names(kube, namespace, "serviceaccount", name) == [driver_sa], timeout=60)
-    token = kube.service_account_token(namespace, driver_sa)
     cluster = builders.raycluster_name(name)
-    ray_token = kube.wait_for(
-        lambda: kube.kubectl_json("get", "secret", cluster, namespace=namespace)["data"]["auth_token"],
-        timeout=90,
-        message=f"KubeRay's Ray auth Secret of {cluster}",
-    )
-    kubeconfig = kube.token_kubeconfig(token, tmp_path / "driver.kubeconfig")
-    head = ray_head(kubeconfig, base64.b64decode(ray_token).decode(), env)
-    service = kube.wait_for(
-        lambda: kube.kubectl_json(
-            "get", "svc", "-l", f"ray.io/cluster={cluster},ray.io/node-type=head", namespace=namespace
-        )["items"],
-        timeout=90,
-        message=f"KubeRay's head Service of {cluster}",
-    )[0]["metadata"]["name"]
-    with hosts_entry(f"{service}.{namespace}.svc.cluster.local"):
+    host = head_service_host(cluster, namespace)
+    # The head Service is headless: cluster DNS gives the kwok Pod's IP, which nothing here serves (a proxy
+    # on the default route answers 404 and keeps the connection alive). Point the name at this machine
+    # before KubeRay first asks, so its submissions are refused until the head below is up.
+    with hosts_entry(host):
+        apply(kube, namespace, doc)
+        watch = Watch(kube, namespace, name)
+        driver_sa = builders.driver_name(name)
+        kube.wait_for(lambda: names(kube, namespace, "serviceaccount", name) == [driver_sa], timeout=60)
+        token = kube.service_account_token(namespace, driver_sa)
+        ray_token = kube.wait_for(
+            lambda: kube.kubectl_json("get", "secret", cluster, namespace=namespace)["data"]["auth_token"],
+            timeout=90,
+            message=f"KubeRay's Ray auth Secret of {cluster}",
+        )
+        kubeconfig = kube.token_kubeconfig(token, tmp_path / "driver.kubeconfig")
+        head = ray_head(kubeconfig, base64.b64decode(ray_token).decode(), env)
+        kube.wait_for(
+            lambda: kube.kubectl_json("get", "svc", host.split(".")[0], namespace=namespace),
+            timeout=90,
+            message=f"KubeRay's head Service of {cluster}",
+        )
+        # KubeRay was refused while the head started and now backs off exponentially (minutes, after a slow
+        # start); a change to the RayJob makes it try again at once, as a real head Pod turning Ready would.
+        kube.kubectl(
+            "annotate", "rayjob", "--all", f"red.test/head-up={time.time():.0f}", "--overwrite", namespace=namespace
+        )
         final = kube.wait_for(
             lambda: (s := status(kube, namespace, name)).get("phase") in ("Succeeded", "Failed") and s,
             timeout=420,
