@@ -20,13 +20,14 @@ NODE_OWNER=/run/red-test-node.owner
 # containerd's images and layers outlive `ctl down` (a warm `up` loads only what changed)
 CONTAINERD_ROOT=$(realpath -m "${RED_CONTAINERD_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/red-test/containerd}")
 CONTAINERD_SOCK=$STATE/containerd/containerd.sock
-NODE_COMPONENTS=(containerd kubelet kube-proxy coredns)
+NODE_COMPONENTS=(containerd kubelet kube-proxy coredns provisioner)
 
 node_enabled() { [ "${RED_CLUSTER_NODE:-1}" != 0 ]; }
 
 node_build() {
   build_one node k8s.io/kubernetes/cmd/kubelet=kubelet k8s.io/kubernetes/cmd/kube-proxy=kube-proxy
   build_one coredns red.test/cluster/coredns=coredns
+  build_one provisioner red.test/cluster/provisioner=red-provisioner
 }
 
 node_tools() {
@@ -58,7 +59,8 @@ node_network() { # the bridge Pods attach to; its address is the node's
   if ! ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then
     ip link add "$NODE_BRIDGE" type bridge || die "cannot create bridge $NODE_BRIDGE"
   fi
-  ip addr show dev "$NODE_BRIDGE" | grep -qF " $NODE_IP/" || ip addr add "$NODE_IP/24" dev "$NODE_BRIDGE"
+  # not `ip addr show | grep -q`: with pipefail, ip's SIGPIPE (grep done early) would read as "absent"
+  [[ "$(ip -4 addr show dev "$NODE_BRIDGE")" == *" $NODE_IP/"* ]] || ip addr add "$NODE_IP/24" dev "$NODE_BRIDGE"
   ip link set "$NODE_BRIDGE" up
 }
 
@@ -207,6 +209,19 @@ EOF
   wait_for kubelet "Node $NODE_NAME Ready" node_ready
   wait_for kube-proxy "/healthz" curl -sf --max-time 3 "http://127.0.0.1:$PROXY_HEALTHZ_PORT/healthz"
   wait_for coredns "/ready" curl -sf --max-time 3 "http://127.0.0.1:$DNS_READY_PORT/ready"
+  # PVCs bind as on kind: a default StorageClass whose volumes are directories on this machine
+  # (go/provisioner); they go with the cluster's etcd at `ctl down`
+  start provisioner "$BIN/red-provisioner" -kubeconfig "$KCFG" -root "$STATE/volumes"
+  kc apply -f - >/dev/null <<EOF
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: standard
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: red.test/hostpath
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+EOF
 }
 
 purge_chains() { # remove this node's iptables rules and chains (kube-proxy, kubelet, CNI), nothing else
