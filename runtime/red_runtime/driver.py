@@ -44,9 +44,9 @@ from red_runtime.training import evaluate
 
 log = logging.getLogger("red.driver")
 EXIT_FAILED, EXIT_INVALID = 1, 2
-# How long a crashed actor may take to come back (a restart re-imports torch) before it counts as gone.
-HEALTH_TIMEOUT_S = float(os.environ.get("RED_HEALTH_TIMEOUT_S", "60"))
-# A first start imports torch and builds the node's data: minutes on a loaded machine, and no sign of ill health.
+# How long an actor may take to start, or to come back after a crash, before it counts as gone. A start
+# imports torch and builds the node's data: minutes on a loaded machine, and no sign of ill health. A restart
+# is a start, often on a Pod that KubeRay is still replacing (a lost worker), so it gets as long.
 STARTUP_TIMEOUT_S = float(os.environ.get("RED_STARTUP_TIMEOUT_S", "300"))
 
 
@@ -194,9 +194,9 @@ class Driver:
         )
 
     def _pinger(self, pool: NodePool):
-        def ping(slot: int, startup: bool = False) -> int:
-            """The actor's process id, waiting while Ray starts or restarts it; SlotGone once Ray gave up."""
-            limit = STARTUP_TIMEOUT_S if startup else HEALTH_TIMEOUT_S
+        def ping(slot: int, startup: bool = False) -> str:
+            """The actor's incarnation, waiting while Ray starts or restarts it; SlotGone once Ray gave up."""
+            limit = STARTUP_TIMEOUT_S
             deadline = time.monotonic() + limit
             ref = pool.actor(slot).ping.remote()
             while True:

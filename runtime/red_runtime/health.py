@@ -1,8 +1,10 @@
-"""Node health from the actors' process ids: restarts, straggling and nodes that are gone for good.
+"""Node health from the actors' incarnations: restarts, straggling and nodes that are gone for good.
 
-Ray restarts a crashed actor up to `maxNodeRestarts` times; a new process id behind a slot is a
-restart, and its nodes are Restarting until they report again. A slot whose actor Ray gave up on takes
-its nodes out of the federation. The monitor asks only `ping(slot) -> pid`, so it unit-tests with a fake.
+Ray restarts a crashed actor up to `maxNodeRestarts` times; a new incarnation behind a slot is a
+restart, and its nodes are Restarting until they report again. An incarnation is a token each actor draws
+when it starts, not its process id: in a replacement Pod the restarted actor often gets the same pid as
+the one that died. A slot whose actor Ray gave up on takes its nodes out of the federation. The monitor
+asks only `ping(slot) -> incarnation`, so it unit-tests with a fake.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ class HealthMonitor:
         nodes: list[NodeStatus],
         nodes_in: Callable[[int], list[int]],
         slot_of: Callable[[int], int],
-        ping: Callable[..., int],  # ping(slot, startup=False) -> pid; raises SlotGone
+        ping: Callable[..., str],  # ping(slot, startup=False) -> incarnation; raises SlotGone
     ):
         self.nodes = nodes
         self.nodes_in = nodes_in
         self.slot_of = slot_of
         self.ping = ping
-        self.pids: dict[int, int] = {}  # slot -> process id of the actor incarnation last seen
+        self.incarnations: dict[int, str] = {}  # slot -> the actor incarnation last seen
         self.dead_slots: set[int] = set()
 
     def failed_indices(self) -> set[int]:
@@ -37,7 +39,7 @@ class HealthMonitor:
 
     def started(self, slot: int) -> None:
         """A slot's actor answered for the first time (or again): remember who it is."""
-        self.saw_pid(slot, self.ping(slot, startup=True))
+        self.saw(slot, self.ping(slot, startup=True))
 
     def round_done(self, round_no: int, results: list[dict], straggling: set[int], crashed: set[int]) -> list[str]:
         """Mark this round's nodes; returns the ids of nodes that failed for good in it."""
@@ -48,11 +50,11 @@ class HealthMonitor:
         for i in straggling:
             self.nodes[i].state = STRAGGLING
         for r in results:  # after marking: a restarted actor's nodes stay Restarting for this round
-            self.saw_pid(self.slot_of(r["index"]), r["pid"])
+            self.saw(self.slot_of(r["index"]), r["incarnation"])
         gone: list[str] = []
         for slot in sorted({self.slot_of(i) for i in crashed} - self.dead_slots):
             try:
-                self.saw_pid(slot, self.ping(slot))
+                self.saw(slot, self.ping(slot))
             except SlotGone:
                 self.dead_slots.add(slot)
                 for i in self.nodes_in(slot):
@@ -60,10 +62,10 @@ class HealthMonitor:
                     gone.append(node_id(i))
         return gone
 
-    def saw_pid(self, slot: int, pid: int) -> None:
-        known = self.pids.get(slot)
-        self.pids[slot] = pid
-        if known is not None and known != pid:
+    def saw(self, slot: int, incarnation: str) -> None:
+        known = self.incarnations.get(slot)
+        self.incarnations[slot] = incarnation
+        if known is not None and known != incarnation:
             for i in self.nodes_in(slot):
                 self.nodes[i].restarts += 1
                 if self.nodes[i].state != FAILED:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from typing import Any
 
 import numpy as np
@@ -96,7 +97,7 @@ class NodeHost:
         self.model.to(self.device)
         self._warm_up()
         self.states: dict[int, LocalState] = {}
-        self.pid = os.getpid()
+        self.incarnation = uuid.uuid4().hex  # drawn anew by each (re)start; see health.py
 
     def _warm_up(self) -> None:
         """Pay torch's first-step cost (about a second) at start-up rather than inside a round's deadline."""
@@ -115,9 +116,9 @@ class NodeHost:
             "threads": torch.get_num_threads(),
         }
 
-    def ping(self) -> int:
-        """This incarnation's process id: a new one means Ray restarted the actor."""
-        return self.pid
+    def ping(self) -> str:
+        """This incarnation's token: a new one means Ray restarted the actor."""
+        return self.incarnation
 
     def export_state(self) -> dict[int, dict[str, Any]]:
         """What a checkpoint must keep of the hosted nodes: own models and optimizer moments."""
@@ -195,7 +196,7 @@ class NodeHost:
                 weight = 1.0 if counted(self.spec.algorithm.fraction) else 0.0
             update = Update.single(node_id(index), params, weight)
             result.update(train_loss=loss, samples=len(state.train), seconds=time.perf_counter() - began)
-            result["pid"] = self.pid
+            result["incarnation"] = self.incarnation
             flusher.add(upstream[index], update, result, pooled=pool)
             trained += 1
         ray.get(flusher.close())
@@ -235,7 +236,7 @@ class NodeHost:
             state.params, loss = train_local(self.model, state.params, state, self.spec.task.train, gen, self.device)
             posts.append(self._post(round_no, [node_id(index)], neighbours[index], state.params))
             result.update(train_loss=loss, samples=len(state.train), seconds=time.perf_counter() - began)
-            result["pid"] = self.pid
+            result["incarnation"] = self.incarnation
             results.append(result)
         ray.get(posts)
         return results

@@ -10,16 +10,16 @@ SLOTS = 2
 
 
 class FakeActors:
-    """pid per slot; a slot in `dead` has no actor any more."""
+    """incarnation per slot; a slot in `dead` has no actor any more."""
 
     def __init__(self):
-        self.pids = {0: 100, 1: 200}
+        self.incarnations = {0: "a0", 1: "b0"}
         self.dead: set[int] = set()
 
     def ping(self, slot, startup=False):
         if slot in self.dead:
             raise SlotGone(f"slot {slot} died")
-        return self.pids[slot]
+        return self.incarnations[slot]
 
 
 def monitor(actors, count=6):
@@ -28,7 +28,7 @@ def monitor(actors, count=6):
 
 
 def rows(indices, actors):
-    return [{"index": i, "pid": actors.pids[i % SLOTS]} for i in indices]
+    return [{"index": i, "incarnation": actors.incarnations[i % SLOTS]} for i in indices]
 
 
 def test_reporting_nodes_are_healthy_and_late_ones_straggle():
@@ -41,13 +41,13 @@ def test_reporting_nodes_are_healthy_and_late_ones_straggle():
     assert nodes[0].lastRound == 1 and nodes[4].lastRound == 0
 
 
-def test_a_new_pid_is_a_restart_for_every_node_of_that_slot():
+def test_a_new_incarnation_is_a_restart_for_every_node_of_that_slot():
     actors = FakeActors()
     health, nodes = monitor(actors)
     for slot in range(SLOTS):
         health.started(slot)
     health.round_done(1, rows(range(6), actors), set(), set())
-    actors.pids[1] = 201  # Ray restarted slot 1's actor
+    actors.incarnations[1] = "b1"  # Ray restarted slot 1's actor
     health.round_done(2, rows(range(6), actors), set(), set())
     assert [n.restarts for n in nodes] == [0, 1, 0, 1, 0, 1]
     assert [n.state for n in nodes] == [HEALTHY, RESTARTING] * 3
@@ -60,7 +60,7 @@ def test_a_crashed_slot_that_comes_back_counts_a_restart_and_one_that_does_not_f
     health, nodes = monitor(actors)
     for slot in range(SLOTS):
         health.started(slot)
-    actors.pids[0] = 101
+    actors.incarnations[0] = "a1"
     actors.dead.add(1)
     gone = health.round_done(1, [], straggling=set(), crashed={0, 1, 2, 3, 4, 5})
     assert gone == ["node-1", "node-3", "node-5"]
