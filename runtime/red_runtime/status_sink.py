@@ -33,6 +33,7 @@ DRIVER_FIELDS = (
     "progress",
     "nodesReady",
     "nodeCounts",
+    "nodeRestarts",
     "nodesUnlisted",
     "metrics",
     "privacy",
@@ -61,6 +62,8 @@ def node_fields(nodes: list[NodeStatus], limit: int = MAX_LISTED_NODES) -> dict[
         "nodesReady": nodes_ready(nodes),
         # Every state, zeros too: a JSON merge patch merges maps, so a state left out would keep its old count.
         "nodeCounts": {state: counts[state] for state in NODE_STATES},
+        # Restarted nodes are Healthy again and so unlisted: the total says the federation lived through them.
+        "nodeRestarts": sum(n.restarts for n in nodes),
         "nodes": [n.as_dict() for n in unwell[:limit]],
         "nodesUnlisted": max(0, len(unwell) - limit),
     }
