@@ -279,11 +279,21 @@ KWOK_ONLY = {
 }
 
 
-def _test_namespace(kube: Kube, request: pytest.FixtureRequest, annotations: dict[str, str]) -> Iterator[str]:
+# Pod Security admission's strictest profile, enforced (Pods that fail it are refused), at the newest version.
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+
+
+def _test_namespace(
+    kube: Kube, request: pytest.FixtureRequest, annotations: dict[str, str], labels: dict[str, str] | None = None
+) -> Iterator[str]:
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-") or "t"
     name = f"t-{base}-{uuid.uuid4().hex[:6]}"
     doc = {"apiVersion": "v1", "kind": "Namespace"}
-    doc["metadata"] = {"name": name, "labels": {"red.test/ephemeral": "true"}, "annotations": annotations}
+    labels = {"red.test/ephemeral": "true", **(labels or {})}
+    doc["metadata"] = {"name": name, "labels": labels, "annotations": annotations}
     kube.kubectl("create", "-f", "-", input=json.dumps(doc))
     try:
         yield name
@@ -300,5 +310,6 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 def node_namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace whose Pods the scheduler places as in any cluster: on the real node, for this suite."""
-    yield from _test_namespace(kube, request, {})
+    """A fresh namespace whose Pods the scheduler places as in any cluster: on the real node, for this suite.
+    It enforces Pod Security `restricted`, as locked-down clusters do: every Pod Red creates must pass."""
+    yield from _test_namespace(kube, request, {}, RESTRICTED)

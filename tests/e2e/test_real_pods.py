@@ -78,6 +78,20 @@ def pods_of(kube, namespace: str, selector: str) -> list[dict]:
     return kube.kubectl_json("get", "pods", "-l", selector, namespace=namespace)["items"]
 
 
+def ray_list(kube, namespace: str, head: dict, what: str) -> list[dict]:
+    """`ray list WHAT` in the head Pod: Ray's own record of its nodes, actors, jobs."""
+    cmd = ["exec", head["metadata"]["name"], "-c", head["spec"]["containers"][0]["name"], "--"]
+    cmd += ["ray", "list", what, "--detail", "--format", "yaml", "--limit", "1000"]
+    return yaml.safe_load(kube.kubectl(*cmd, namespace=namespace).stdout)
+
+
+def node_hosts_in(kube, namespace: str, head: dict, pod: dict) -> list[dict]:
+    """The live node actors (NodeHost) that Ray placed in `pod`."""
+    nodes = [n["node_id"] for n in ray_list(kube, namespace, head, "nodes") if n["node_ip"] == pod["status"]["podIP"]]
+    actors = ray_list(kube, namespace, head, "actors")
+    return [a for a in actors if a["class_name"] == "NodeHost" and a["state"] == "ALIVE" and a["node_id"] in nodes]
+
+
 @pytest.fixture
 def chart(helm: Helm, node_namespace: str) -> Iterator[str]:  # noqa: F811
     """The chart, installed as its README says, with its default values; uninstalled afterwards. The CRD
@@ -147,11 +161,4 @@ def test_the_chart_and_a_federation_run_in_real_pods(kube, chart: str, node_name
     head = next(p for p in ray_pods if p["metadata"]["labels"]["ray.io/node-type"] == "head")
     worker = next(p for p in ray_pods if p["metadata"]["labels"]["ray.io/node-type"] == "worker")
 
-    def ray_list(what: str) -> list[dict]:
-        cmd = ["exec", head["metadata"]["name"], "-c", head["spec"]["containers"][0]["name"], "--"]
-        cmd += ["ray", "list", what, "--detail", "--format", "yaml", "--limit", "1000"]
-        return yaml.safe_load(kube.kubectl(*cmd, namespace=namespace).stdout)
-
-    worker_node = next(n["node_id"] for n in ray_list("nodes") if n["node_ip"] == worker["status"]["podIP"])
-    node_hosts = [a for a in ray_list("actors") if a["class_name"] == "NodeHost"]
-    assert any(a["node_id"] == worker_node for a in node_hosts), (worker_node, node_hosts)
+    assert node_hosts_in(kube, namespace, head, worker), "no node actor ran in the worker Pod"
