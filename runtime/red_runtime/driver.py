@@ -121,6 +121,18 @@ def weighted(results: list[dict], key: str, weight: str) -> float | None:
     return sum(r[key] * r[weight] for r in rows) / total if total else None
 
 
+def restarting(actor_id: str | None) -> bool:
+    """Whether Ray is bringing an actor back although a call to it failed as dead: calls fail so while its
+    node is lost and Ray restarts it elsewhere (a deleted worker Pod). The GCS knows which it is."""
+    from ray.util.state import get_actor
+
+    try:
+        info = get_actor(actor_id) if actor_id else None
+    except Exception:  # noqa: BLE001 - no answer: take Ray's word that it died
+        return False
+    return info is not None and info.state in ("RESTARTING", "PENDING_CREATION", "DEPENDENCIES_UNREADY", "ALIVE")
+
+
 class Driver:
     """Runs the rounds. What it holds on Ray, node health and checkpoints each have their own class."""
 
@@ -207,7 +219,9 @@ class Driver:
                 except ActorUnavailableError:  # restarting: not dead, not back yet
                     ref = pool.actor(slot).ping.remote()
                 except ActorDiedError as err:
-                    raise SlotGone(str(err)) from err
+                    if not (err.preempted or restarting(err.actor_id)):
+                        raise SlotGone(str(err)) from err
+                    ref = pool.actor(slot).ping.remote()
                 if self.stop.requested and self.stop.grace_left() <= 0:
                     raise RoundAbandoned(f"node actor slot {slot} did not answer before the stop")
                 if time.monotonic() > deadline:

@@ -1,0 +1,199 @@
+"""Faults for real, on the suite's real node: Pods deleted mid-run, as a node drain or an eviction would.
+
+Each test installs the chart with its default values in a namespace that enforces Pod Security
+`restricted`, applies a Federation and deletes one of the Pods that run it while it trains.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.e2e.test_e2e import Watch
+from tests.e2e.test_real_pods import NODE, chart, diagnose, federation, node_hosts_in, pods_of  # noqa: F401 - chart
+from tests.helm.conftest import helm  # noqa: F401 - the fixture
+from tests.operator.test_operator_cluster import status
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("chart")]
+
+ROUNDS = 20
+
+
+def progress(doc: dict) -> int:
+    """The round the driver last reported (status.progress is "k/R")."""
+    return int(doc.get("progress", "0/0").split("/")[0])
+
+
+def wait_for_round(kube, namespace: str, name: str, at_least: int) -> dict:
+    return kube.wait_for(
+        lambda: (s := status(kube, namespace, name)) and progress(s) >= at_least and s,
+        timeout=600,
+        interval=1,
+        message=lambda: (
+            f"round {at_least} of {name}: {json.dumps(status(kube, namespace, name))[:1500]}\n"
+            + diagnose(kube, namespace)
+        ),
+    )
+
+
+def wait_for_the_end(kube, namespace: str, name: str) -> dict:
+    final = kube.wait_for(
+        lambda: (s := status(kube, namespace, name)).get("phase") in ("Succeeded", "Failed") and s,
+        timeout=900,
+        interval=2,
+        message=lambda: (
+            f"the end of {name}: {json.dumps(status(kube, namespace, name))[:1500]}\n" + diagnose(kube, namespace)
+        ),
+    )
+    assert final["phase"] == "Succeeded", json.dumps(final, indent=1) + "\n" + diagnose(kube, namespace)
+    assert (final["round"], final["progress"]) == (ROUNDS, f"{ROUNDS}/{ROUNDS}"), final
+    return final
+
+
+def slow_federation(name: str) -> dict:
+    """Rounds of about 3 s on half a core (digits trains in well under one otherwise): a Pod deleted after
+    the first rounds dies while the federation trains, with time left to see it through."""
+    doc = federation(name)
+    doc["spec"]["rounds"] = ROUNDS
+    doc["spec"]["task"]["model"]["hidden"] = [128]
+    doc["spec"]["task"]["train"].update(epochs=20, batchSize=8)
+    return doc
+
+
+def delete_pod(kube, namespace: str, pod: dict) -> None:
+    # As a node that fails does: the containers stop at once (a second's grace), mid-round.
+    kube.kubectl("delete", "pod", pod["metadata"]["name"], "--grace-period=1", "--wait=false", namespace=namespace)
+
+
+def test_a_deleted_worker_pod_is_survived_and_its_restarts_counted(kube, node_namespace: str):
+    namespace, name = node_namespace, "lose-worker"
+    kube.apply(slow_federation(name), namespace=namespace)
+    cluster = wait_for_round(kube, namespace, name, 1)["rayClusterName"]
+    (head,) = pods_of(kube, namespace, f"ray.io/cluster={cluster},ray.io/node-type=head")
+    (worker,) = pods_of(kube, namespace, f"ray.io/cluster={cluster},ray.io/node-type=worker")
+    assert node_hosts_in(kube, namespace, head, worker), "no node actor in the worker Pod: nothing to lose"
+    delete_pod(kube, namespace, worker)
+    assert progress(status(kube, namespace, name)) < ROUNDS - 2, "the run ended before the Pod went"
+
+    final = wait_for_the_end(kube, namespace, name)
+    # The node actors on the lost Pod were restarted (KubeRay replaced the Pod) and the count says so.
+    assert final["nodeRestarts"] >= 1, json.dumps(final, indent=1)
+    assert final["nodeCounts"]["Healthy"] == 2, final["nodeCounts"]
+    (replacement,) = pods_of(kube, namespace, f"ray.io/cluster={cluster},ray.io/node-type=worker")
+    assert replacement["metadata"]["uid"] != worker["metadata"]["uid"]
+    assert replacement["spec"]["nodeName"] == NODE
+
+
+def test_a_deleted_head_pod_resumes_from_the_checkpoint_on_its_volume(kube, node_namespace: str):
+    """Checkpoints go to a PersistentVolumeClaim mounted in the head Pod (the default StorageClass binds it);
+    the head is deleted mid-run, and the run that follows continues after the last checkpoint."""
+    namespace, name = node_namespace, "lose-head"
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "checkpoints"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    kube.apply(claim, namespace=namespace)
+    doc = slow_federation(name)
+    spec = doc["spec"]
+    spec["checkpoint"] = {"every": 1, "path": "/checkpoints"}
+    spec["faultTolerance"] = {"maxJobRetries": 2}
+    spec["ray"]["head"]["volumes"] = [{"name": "checkpoints", "persistentVolumeClaim": {"claimName": "checkpoints"}}]
+    spec["ray"]["head"]["volumeMounts"] = [{"name": "checkpoints", "mountPath": "/checkpoints"}]
+    kube.apply(doc, namespace=namespace)
+    watch = Watch(kube, namespace, name)
+
+    before = kube.wait_for(
+        lambda: (s := status(kube, namespace, name)).get("lastCheckpoint", {}).get("round", 0) >= 2 and s,
+        timeout=600,
+        interval=1,
+        message=lambda: (
+            f"a checkpoint of {name}: {json.dumps(status(kube, namespace, name))[:1500]}\n" + diagnose(kube, namespace)
+        ),
+    )
+    saved = before["lastCheckpoint"]["round"]
+    cluster = before["rayClusterName"]
+    (head,) = pods_of(kube, namespace, f"ray.io/cluster={cluster},ray.io/node-type=head")
+    delete_pod(kube, namespace, head)
+    seen = len(watch.rows)
+    assert progress(status(kube, namespace, name)) < ROUNDS - 2, "the run ended before the Pod went"
+
+    final = wait_for_the_end(kube, namespace, name)
+    time.sleep(1)  # the watch prints the last version
+    rows = watch.stop()
+    # After the head went, no driver started over: each one reported the round it resumed after, never 0.
+    after = [int(r[0].split("/")[0]) for r in rows[seen:] if r and r[0] != "<none>"]
+    assert after and min(after) >= saved, (saved, rows)
+    assert final["lastCheckpoint"]["round"] == ROUNDS, final
+    (new_head,) = pods_of(kube, namespace, f"ray.io/cluster={cluster},ray.io/node-type=head")
+    assert new_head["metadata"]["uid"] != head["metadata"]["uid"]
+    # The checkpoints are on the claim's volume, not in the container: the new head Pod lists the last one.
+    listing = kube.kubectl(
+        "exec",
+        new_head["metadata"]["name"],
+        "-c",
+        new_head["spec"]["containers"][0]["name"],
+        "--",
+        "ls",
+        "/checkpoints",
+        namespace=namespace,
+    ).stdout.split()
+    assert any(f.startswith(f"round-{ROUNDS:06d}-") and f.endswith(".pt") for f in listing), listing
+
+
+KWOK = {
+    "nodeSelector": {"type": "kwok"},
+    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+}
+
+
+def test_a_deleted_operator_pod_leaves_no_duplicate_children(kube, node_namespace: str):
+    """The operator Pod is killed (no grace) right after eight Federations arrive, while it reconciles them;
+    its Deployment's next Pod finishes the work, and each Federation has one RayCluster and one RayJob.
+    Their Ray Pods go to kwok's nodes (spec nodeSelector and tolerations): only the operator matters here."""
+    namespace = node_namespace
+    names = [f"crash-{i}" for i in range(8)]
+    docs = []
+    for name in names:
+        doc = federation(name)
+        ray = doc["spec"]["ray"]
+        ray["submissionMode"] = "HTTPMode"  # no submitter Pod: nothing runs on the real node but the operator
+        ray["head"].update(KWOK)
+        ray["workerGroups"][0].update(KWOK)
+        docs.append(doc)
+    (operator,) = pods_of(kube, namespace, "app.kubernetes.io/name=red-operator")
+    kube.apply(docs, namespace=namespace)
+    kube.kubectl("delete", "pod", operator["metadata"]["name"], "--grace-period=0", "--force", namespace=namespace)
+
+    def children(kind: str, name: str) -> list[dict]:
+        return kube.kubectl_json("get", kind, "-l", f"red.dev/federation={name}", namespace=namespace)["items"]
+
+    kube.wait_for(
+        lambda: all(children("rayjob", n) and status(kube, namespace, n).get("rayJobName") for n in names),
+        timeout=300,
+        interval=2,
+        message=lambda: (
+            "a RayJob for every Federation: "
+            + json.dumps({n: status(kube, namespace, n).get("conditions") for n in names})[:1500]
+            + "\n"
+            + diagnose(kube, namespace)
+        ),
+    )
+    (replacement,) = [
+        p
+        for p in pods_of(kube, namespace, "app.kubernetes.io/name=red-operator")
+        if not p["metadata"].get("deletionTimestamp")
+    ]
+    assert replacement["metadata"]["uid"] != operator["metadata"]["uid"]
+    time.sleep(5)  # a duplicate made late by either operator Pod would show by now
+    for name in names:
+        uid = kube.kubectl_json("get", "federation", name, namespace=namespace)["metadata"]["uid"]
+        for kind in ("raycluster", "rayjob"):
+            found = children(kind, name)
+            assert len(found) == 1, (name, kind, [o["metadata"]["name"] for o in found])
+            owners = [r for r in found[0]["metadata"]["ownerReferences"] if r.get("controller")]
+            assert [r["uid"] for r in owners] == [uid], (name, kind, owners)
+        assert status(kube, namespace, name)["rayJobName"] == children("rayjob", name)[0]["metadata"]["name"]
