@@ -86,10 +86,10 @@ def ray_list(kube, namespace: str, head: dict, what: str) -> list[dict]:
 
 
 def node_hosts_in(kube, namespace: str, head: dict, pod: dict) -> list[dict]:
-    """The live node actors (NodeHost) that Ray placed in `pod`."""
+    """The node actors (NodeHost) that Ray placed in `pod`, alive or, after the run, killed by the driver."""
     nodes = [n["node_id"] for n in ray_list(kube, namespace, head, "nodes") if n["node_ip"] == pod["status"]["podIP"]]
     actors = ray_list(kube, namespace, head, "actors")
-    return [a for a in actors if a["class_name"] == "NodeHost" and a["state"] == "ALIVE" and a["node_id"] in nodes]
+    return [a for a in actors if a["class_name"] == "NodeHost" and a["node_id"] in nodes]
 
 
 @pytest.fixture
