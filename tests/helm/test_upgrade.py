@@ -82,7 +82,11 @@ def test_helm_upgrade_under_a_running_federation_replaces_nothing(
             message="the previous release's finalizer removed",
         )
         if running_at_upgrade:
-            assert uids(kube, namespace, "upgraded") == children, "the upgrade replaced a child"
+            # Nothing replaced: every child there now is the one from before. One may be gone if the job
+            # ended meanwhile (on kwok KubeRay gives up within seconds): the operator then releases the
+            # RayCluster, as the log's reason below must say.
+            now = uids(kube, namespace, "upgraded")
+            assert {k: v for k, v in now.items() if children.get(k) != v} == {}, "the upgrade replaced a child"
         final = kube.wait_for(
             lambda: (s := status(kube, namespace, "upgraded")).get("phase") in ("Succeeded", "Failed") and s,
             timeout=240,
