@@ -208,8 +208,7 @@ class Driver:
     def _pinger(self, pool: NodePool):
         def ping(slot: int, startup: bool = False) -> str:
             """The actor's incarnation, waiting while Ray starts or restarts it; SlotGone once Ray gave up."""
-            limit = STARTUP_TIMEOUT_S
-            deadline = time.monotonic() + limit
+            deadline = time.monotonic() + STARTUP_TIMEOUT_S
             ref = pool.actor(slot).ping.remote()
             while True:
                 try:
@@ -226,7 +225,7 @@ class Driver:
                     raise RoundAbandoned(f"node actor slot {slot} did not answer before the stop")
                 if time.monotonic() > deadline:
                     what = "did not start" if startup else "not back"
-                    raise SlotGone(f"node actor slot {slot} {what} within {limit:.0f}s")
+                    raise SlotGone(f"node actor slot {slot} {what} within {STARTUP_TIMEOUT_S:.0f}s")
                 time.sleep(0.1)
 
         return ping
