@@ -12,7 +12,15 @@ import time
 import pytest
 
 from tests.e2e.test_e2e import Watch
-from tests.e2e.test_real_pods import NODE, chart, diagnose, federation, node_hosts_in, pods_of  # noqa: F401 - chart
+from tests.e2e.test_real_pods import (  # noqa: F401 - chart: the fixture
+    NODE,
+    chart,
+    diagnose,
+    federation,
+    node_hosts_in,
+    pods_of,
+    wait_for_the_end,
+)
 from tests.helm.conftest import helm  # noqa: F401 - the fixture
 from tests.operator.test_operator_cluster import status
 
@@ -36,20 +44,6 @@ def wait_for_round(kube, namespace: str, name: str, at_least: int) -> dict:
             + diagnose(kube, namespace)
         ),
     )
-
-
-def wait_for_the_end(kube, namespace: str, name: str) -> dict:
-    final = kube.wait_for(
-        lambda: (s := status(kube, namespace, name)).get("phase") in ("Succeeded", "Failed") and s,
-        timeout=900,
-        interval=2,
-        message=lambda: (
-            f"the end of {name}: {json.dumps(status(kube, namespace, name))[:1500]}\n" + diagnose(kube, namespace)
-        ),
-    )
-    assert final["phase"] == "Succeeded", json.dumps(final, indent=1) + "\n" + diagnose(kube, namespace)
-    assert (final["round"], final["progress"]) == (ROUNDS, f"{ROUNDS}/{ROUNDS}"), final
-    return final
 
 
 def slow_federation(name: str) -> dict:
@@ -77,7 +71,7 @@ def test_a_deleted_worker_pod_is_survived_and_its_restarts_counted(kube, node_na
     delete_pod(kube, namespace, worker)
     assert progress(status(kube, namespace, name)) < ROUNDS - 2, "the run ended before the Pod went"
 
-    final = wait_for_the_end(kube, namespace, name)
+    final = wait_for_the_end(kube, namespace, name, ROUNDS)
     # The node actors on the lost Pod were restarted (KubeRay replaced the Pod) and the count says so.
     assert final["nodeRestarts"] >= 1, json.dumps(final, indent=1)
     assert final["nodeCounts"]["Healthy"] == 2, final["nodeCounts"]
@@ -121,7 +115,7 @@ def test_a_deleted_head_pod_resumes_from_the_checkpoint_on_its_volume(kube, node
     seen = len(watch.rows)
     assert progress(status(kube, namespace, name)) < ROUNDS - 2, "the run ended before the Pod went"
 
-    final = wait_for_the_end(kube, namespace, name)
+    final = wait_for_the_end(kube, namespace, name, ROUNDS)
     time.sleep(1)  # the watch prints the last version
     rows = watch.stop()
     # After the head went, no driver started over: each one reported the round it resumed after, never 0.

@@ -92,6 +92,21 @@ def node_hosts_in(kube, namespace: str, head: dict, pod: dict) -> list[dict]:
     return [a for a in actors if a["class_name"] == "NodeHost" and a["node_id"] in nodes]
 
 
+def wait_for_the_end(kube, namespace: str, name: str, rounds: int) -> dict:
+    """The Federation's final status, once it has Succeeded after all its rounds (else what went wrong)."""
+    final = kube.wait_for(
+        lambda: (s := status(kube, namespace, name)).get("phase") in ("Succeeded", "Failed") and s,
+        timeout=900,
+        interval=2,
+        message=lambda: (
+            f"the end of {name}: {json.dumps(status(kube, namespace, name))[:1500]}\n" + diagnose(kube, namespace)
+        ),
+    )
+    assert final["phase"] == "Succeeded", json.dumps(final, indent=1) + "\n" + diagnose(kube, namespace)
+    assert (final["round"], final["progress"]) == (rounds, f"{rounds}/{rounds}"), final
+    return final
+
+
 @pytest.fixture
 def chart(helm: Helm, node_namespace: str) -> Iterator[str]:  # noqa: F811
     """The chart, installed as its README says, with its default values; uninstalled afterwards. The CRD
@@ -110,16 +125,7 @@ def test_the_chart_and_a_federation_run_in_real_pods(kube, chart: str, node_name
 
     kube.apply(federation("real"), namespace=namespace)
     watch = Watch(kube, namespace, "real")
-    final = kube.wait_for(
-        lambda: (s := status(kube, namespace, "real")).get("phase") in ("Succeeded", "Failed") and s,
-        timeout=900,
-        interval=2,
-        message=lambda: (
-            f"the end of Federation real: {json.dumps(status(kube, namespace, 'real'))[:1500]}\n"
-            + diagnose(kube, namespace)
-        ),
-    )
-    assert final["phase"] == "Succeeded", json.dumps(final, indent=1) + "\n" + diagnose(kube, namespace)
+    final = wait_for_the_end(kube, namespace, "real", ROUNDS)
 
     # `kubectl get fed -w` showed the rounds go by, in order, while it trained.
     time.sleep(1)  # the watch prints the last version
