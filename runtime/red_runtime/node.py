@@ -18,6 +18,7 @@ import ray
 import torch
 
 from red_runtime.data import DataSource
+from red_runtime.messages import readable
 from red_runtime.models import build_model
 from red_runtime.privacy import clip_update, counted
 from red_runtime.spec import FederationSpec
@@ -251,9 +252,13 @@ class NodeHost:
             me = node_id(index)
             mixed = weights[index][me] * state.params.astype(np.float64)
             present = weights[index][me]
-            for srcs, payload in inbox[index]:
-                mixed += weights[index][srcs[0]] * np.asarray(ray.get(payload[0]), dtype=np.float64)
-                present += weights[index][srcs[0]]
+            models = readable([payload[:1] for _, payload in inbox[index]])
+            for (srcs, _), values in zip(inbox[index], models):
+                if values is None:  # the neighbour died after sending: as if it sent nothing
+                    continue
+                src, (model,) = srcs[0], values
+                mixed += weights[index][src] * np.asarray(model, dtype=np.float64)
+                present += weights[index][src]
             # A neighbour that missed the round sent nothing: renormalise over those that did.
             mixed /= present
             state.params = mixed.astype(np.float32)

@@ -12,6 +12,7 @@ import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
+from red_runtime.messages import delivered
 from red_runtime.pool import NodePool
 from red_runtime.privacy import noise_generator, noisy_mean
 from red_runtime.spec import FederationSpec
@@ -107,8 +108,8 @@ class Arrived:
 def collect_updates(ctx: Context, round_no: int, receiver: str) -> Arrived:
     """The receiver's inbox; each message carries [update, results of the nodes in it]."""
     inbox = ray.get(ctx.manager.collect.remote(round_no, [receiver]))[receiver]
-    parts = ray.get([ref for _, payload in inbox for ref in payload[:2]])
-    return Arrived(updates=parts[0::2], results=[r for rows in parts[1::2] for r in rows])
+    messages = delivered([payload[:2] for _, payload in inbox])
+    return Arrived(updates=[update for update, _ in messages], results=[r for _, rows in messages for r in rows])
 
 
 def outcome_of(ctx: Context, sampled: list[int], by_slot: dict[int, list[int]], done: Gathered, arrived: Arrived):

@@ -12,6 +12,7 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from red_runtime.messages import delivered
 from red_runtime.schemas.base import (
     Context,
     Deadline,
@@ -47,11 +48,13 @@ class GroupAggregator:
         if not pool:
             ray.get([self.manager.post.remote(round_no, [self.name], [SERVER], payload) for _, payload in inbox])
             return len(inbox)
-        parts = ray.get([ref for _, payload in inbox for ref in payload[:2]])
-        updates: list[Update] = parts[0::2]
+        messages = delivered([payload[:2] for _, payload in inbox])
+        if not messages:
+            return 0
+        updates: list[Update] = [update for update, _ in messages]
         combined = Update(np.sum([u.params for u in updates], axis=0), sum(u.weight for u in updates))
         combined.nodes = tuple(n for u in updates for n in u.nodes)
-        rows = [r for rs in parts[1::2] for r in rs]
+        rows = [r for _, rs in messages for r in rs]
         ray.get(self.manager.post.remote(round_no, [self.name], [SERVER], [ray.put(combined), ray.put(rows)]))
         return 1
 
