@@ -313,3 +313,29 @@ def node_namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace whose Pods the scheduler places as in any cluster: on the real node, for this suite.
     It enforces Pod Security `restricted`, as locked-down clusters do: every Pod Red creates must pass."""
     yield from _test_namespace(kube, request, {}, RESTRICTED)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A real S3 wire-protocol server on 127.0.0.1 (moto's), for the whole session: its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket, and the standard AWS variables pointing at it, as a Secret would set them: its URI."""
+    from pyarrow import fs
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "red-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "red-test-secret")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    bucket = f"red-{uuid.uuid4().hex[:10]}"
+    fs.S3FileSystem(endpoint_override=s3_server, region="us-east-1", allow_bucket_creation=True).create_dir(bucket)
+    return f"s3://{bucket}"

@@ -14,12 +14,15 @@ import hashlib
 import json
 import math
 import re
+import shlex
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
 from red_runtime import RAY_VERSION
+from red_runtime.artifacts import STORAGE_MOUNT, STORAGE_VOLUME, artifacts_base, claim_name, owns_claim, run_location
+from red_runtime.pod_options import CONTAINER_SECURITY, POD_SECURITY
 from red_runtime.spec import API_VERSION, KIND, Federation, FederationSpec, PodOptions, WorkerGroup
 
 LABEL_FEDERATION = "red.dev/federation"
@@ -44,16 +47,6 @@ DRIVER_RAYJOB_ENV = "RED_RAYJOB"
 # Seconds a stopped RayJob's driver gets between SIGTERM and SIGKILL: its stop grace period (10 s by default)
 # plus a checkpoint and the last status patch, inside the 30 s a Pod gets after its own SIGTERM.
 JOB_STOP_WAIT_S = 25
-# What makes every Pod of a Federation pass Pod Security `restricted`. The runtime image runs as its `ray`
-# user (uid 1000, group 100, images/runtime.Dockerfile); naming the uid lets the kubelet verify runAsNonRoot.
-POD_SECURITY = {
-    "runAsNonRoot": True,
-    "runAsUser": 1000,
-    "runAsGroup": 100,
-    "fsGroup": 100,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 # GKE's and EKS's GPU nodes carry this taint; a group with GPUs tolerates it unless it sets tolerations.
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 # KubeRay's K8sJobMode submitter (utils.SubmitterContainerName) and the resources of its default template.
@@ -62,6 +55,8 @@ SUBMITTER_RESOURCES = {"requests": {"cpu": "500m", "memory": "200Mi"}, "limits":
 # On a ServiceAccount: the annotation keys that came from the spec, so that one removed there goes here too,
 # while annotations that others add (a cloud's webhook, a person) stay.
 ANNOTATION_KEYS = "red.dev/spec-annotations"
+# On a claim kept after its Federation (storage.retain), which has no owner reference: the uid it was made for.
+ANNOTATION_CLAIM_OF = "red.dev/claim-of"
 
 _QUANTITY = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)([a-zA-Z]*)$")
 _SUFFIX = {"": 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 1024.0, "Mi": 1024.0**2, "Gi": 1024.0**3}
@@ -269,14 +264,56 @@ def _worker_account(fed: Federation, group: WorkerGroup) -> dict[str, Any]:
     return spec
 
 
+def _with_storage(fed: Federation, template: dict[str, Any]) -> dict[str, Any]:
+    """The head Pod with the Federation's storage: its claim mounted at STORAGE_MOUNT, or the object-storage
+    Secret's keys in the environment (where the S3 client looks for credentials and an endpoint)."""
+    storage = fed.spec.storage
+    pod = template["spec"]
+    head = pod["containers"][0]
+    if storage.uri:
+        if storage.secretRef:
+            head["envFrom"] = [{"secretRef": {"name": storage.secretRef}}]
+        return template
+    pod.setdefault("volumes", []).append(
+        {"name": STORAGE_VOLUME, "persistentVolumeClaim": {"claimName": claim_name(fed)}}
+    )
+    head.setdefault("volumeMounts", []).append({"name": STORAGE_VOLUME, "mountPath": STORAGE_MOUNT})
+    return template
+
+
+def build_claim(fed: Federation) -> dict[str, Any] | None:
+    """The claim the operator creates when the spec names none and uses no object storage. With retain (the
+    default) it carries no owner reference, so deleting the Federation keeps the model; else GC removes it."""
+    if not owns_claim(fed):
+        return None
+    claim = fed.spec.storage.claim
+    metadata = _metadata(fed, claim_name(fed))
+    if fed.spec.storage.retain:
+        del metadata["ownerReferences"]
+        metadata["annotations"] = {ANNOTATION_CLAIM_OF: fed.uid}
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": claim.size}}}
+    if claim.storageClassName:
+        spec["storageClassName"] = claim.storageClassName
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}
+
+
+def claimed_by(obj: Mapping[str, Any] | None, fed: Federation) -> bool:
+    """A claim is this Federation's if it controls it, or if the operator made it, retained, for a Federation
+    of this name (a Federation re-created under its name keeps using its predecessor's claim)."""
+    meta = (obj or {}).get("metadata") or {}
+    made_for = (meta.get("annotations") or {}).get(ANNOTATION_CLAIM_OF)
+    return owned(obj, fed.uid) or (bool(made_for) and (meta.get("labels") or {}).get(LABEL_FEDERATION) == fed.name)
+
+
 def build_raycluster(fed: Federation) -> dict[str, Any]:
     """The compute: a head (where the driver runs, under the driver's ServiceAccount) and the worker groups."""
     ray = fed.spec.ray
     head_container = _container(HEAD_CONTAINER, ray.image, ray.head.cpu, ray.head.memory, 0, fed, ray.head)
     head = {
         "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": ray_cpus(ray.head.cpu), "num-gpus": "0"},
-        "template": _template(
-            fed, ray.head, 0, {"serviceAccountName": driver_name(fed.name), "containers": [head_container]}
+        "template": _with_storage(
+            fed,
+            _template(fed, ray.head, 0, {"serviceAccountName": driver_name(fed.name), "containers": [head_container]}),
         ),
     }
     workers = [
@@ -317,7 +354,11 @@ def build_raycluster(fed: Federation) -> dict[str, Any]:
 
 
 def entrypoint(fed: Federation) -> str:
-    return f"python -m {DRIVER_MODULE} --federation {fed.namespace}/{fed.name}"
+    """The driver, writing its run folder to the Federation's storage and naming it in status.artifacts."""
+    return (
+        f"python -m {DRIVER_MODULE} --federation {fed.namespace}/{fed.name} "
+        f"--out {shlex.quote(run_location(fed))} --artifacts-uri {shlex.quote(artifacts_base(fed))}"
+    )
 
 
 def build_rayjob(fed: Federation, attempt: int, generation: int) -> dict[str, Any]:

@@ -45,6 +45,7 @@ CHILD_INDICES = {
     "ServiceAccount": ("", "v1", "serviceaccounts"),
     "Role": ("rbac.authorization.k8s.io", "v1", "roles"),
     "RoleBinding": ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    "PersistentVolumeClaim": ("", "v1", "persistentvolumeclaims"),
 }
 
 log = logging.getLogger("red.operator")

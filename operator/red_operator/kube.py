@@ -20,11 +20,14 @@ PATHS = {
     "ServiceAccount": "/api/v1/namespaces/{namespace}/serviceaccounts",
     "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
     "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+    "PersistentVolumeClaim": "/api/v1/namespaces/{namespace}/persistentvolumeclaims",
+    "Secret": "/api/v1/namespaces/{namespace}/secrets",
     "RayCluster": "/apis/ray.io/v1/namespaces/{namespace}/rayclusters",
     "RayJob": "/apis/ray.io/v1/namespaces/{namespace}/rayjobs",
     "Federation": FEDERATIONS,
     "Event": "/api/v1/namespaces/{namespace}/events",
 }
+PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 TIMEOUT_S = float(os.environ.get("RED_OPERATOR_REQUEST_TIMEOUT", "30"))
 
 
@@ -51,8 +54,9 @@ class Rest:
         query: list[tuple[str, str]] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type
         params = self.api.param_serialize(
@@ -84,6 +88,17 @@ class Rest:
         except ApiException as err:
             if err.status == 404:
                 return None
+            raise
+
+    def exists(self, kind: str, namespace: str, name: str) -> bool:
+        """Whether the object exists, read as metadata only (PartialObjectMetadata: a Secret's data never
+        reaches the operator)."""
+        try:
+            self._call("GET", self.path(kind, namespace, name), accept=PARTIAL_METADATA)
+            return True
+        except ApiException as err:
+            if err.status == 404:
+                return False
             raise
 
     def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from red_operator.builders import LABEL_ATTEMPT, LABEL_GENERATION, LABEL_RAY_HAS
 from red_operator.children import ApiSeen, Seen, terminating
 from red_operator.kube import Rest
 from red_operator.status import FAILED, Observed, compute_status, job_outcome
+from red_runtime.artifacts import claim_name, owns_claim
 from red_runtime.spec import Federation, SpecError, parse_manifest
 
 
@@ -120,6 +121,33 @@ def _ensure_rbac(p: _Pass, seen: Seen, fed: Federation) -> None:
             p.delete("ServiceAccount", _name(account), "no worker group asks for it")
 
 
+def _storage_problem(p: _Pass, seen: Seen, fed: Federation, needs_cluster: bool) -> str:
+    """Make the Federation's claim if it is the operator's to make; say what is missing for a RayCluster to
+    start (the claim the spec names, the object-storage Secret), "" if nothing. A claim of the name that
+    someone else made is a Conflict, never used."""
+    storage, ns = fed.spec.storage, fed.namespace
+    if storage.uri:
+        if storage.secretRef and needs_cluster and not p.rest.exists("Secret", ns, storage.secretRef):
+            return (
+                f"spec.storage.secretRef.name: {storage.secretRef!r}: no such Secret in namespace {ns}; create it "
+                "with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for an S3-compatible server)"
+            )
+        return ""
+    name = claim_name(fed)
+    if not owns_claim(fed):
+        if needs_cluster and not p.rest.exists("PersistentVolumeClaim", ns, name):
+            return f"spec.storage.pvc.claimName: {name!r}: no such PersistentVolumeClaim in namespace {ns}"
+        return ""
+    current = seen.get("PersistentVolumeClaim", ns, name)
+    if current is None:
+        current, created = p.rest.create(builders.build_claim(fed))
+        if created:
+            p.actions.append(Action("CreatedPersistentVolumeClaim", f"created PersistentVolumeClaim {name}"))
+    if current is not None and not builders.claimed_by(current, fed):
+        p.conflict("PersistentVolumeClaim", current)
+    return ""
+
+
 def _problems(err: Exception) -> str:
     if isinstance(err, SpecError):
         return "; ".join(err.problems)
@@ -161,6 +189,7 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
         obs = Observed(cluster_name=cluster_name, suspended=True, attempts=_attempts(body), conflicts=p.conflicts)
         return Result(compute_status(body, obs), actions=p.actions, conflicts=p.conflicts)
 
+    storage_problem = _storage_problem(p, seen, fed, needs_cluster=cluster is None)
     digest = builders.spec_hash(fed.spec)
     # The current spec's RayJobs: by hash, or by generation for one that an older release labelled with a
     # hash of its own making (the spec has not changed since: the generation would have).
@@ -188,7 +217,7 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
             p.delete("RayCluster", cluster_name, "the job finished")
         cluster, released = None, True
     elif cluster is None:
-        if not finished and not p.conflicts:
+        if not finished and not p.conflicts and not storage_problem:
             cluster = p.create(builders.build_raycluster(fed))
     elif (
         current is None
@@ -218,6 +247,7 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
         attempts=attempt,
         cluster_released=released,
         conflicts=p.conflicts,
+        storage_problem="" if finished else storage_problem,
     )
     return Result(compute_status(body, obs), actions=p.actions, conflicts=p.conflicts)
 

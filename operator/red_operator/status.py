@@ -25,7 +25,16 @@ OPERATOR_FIELDS = (
     "attempts",
     "reason",
 )
-CONDITION_TYPES = ("Ready", "ClusterProvisioned", "JobRunning", "NodesHealthy", "Succeeded", "Failed", "Stalled")
+CONDITION_TYPES = (
+    "Ready",
+    "StorageReady",
+    "ClusterProvisioned",
+    "JobRunning",
+    "NodesHealthy",
+    "Succeeded",
+    "Failed",
+    "Stalled",
+)
 # KubeRay's RayJob status.jobDeploymentStatus values that end a RayJob.
 FAILED_DEPLOYMENTS = ("Failed", "ValidationFailed")
 MAX_MESSAGE = 1000
@@ -51,6 +60,7 @@ class Observed:
     suspended: bool = False
     cluster_released: bool = False
     conflicts: tuple[str, ...] | list[str] = ()
+    storage_problem: str = ""  # what the Federation's storage lacks before a RayCluster may start
 
 
 @dataclass(frozen=True)
@@ -140,6 +150,8 @@ def _phase(obs: Observed, previous: Mapping[str, Any], now: str) -> Outcome:
     outcome = job_outcome(obs.job)
     if outcome:
         return _with_driver_report(outcome, obs, previous, now)
+    if obs.storage_problem:
+        return Outcome(PENDING, "StorageUnavailable", f"{obs.storage_problem} (the RayCluster starts once it exists)")
     deployment = ((obs.job or {}).get("status") or {}).get("jobDeploymentStatus") or ""
     if obs.job and deployment == "Running":
         return Outcome(RUNNING, "JobRunning", f"RayJob {obs.job_name} is running")
@@ -172,6 +184,10 @@ def _conditions(outcome: Outcome, obs: Observed, previous: Mapping[str, Any]) ->
         conditions = [("Ready", "False", "Conflict", "; ".join(obs.conflicts))]
     else:
         conditions = [("Ready", "True" if ready else "False", outcome.reason, outcome.message)]
+    if obs.storage_problem:
+        conditions.append(("StorageReady", "False", "StorageUnavailable", obs.storage_problem))
+    elif not obs.invalid and not obs.suspended:
+        conditions.append(("StorageReady", "True", "StorageAvailable", "the Federation's storage is in place"))
     if obs.invalid:
         released = f"RayCluster {obs.cluster_name} deleted: the spec is invalid (storage is kept)"
         conditions.append(("ClusterProvisioned", "False", "InvalidSpec", released))

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import ray
 import torch
+import yaml
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayTaskError
 
 from red_runtime.checkpointer import Checkpointer
@@ -453,39 +454,52 @@ def execute(fed: Federation, sinks: list, address: str | None, checkpoint_dir: P
 def main(argv: list[str] | None = None) -> int:
     """The RayJob entrypoint: read the Federation from the API server and report into its status."""
     from red_runtime.kube import api_client, parse_ref, patch_status, read_federation
-    from red_runtime.outputs import ConsoleSink, RunFolderSink
+    from red_runtime.outputs import ConsoleSink, RunFolder
     from red_runtime.spec import SpecError
     from red_runtime.status_sink import StatusSink
+    from red_runtime.storage import StorageError
 
     parser = argparse.ArgumentParser(prog="python -m red_runtime.driver", description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--federation", default=os.environ.get("RED_FEDERATION"), help="NAMESPACE/NAME to run")
     source.add_argument("--manifest", help="a Federation YAML file (no status reporting)")
-    parser.add_argument("--out", default=None, help="run folder (default /tmp/red/<name>)")
+    parser.add_argument("--out", default=None, help="run folder or s3:// folder (default /tmp/red/<name>)")
+    parser.add_argument("--artifacts-uri", default=None, help="the run folder as status.artifacts names it")
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray address (default: embedded)")
     args = parser.parse_args(argv)
     # The RayJob's log is where an operator looks: warnings (a status patch that failed, a node that
     # left) go there with the logger's name.
     logging.basicConfig(level=logging.WARNING, format="red %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     sinks: list = [ConsoleSink(stream=sys.stdout)]
+    location = args.out
     try:
         if args.manifest:
             from red_runtime.spec import load_manifest
 
             fed = load_manifest(args.manifest)
+            doc = yaml.safe_load(Path(args.manifest).read_text())
         else:
             namespace, name = parse_ref(args.federation)
             api = api_client()
-            fed, _ = read_federation(api, namespace, name)
-            sinks.append(StatusSink(lambda body: patch_status(api, namespace, name, body)))
+            fed, doc = read_federation(api, namespace, name)
+            location = location or f"/tmp/red/{fed.name}"
+            artifacts = args.artifacts_uri or location
+            sinks.append(StatusSink(lambda body: patch_status(api, namespace, name, body), artifacts=artifacts))
         check_references(fed)
-    except (SpecError, ValueError) as err:
+        # A retried RayJob continues from the newest checkpoint: on the Federation's storage (a claim, or
+        # pulled from its s3:// folder), or spec.checkpoint.path on a volume of the user's.
+        staging = Path(f"/tmp/red/{fed.name}")
+        run = RunFolder(location or staging, resume=True, staging=staging, manifest=doc)
+    except (SpecError, ValueError, StorageError) as err:
         print(f"red: {err}", file=sys.stderr)
         return EXIT_INVALID
-    out = Path(args.out or f"/tmp/red/{fed.name}")
-    sinks.append(RunFolderSink(out, resume=True))
-    # A retried RayJob continues from the newest checkpoint (spec.checkpoint.path, a mounted volume).
-    return execute(fed, sinks, args.address, out / "checkpoints", resume=True)
+    code = execute(fed, [*sinks, *run.sinks], args.address, run.folder / "checkpoints", resume=True)
+    try:
+        run.finish()
+    except StorageError as err:
+        print(f"red: {err}", file=sys.stderr)
+        return code or EXIT_FAILED
+    return code
 
 
 if __name__ == "__main__":

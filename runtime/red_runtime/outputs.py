@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from red_runtime import strict_json
 from red_runtime.reporting import NodeStatus, RoundReport, RunInfo, Sink, Summary
+from red_runtime.storage import Mirror, MirrorSink, is_remote
 
 
 class ConsoleSink(Sink):
@@ -125,3 +130,44 @@ class RunFolderSink(Sink):
 
     def close(self) -> None:
         self._metrics.close()
+
+
+MANIFEST = "federation.yaml"
+
+
+def plain_manifest(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A Federation as a user would apply it again: no status, no server-side metadata."""
+    meta = doc.get("metadata") or {}
+    kept = {k: meta[k] for k in ("name", "namespace") if k in meta}
+    return {"apiVersion": doc.get("apiVersion"), "kind": doc.get("kind"), "metadata": kept, "spec": doc.get("spec")}
+
+
+class RunFolder:
+    """Where a run writes: a local folder, or for an s3:// location a local copy that a Mirror keeps in step
+    with it (pulled before a resumed run, pushed as it goes and once more at the end)."""
+
+    def __init__(
+        self,
+        location: str | os.PathLike,
+        resume: bool,
+        staging: Path | None = None,
+        manifest: Mapping[str, Any] | None = None,
+    ):
+        self.location = str(location)
+        self.mirror = None
+        self.folder = Path(location)
+        if is_remote(self.location):
+            self.folder = Path(staging or tempfile.mkdtemp(prefix="red-run-"))
+            self.mirror = Mirror(self.folder, self.location)
+        if self.mirror and resume:
+            self.mirror.pull()  # a StorageError here stops the run before any work
+        self.sinks: list[Sink] = [RunFolderSink(self.folder, resume=resume)]
+        if manifest is not None:  # the folder says what made it: `red fetch --evaluate` rebuilds the model
+            atomic_write(self.folder / MANIFEST, yaml.safe_dump(plain_manifest(manifest), sort_keys=False).encode())
+        if self.mirror:
+            self.sinks.append(MirrorSink(self.mirror))
+
+    def finish(self) -> None:
+        """The last push, whose failure the caller reports (a sink's failure is only logged)."""
+        if self.mirror:
+            self.mirror.push()

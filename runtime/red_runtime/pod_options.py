@@ -33,9 +33,20 @@ EMPTYDIR_MEDIA = ("", "Memory")
 # KubeRay and Red steer their Pods with labels and annotations under these prefixes (ray.io/cluster,
 # ray.io/overwrite-container-cmd, red.dev/federation): a user's would change what they mean.
 RESERVED_PREFIXES = ("ray.io/", "red.dev/")
-# Volumes KubeRay adds to a Ray Pod itself (/dev/shm for the object store, the Ray token).
-RESERVED_VOLUMES = ("shared-mem", "ray-token")
+# Volumes KubeRay adds to a Ray Pod itself (/dev/shm for the object store, the Ray token), and the one
+# Red mounts its storage claim from (red_runtime.artifacts.STORAGE_VOLUME).
+RESERVED_VOLUMES = ("shared-mem", "ray-token", "red-storage")
 MAX_VOLUMES = 32
+# What makes every Pod of a Federation pass Pod Security `restricted`. The runtime image runs as its `ray`
+# user (uid 1000, group 100, images/runtime.Dockerfile); naming the uid lets the kubelet verify runAsNonRoot.
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "runAsGroup": 100,
+    "fsGroup": 100,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 MAX_ENTRIES = 64  # map entries, tolerations, pull secrets, projected items
 
 _SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
@@ -220,7 +231,7 @@ def _volumes(c: Checker, value: Any, path: str) -> tuple[dict[str, Any], ...]:
         if not DNS_LABEL.match(name) or len(name) > 63:
             c.fail(f"{vp}.name", name, "must be a DNS label of at most 63 characters")
         elif name in RESERVED_VOLUMES:
-            c.fail(f"{vp}.name", name, f"is a volume KubeRay adds itself ({', '.join(RESERVED_VOLUMES)})")
+            c.fail(f"{vp}.name", name, f"is a volume KubeRay or Red adds itself ({', '.join(RESERVED_VOLUMES)})")
         elif name in names:
             c.fail(f"{vp}.name", name, "is used by two volumes")
         names.add(name)

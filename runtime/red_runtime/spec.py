@@ -41,6 +41,10 @@ MAX_NAME_LENGTH = 50
 # "pkg.module:attr" points at a user's dataset factory or model class.
 IMPORT_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# An S3 bucket (3-63 lowercase letters, digits, dots, hyphens) and an optional prefix.
+S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$")
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 INT64_MAX = 2**63 - 1
 # The CRD's rules over a group's Pod fields are costed per group: the API server needs a bound.
 MAX_WORKER_GROUPS = 16
@@ -154,6 +158,30 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A PersistentVolumeClaim: an existing one (claimName), else one the operator creates (size, class)."""
+
+    claimName: str = ""
+    size: str = "1Gi"
+    storageClassName: str = ""  # "": the cluster's default StorageClass
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Where a Federation keeps checkpoints and artifacts: a folder `<name>/` on a claim, or under an
+    s3:// prefix. Neither given: a claim of its own (Claim defaults)."""
+
+    pvc: Claim | None = None
+    uri: str = ""
+    secretRef: str = ""  # a Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally AWS_ENDPOINT_URL
+    retain: bool = True  # keep a claim the operator created when the Federation is deleted
+
+    @property
+    def claim(self) -> Claim:
+        return self.pvc or Claim()
+
+
+@dataclass(frozen=True)
 class FaultTolerance:
     maxNodeRestarts: int = 3
     roundTimeoutSeconds: float = 600.0
@@ -218,6 +246,7 @@ class FederationSpec:
     checkpoint: Checkpoint = field(default_factory=Checkpoint)
     faultTolerance: FaultTolerance = field(default_factory=FaultTolerance)
     ray: RaySpec = field(default_factory=RaySpec)
+    storage: Storage = field(default_factory=Storage)
     suspend: bool = False
 
 
@@ -367,6 +396,7 @@ SPEC_FIELDS = (
     "checkpoint",
     "faultTolerance",
     "ray",
+    "storage",
     "suspend",
 )
 
@@ -401,6 +431,7 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool 
         divergence=c.choice(ft_raw, "divergence", f"{path}.faultTolerance", "fail", DIVERGENCE),
     )
     ray = _ray(c, spec, path)
+    storage = _storage(c, spec, path)
     suspend = c.boolean(spec, "suspend", path, False)
     if c.problems:
         raise SpecError(c.problems)
@@ -414,6 +445,7 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool 
         checkpoint=checkpoint,
         faultTolerance=fault,
         ray=ray,
+        storage=storage,
         suspend=suspend,
     )
 
@@ -606,6 +638,41 @@ def _checkpoint(c: _Checker, spec: Mapping, path: str) -> Checkpoint:
     where = c.string(raw, "path", p, "")
     keep = c.integer(raw, "keep", p, 3, minimum=1)
     return Checkpoint(every=every, path=where, keep=keep)
+
+
+def _storage(c: _Checker, spec: Mapping, path: str) -> Storage:
+    raw = c.section(spec, "storage", path, ("pvc", "uri", "secretRef", "retain"))
+    p = f"{path}.storage"
+    uri = c.string(raw, "uri", p, "")
+    if uri:
+        scheme = uri.split("://", 1)[0] if "://" in uri else ""
+        if scheme != "s3":
+            c.fail(f"{p}.uri", uri, f"unknown scheme {scheme or '(none)'!r}; expected s3://bucket/prefix")
+        elif not S3_URI.match(uri):
+            c.fail(f"{p}.uri", uri, "must be s3://bucket or s3://bucket/prefix, with a valid bucket name")
+    claim = None
+    if raw.get("pvc") is not None:
+        pvc = c.section(raw, "pvc", p, ("claimName", "size", "storageClassName"))
+        pp = f"{p}.pvc"
+        name = c.string(pvc, "claimName", pp, "")
+        if name and (not DNS_SUBDOMAIN.match(name) or len(name) > 253):
+            c.fail(f"{pp}.claimName", name, "must be a PersistentVolumeClaim name (a DNS subdomain)")
+        if name and ("size" in pvc or "storageClassName" in pvc):
+            c.fail(pp, dict(pvc), "give claimName (an existing claim) or size and storageClassName (a new one)")
+        size = c.quantity(pvc, "size", pp, Claim.size)
+        if not QUANTITY.match(size):
+            c.fail(f"{pp}.size", size, 'must be a Kubernetes quantity such as "1Gi"')
+        klass = c.string(pvc, "storageClassName", pp, "")
+        claim = Claim(claimName=name, size=size, storageClassName=klass)
+        if uri:
+            c.fail(p, {"pvc": dict(pvc), "uri": uri}, "give pvc or uri, not both")
+    ref = c.section(raw, "secretRef", p, ("name",))
+    secret = c.string(ref, "name", f"{p}.secretRef", "")
+    if secret and not DNS_SUBDOMAIN.match(secret):
+        c.fail(f"{p}.secretRef.name", secret, "must be a Secret name (a DNS subdomain)")
+    if secret and not uri:
+        c.fail(f"{p}.secretRef", dict(ref), "holds object-storage credentials: it needs storage.uri")
+    return Storage(pvc=claim, uri=uri, secretRef=secret, retain=c.boolean(raw, "retain", p, True))
 
 
 def _ray(c: _Checker, spec: Mapping, path: str) -> RaySpec:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from red_runtime import privacy, strict_json
+from red_runtime.artifacts import artifact_uris
 from red_runtime.kube import Superseded, driver_rayjob
 from red_runtime.reporting import HEALTHY, NODE_STATES, NodeStatus, RoundReport, RunInfo, Sink, Summary, now_iso
 
@@ -39,6 +40,7 @@ DRIVER_FIELDS = (
     "privacy",
     "nodes",
     "lastCheckpoint",
+    "artifacts",
     "startTime",
     "completionTime",
     "driverError",
@@ -77,8 +79,10 @@ class StatusSink(Sink):
         max_backoff_s: float = 5.0,
         final_flush_s: float = 60.0,
         rayjob: str | None = None,
+        artifacts: str | None = None,
     ):
         self._patch = patch
+        self.artifacts = artifact_uris(artifacts) if artifacts else None
         self.rayjob = driver_rayjob() if rayjob is None else rayjob
         self.superseded = False
         self.min_interval_s = min_interval_s
@@ -116,6 +120,8 @@ class StatusSink(Sink):
             completionTime=None,
             driverError=None,
             driverStopped=None,
+            # The model appears at the end: until then it is null (a merge patch removes nothing else).
+            **({"artifacts": {**self.artifacts, "model": None}} if self.artifacts else {}),
         )
 
     def round_done(self, report: RoundReport, nodes: list[NodeStatus]) -> None:
@@ -139,7 +145,7 @@ class StatusSink(Sink):
         self._update(lastCheckpoint={"round": round_no, "path": path})
 
     def finished(self, summary: Summary, params: Any, model: Any) -> None:
-        self._update(completionTime=now_iso())
+        self._update(completionTime=now_iso(), **({"artifacts": self.artifacts} if self.artifacts else {}))
 
     def failed(self, reason: str) -> None:
         self._update(completionTime=now_iso(), driverError=reason[:1000])

@@ -160,7 +160,10 @@ def test_rayjob_targets_the_federations_cluster_without_forbidden_fields():
     job = builders.build_rayjob(f, 3, 4)
     spec = job["spec"]
     assert spec["clusterSelector"] == {"ray.io/cluster": "digits-ray"}
-    assert spec["entrypoint"] == "python -m red_runtime.driver --federation team-a/digits"
+    assert spec["entrypoint"] == (
+        "python -m red_runtime.driver --federation team-a/digits "
+        "--out /red/storage/digits --artifacts-uri pvc://digits-storage/digits"
+    )
     assert spec["submissionMode"] == "HTTPMode"
     assert spec["shutdownAfterJobFinishes"] is False
     name = job["metadata"]["name"]
@@ -276,12 +279,14 @@ def test_the_pod_fields_reach_the_pods():
     }
     f = fed({"ray": {"head": fields, "workerGroups": [{"name": "gpu", "gpu": 1, **fields}]}})
     head, gpu, submitter = pods(f)
-    for template in (head, gpu):
+    storage = ({"name": "red-storage", "persistentVolumeClaim": {"claimName": "digits-storage"}},)
+    mount = ({"name": "red-storage", "mountPath": "/red/storage"},)
+    for template, extra in ((head, 1), (gpu, 0)):  # the head also mounts the Federation's storage
         pod = template["spec"]
         assert pod["nodeSelector"] == {"pool": "gpu"} and pod["affinity"] == fields["affinity"]
         assert pod["priorityClassName"] == "training" and pod["imagePullSecrets"] == [{"name": "regcred"}]
-        assert pod["volumes"] == fields["volumes"]
-        assert pod["containers"][0]["volumeMounts"] == fields["volumeMounts"]
+        assert pod["volumes"] == [*fields["volumes"], *storage[:extra]]
+        assert pod["containers"][0]["volumeMounts"] == [*fields["volumeMounts"], *mount[:extra]]
         labels = template["metadata"]["labels"]
         assert labels["team"] == "vision" and labels[builders.LABEL_FEDERATION] == "digits"
         assert labels["app.kubernetes.io/managed-by"] == "red-operator", "Red's own labels win"
@@ -347,3 +352,22 @@ def test_pod_fields_shape_the_pods_so_they_change_the_ray_hash():
     tolerant = fed({"ray": {"workerGroups": [{"name": "gpu", "gpu": 1, "tolerations": []}]}})
     assert ray_label(tolerant) != base
     assert ray_label(fed({"ray": {"head": {"labels": {"team": "a"}}}})) != ray_label(fed())
+
+
+def test_object_storage_reaches_the_head_as_the_secrets_variables_and_no_volume():
+    f = fed({"storage": {"uri": "s3://team/feds", "secretRef": {"name": "s3-creds"}}})
+    cluster = builders.build_raycluster(f)
+    head = cluster["spec"]["headGroupSpec"]["template"]["spec"]
+    assert head["containers"][0]["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert "volumes" not in head and "volumeMounts" not in head["containers"][0]
+    workers = [g["template"]["spec"]["containers"][0] for g in cluster["spec"]["workerGroupSpecs"]]
+    assert all("envFrom" not in c for c in workers), "only the driver, on the head, writes to storage"
+    assert builders.build_claim(f) is None
+    entry = builders.build_rayjob(f, 1, 1)["spec"]["entrypoint"]
+    assert entry.endswith("--out s3://team/feds/digits --artifacts-uri s3://team/feds/digits")
+
+
+def test_a_uri_with_shell_characters_stays_one_argument_of_the_entrypoint():
+    f = fed({"storage": {"uri": "s3://team/a;touch$IFS/tmp/x"}})
+    entry = builders.build_rayjob(f, 1, 1)["spec"]["entrypoint"]
+    assert "--out 's3://team/a;touch$IFS/tmp/x/digits'" in entry

@@ -87,6 +87,9 @@ VALID = {
     "a NoExecute toleration for a while": doc(
         group(tolerations=[{"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}])
     ),
+    "storage on an existing claim": doc({"storage": {"pvc": {"claimName": "results"}}}),
+    "storage on a new claim": doc({"storage": {"pvc": {"size": "5Gi", "storageClassName": "fast"}, "retain": False}}),
+    "storage in s3": doc({"storage": {"uri": "s3://team-bucket/federations", "secretRef": {"name": "s3"}}}),
     f"{MAX_WORKER_GROUPS} worker groups": doc(
         {"ray": {"workerGroups": [{"name": f"g{i}"} for i in range(MAX_WORKER_GROUPS)]}}
     ),
@@ -170,6 +173,17 @@ INVALID = {
     ),
     "SidecarMode": (doc({"ray": {"submissionMode": "SidecarMode"}}), "spec.ray.submissionMode"),
     "suspend not a boolean": (doc({"suspend": "yes"}), "spec.suspend"),
+    "storage of an unknown scheme": (doc({"storage": {"uri": "gs://bucket/x"}}), "spec.storage.uri"),
+    "storage on a claim and in s3": (
+        doc({"storage": {"pvc": {"size": "1Gi"}, "uri": "s3://bucket/x"}}),
+        "spec.storage",
+    ),
+    "a storage secret without a uri": (doc({"storage": {"secretRef": {"name": "s3"}}}), "spec.storage.secretRef"),
+    "an existing claim with a size": (
+        doc({"storage": {"pvc": {"claimName": "c", "size": "1Gi"}}}),
+        "spec.storage.pvc",
+    ),
+    "a claim size that is no quantity": (doc({"storage": {"pvc": {"size": "big"}}}), "spec.storage.pvc.size"),
     "a hostPath volume": (
         doc(group(volumes=[*SCRATCH, {"name": "host", "hostPath": {"path": "/"}}])),
         "spec.ray.workerGroups[0].volumes[1]",

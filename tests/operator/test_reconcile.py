@@ -26,6 +26,9 @@ class FakeRest:
         obj = self.objects.get((kind, name))
         return copy.deepcopy(obj) if obj else None
 
+    def exists(self, kind, namespace, name):
+        return (kind, name) in self.objects
+
     def list(self, kind, namespace, selector):
         key, _, value = selector.partition("=")
         return [
@@ -107,7 +110,7 @@ def test_first_pass_creates_every_child_and_later_passes_create_nothing():
     assert status["rayJobName"] == job and status["rayClusterName"] == "f-ray"
     assert status["phase"] == "Provisioning"
     creations = [entry for entry in rest.log if entry[0] == "create"]
-    assert len(creations) == 5
+    assert len(creations) == 6 and ("create", "PersistentVolumeClaim", "f-storage") in creations
     reconcile(federation(), rest)
     assert [entry for entry in rest.log if entry[0] == "create"] == creations
 
@@ -401,3 +404,67 @@ def test_a_worker_account_of_someone_else_blocks_the_cluster_and_is_not_deleted(
     assert "ServiceAccount f-worker-gpu" in conditions(status)["Ready"]["message"]
     settle(rest, federation({"rounds": 3}, generation=2))
     assert rest.objects[("ServiceAccount", "f-worker-gpu")] == theirs, "not ours to delete"
+
+
+S3_STORAGE = {"rounds": 3, "storage": {"uri": "s3://bucket/feds", "secretRef": {"name": "s3-creds"}}}
+
+
+def test_a_missing_storage_secret_is_a_condition_not_a_crash_and_its_arrival_starts_the_cluster():
+    rest = FakeRest()
+    status = settle(rest, federation(S3_STORAGE))
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert status["phase"] == "Pending" and status["reason"] == "StorageUnavailable"
+    assert conds["StorageReady"]["status"] == "False"
+    assert conds["StorageReady"]["message"].startswith("spec.storage.secretRef.name: 's3-creds': no such Secret")
+    assert rest.names("RayCluster") == [] and rest.names("RayJob") == []
+    rest.objects[("Secret", "s3-creds")] = {"kind": "Secret", "metadata": {"name": "s3-creds"}}
+    status = settle(rest, federation(S3_STORAGE))
+    assert rest.names("RayCluster") == ["f-ray"] and rest.names("PersistentVolumeClaim") == []
+    assert {c["type"]: c for c in status["conditions"]}["StorageReady"]["status"] == "True"
+
+
+def test_a_named_claim_that_does_not_exist_holds_the_cluster_back():
+    rest = FakeRest()
+    status = settle(rest, federation({"rounds": 3, "storage": {"pvc": {"claimName": "results"}}}))
+    assert (
+        status["reason"] == "StorageUnavailable"
+        and "spec.storage.pvc.claimName: 'results'" in status["conditions"][0]["message"]
+    )
+    assert rest.names("RayCluster") == [] and rest.names("PersistentVolumeClaim") == []
+
+
+def test_a_claim_of_the_name_made_by_someone_else_is_a_conflict_and_left_alone():
+    rest = FakeRest()
+    theirs = {"kind": "PersistentVolumeClaim", "metadata": {"name": "f-storage", "labels": {"app": "theirs"}}}
+    rest.objects[("PersistentVolumeClaim", "f-storage")] = copy.deepcopy(theirs)
+    status = settle(rest, federation())
+    assert status["reason"] == "Conflict" and "PersistentVolumeClaim f-storage" in status["conditions"][0]["message"]
+    assert rest.names("RayCluster") == []
+    assert rest.objects[("PersistentVolumeClaim", "f-storage")] == theirs
+
+
+def test_a_retained_claim_has_no_owner_and_outlives_its_federation_and_is_picked_up_again():
+    rest = FakeRest()
+    settle(rest, federation())
+    claim = rest.objects[("PersistentVolumeClaim", "f-storage")]
+    assert "ownerReferences" not in claim["metadata"]
+    assert claim["metadata"]["annotations"] == {"red.dev/claim-of": "u1"}
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    # The Federation is deleted (GC removes what it owns) and re-created under its name: a new uid.
+    for key in [k for k in rest.objects if k[0] != "PersistentVolumeClaim"]:
+        del rest.objects[key]
+    again = federation()
+    again["metadata"]["uid"] = "u2"
+    status = settle(rest, again)
+    assert status["reason"] != "Conflict" and rest.names("RayCluster") == ["f-ray"]
+
+
+def test_an_unretained_claim_is_owned_so_it_goes_with_its_federation():
+    rest = FakeRest()
+    settle(
+        rest,
+        federation({"rounds": 3, "storage": {"pvc": {"size": "5Gi", "storageClassName": "fast"}, "retain": False}}),
+    )
+    claim = rest.objects[("PersistentVolumeClaim", "f-storage")]
+    assert [r["uid"] for r in claim["metadata"]["ownerReferences"]] == ["u1"]
+    assert claim["spec"]["storageClassName"] == "fast" and claim["spec"]["resources"]["requests"]["storage"] == "5Gi"

@@ -71,6 +71,13 @@ events: one per child change.
   resources: [rolebindings]
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [get, list, watch, create, delete]
+# Whether a Federation's storage Secret exists, read as metadata only (the operator never reads its data).
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+- apiGroups: [""]
   resources: [events]
   verbs: [create]
 {{- end -}}

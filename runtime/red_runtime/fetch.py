@@ -1,0 +1,180 @@
+"""`red fetch`: bring a Federation's run folder (model, metrics, summary, plot, checkpoints) to this machine.
+
+From object storage it reads the prefix with the credentials of the Federation's Secret; from a claim it
+starts a short-lived Pod that mounts the claim read-only (as the Federation's own Pods run: Pod Security
+`restricted`, no ServiceAccount token) and streams the folder out as a tar archive through `exec`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from red_runtime.artifacts import PVC, STORAGE_MOUNT, artifacts_base
+from red_runtime.pod_options import CONTAINER_SECURITY, POD_SECURITY
+from red_runtime.spec import Federation
+from red_runtime.storage import Mirror, is_remote, s3_filesystem
+
+POD_START_S = 180
+# The fetch Pod ends itself after this even if `red fetch` is killed before it deletes it.
+POD_DEADLINE_S = 900
+# Variables of the storage Secret that the S3 client reads; any other key is left alone.
+S3_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_REGION")
+
+
+class FetchError(RuntimeError):
+    """A fetch that cannot go on; the message says what to do."""
+
+
+def fetch_folder(source: str, to: Path) -> int:
+    """Copy a run folder (a local one, or s3:// with credentials from the environment) into `to`."""
+    if is_remote(source):
+        return Mirror(to, source).download(to)
+    folder = Path(source)
+    if not folder.is_dir():
+        raise FetchError(f"{source}: no such folder")
+    count = 0
+    for path in folder.rglob("*"):
+        if path.is_file():
+            target = to / path.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+            count += 1
+    return count
+
+
+def fetch_federation(api: Any, fed: Federation, to: Path) -> int:
+    """Copy a Federation's run folder from its storage into `to`; returns the number of files."""
+    base = artifacts_base(fed)
+    if is_remote(base):
+        return Mirror(to, base, s3_filesystem_from(api, fed)).download(to)
+    claim, _, folder = base[len(PVC) :].partition("/")
+    return _from_claim(api, fed, claim, folder, to)
+
+
+def s3_filesystem_from(api: Any, fed: Federation) -> Any:
+    """An S3 file system with the Federation's Secret's credentials (else this machine's environment)."""
+    from kubernetes import client
+
+    name = fed.spec.storage.secretRef
+    if not name:
+        return s3_filesystem()
+    try:
+        secret = client.CoreV1Api(api).read_namespaced_secret(name, fed.namespace)
+    except client.ApiException as err:
+        raise FetchError(f"spec.storage.secretRef.name: Secret {fed.namespace}/{name}: {err.reason}") from err
+    values = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items() if k in S3_VARIABLES}
+    saved = {k: os.environ.get(k) for k in S3_VARIABLES}
+    try:
+        os.environ.update(values)
+        return s3_filesystem()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def fetch_pod(fed: Federation, claim: str) -> dict[str, Any]:
+    """A Pod that mounts the claim read-only and waits to be exec'ed into, placed as the head is."""
+    head = fed.spec.ray.head
+    name = f"{fed.name[:40]}-fetch-{uuid.uuid4().hex[:5]}"
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "activeDeadlineSeconds": POD_DEADLINE_S,
+        "securityContext": dict(POD_SECURITY),
+        "containers": [
+            {
+                "name": "fetch",
+                "image": fed.spec.ray.image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sleep", str(POD_DEADLINE_S)],
+                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
+                "securityContext": dict(CONTAINER_SECURITY),
+                "volumeMounts": [{"name": "storage", "mountPath": STORAGE_MOUNT, "readOnly": True}],
+            }
+        ],
+        "volumes": [{"name": "storage", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}],
+    }
+    if head.nodeSelector:
+        spec["nodeSelector"] = dict(head.nodeSelector)
+    if head.tolerations:
+        spec["tolerations"] = [dict(t) for t in head.tolerations]
+    if head.imagePullSecrets:
+        spec["imagePullSecrets"] = [{"name": s} for s in head.imagePullSecrets]
+    labels = {"red.dev/federation": fed.name, "app.kubernetes.io/managed-by": "red-fetch"}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": spec}
+
+
+@contextmanager
+def _running(core: Any, namespace: str, pod: Mapping[str, Any]) -> Iterator[str]:
+    name = pod["metadata"]["name"]
+    core.create_namespaced_pod(namespace, pod)
+    try:
+        deadline = time.monotonic() + POD_START_S
+        while True:
+            current = core.read_namespaced_pod(name, namespace)
+            if current.status.phase == "Running":
+                break
+            if current.status.phase in ("Failed", "Succeeded") or time.monotonic() > deadline:
+                waiting = [
+                    f"{s.state.waiting.reason}: {s.state.waiting.message or ''}"
+                    for s in current.status.container_statuses or []
+                    if s.state and s.state.waiting
+                ]
+                why = "; ".join(waiting) or current.status.reason or current.status.phase
+                raise FetchError(f"the fetch Pod {namespace}/{name} did not start: {why}")
+            time.sleep(1)
+        yield name
+    finally:
+        from kubernetes import client
+
+        with suppress(client.ApiException):
+            core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+
+
+def _from_claim(api: Any, fed: Federation, claim: str, folder: str, to: Path) -> int:
+    from kubernetes import client
+    from kubernetes.stream import stream
+
+    core = client.CoreV1Api(api)
+    with _running(core, fed.namespace, fetch_pod(fed, claim)) as pod:
+        # exec carries text: the archive travels base64-encoded.
+        script = f"cd {STORAGE_MOUNT}/{folder} && tar -cf - . | base64 -w0"
+        resp = stream(
+            core.connect_get_namespaced_pod_exec,
+            pod,
+            fed.namespace,
+            command=["sh", "-c", script],
+            stdout=True,
+            stderr=True,
+            stdin=False,
+            tty=False,
+            _preload_content=False,
+        )
+        out, err = [], []
+        while resp.is_open():
+            resp.update(timeout=5)
+            if resp.peek_stdout():
+                out.append(resp.read_stdout())
+            if resp.peek_stderr():
+                err.append(resp.read_stderr())
+        resp.close()
+        if resp.returncode:
+            raise FetchError(f"{PVC}{claim}/{folder}: {''.join(err).strip() or 'nothing there yet'}")
+    data = base64.b64decode("".join(out))
+    to.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        members = [m for m in archive.getmembers() if m.isfile()]
+        archive.extractall(to, members=members, filter="data")  # no links, no paths outside `to`
+    return len(members)

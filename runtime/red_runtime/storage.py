@@ -1,0 +1,157 @@
+"""Object storage for run folders: s3:// locations through pyarrow.fs, credentials from the environment.
+
+A run always writes to a local folder (the checkpointer and the run folder's files need a file system).
+For an s3:// location a Mirror keeps that folder and the prefix in step: it pulls before the run, so a
+retried driver on a new head Pod resumes from the checkpoints there, and it pushes after every checkpoint
+and at the end. Credentials come from the standard variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_SESSION_TOKEN, or the Pod's workload identity), the endpoint of an S3-compatible server from
+AWS_ENDPOINT_URL; none of them is ever logged or reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from red_runtime.reporting import NodeStatus, RoundReport, Sink, Summary
+
+log = logging.getLogger("red.storage")
+S3 = "s3://"
+# How often a running federation's metrics reach object storage between checkpoints.
+PUSH_EVERY_S = 30.0
+
+
+class StorageError(RuntimeError):
+    """Object storage refused or could not be reached; the message names the location, never a credential."""
+
+
+def is_remote(location: str | os.PathLike) -> bool:
+    return str(location).startswith(S3)
+
+
+def join(location: str, *parts: str) -> str:
+    return "/".join([str(location).rstrip("/"), *parts])
+
+
+def s3_filesystem() -> Any:
+    """An S3 file system from the environment: an endpoint for S3-compatible servers, else AWS itself."""
+    from pyarrow import fs
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    # allow_delayed_open: a small file is one PutObject instead of a multipart upload.
+    return fs.S3FileSystem(endpoint_override=endpoint, region=region, allow_delayed_open=True)
+
+
+def _bucket_path(uri: str) -> str:
+    return uri[len(S3) :].rstrip("/")
+
+
+class Mirror:
+    """A local run folder and an s3:// folder kept in step."""
+
+    def __init__(self, local: Path, uri: str, filesystem: Any = None):
+        self.local = Path(local)
+        self.uri = uri.rstrip("/")
+        self.root = _bucket_path(uri)
+        self.fs = filesystem if filesystem is not None else s3_filesystem()
+        self._pushed: dict[str, tuple[int, int]] = {}
+
+    def _remote_files(self) -> dict[str, int]:
+        from pyarrow import fs
+
+        bucket = self.root.split("/", 1)[0]
+        try:
+            if self.fs.get_file_info(bucket).type == fs.FileType.NotFound:
+                raise StorageError(
+                    f"{self.uri}: the bucket {bucket!r} does not exist (or these credentials cannot see it)"
+                )
+            infos = self.fs.get_file_info(fs.FileSelector(self.root, recursive=True, allow_not_found=True))
+        except OSError as err:
+            raise StorageError(f"{self.uri}: cannot list: {err}") from err
+        return {i.path[len(self.root) + 1 :]: i.size for i in infos if i.type == fs.FileType.File}
+
+    def pull(self) -> int:
+        """Download what the prefix holds (an earlier attempt's checkpoints and metrics); returns the count."""
+        files = self._remote_files()
+        for rel in files:
+            target = self.local / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with self.fs.open_input_stream(f"{self.root}/{rel}") as src:
+                    target.write_bytes(src.read())
+            except OSError as err:
+                raise StorageError(f"{join(self.uri, rel)}: cannot download: {err}") from err
+            stat = target.stat()
+            self._pushed[rel] = (stat.st_size, stat.st_mtime_ns)
+        return len(files)
+
+    def push(self) -> int:
+        """Upload the files changed since the last push, metadata after tensors, and remove checkpoints the
+        checkpointer pruned; returns how many files were uploaded."""
+        local = {
+            p.relative_to(self.local).as_posix(): p
+            for p in self.local.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        }
+        changed = []
+        for rel, path in local.items():
+            stat = path.stat()
+            if self._pushed.get(rel) != (stat.st_size, stat.st_mtime_ns):
+                changed.append((rel, path, (stat.st_size, stat.st_mtime_ns)))
+        # A checkpoint's JSON names its tensors: upload it last, so a reader never finds it first.
+        changed.sort(key=lambda item: (item[0].endswith(".json"), item[0]))
+        for rel, path, key in changed:
+            try:
+                with self.fs.open_output_stream(f"{self.root}/{rel}") as out:
+                    out.write(path.read_bytes())
+            except OSError as err:
+                raise StorageError(f"{join(self.uri, rel)}: cannot upload: {err}") from err
+            self._pushed[rel] = key
+        for rel in [r for r in self._pushed if r not in local]:
+            if rel.startswith("checkpoints/"):
+                try:
+                    self.fs.delete_file(f"{self.root}/{rel}")
+                except OSError as err:
+                    log.warning("could not remove the pruned checkpoint %s: %s", join(self.uri, rel), err)
+                    continue
+            del self._pushed[rel]
+        return len(changed)
+
+    def download(self, to: Path) -> int:
+        """Copy the whole prefix into `to` (red fetch); returns the number of files."""
+        return Mirror(to, self.uri, self.fs).pull()
+
+
+class MirrorSink(Sink):
+    """Pushes the run folder after each checkpoint, at most every PUSH_EVERY_S for the metrics, and at the end.
+
+    Listed after the run-folder sink, so the files of an event are written before they are pushed."""
+
+    def __init__(self, mirror: Mirror, every_s: float = PUSH_EVERY_S):
+        self.mirror = mirror
+        self.every_s = every_s
+        self._last = time.monotonic()
+
+    def _push(self) -> None:
+        self.mirror.push()
+        self._last = time.monotonic()
+
+    def round_done(self, report: RoundReport, nodes: list[NodeStatus]) -> None:
+        if time.monotonic() - self._last >= self.every_s:
+            self._push()
+
+    def checkpointed(self, round_no: int, path: str) -> None:
+        self._push()
+
+    def finished(self, summary: Summary, params: Any, model: Any) -> None:
+        self._push()
+
+    def failed(self, reason: str) -> None:
+        self._push()
+
+    def stopped(self, reason: str) -> None:
+        self._push()

@@ -1,0 +1,127 @@
+"""spec.storage: what it accepts and refuses, and the Mirror against a real S3 wire-protocol server (moto's)."""
+
+from __future__ import annotations
+
+import pytest
+from pyarrow import fs
+
+from red_runtime.artifacts import artifact_uris, artifacts_base, claim_name, owns_claim, run_location
+from red_runtime.reporting import RunInfo, Summary
+from red_runtime.spec import SpecError, parse_manifest
+from red_runtime.status_sink import StatusSink
+from red_runtime.storage import Mirror, StorageError
+
+pytestmark = pytest.mark.unit
+
+
+def fed(storage=None, name="digits"):
+    spec = {} if storage is None else {"storage": storage}
+    return parse_manifest(
+        {"apiVersion": "red.dev/v1alpha1", "kind": "Federation", "metadata": {"name": name}, "spec": spec}
+    )
+
+
+def test_by_default_a_federation_keeps_its_folder_on_a_claim_of_its_own():
+    f = fed()
+    assert owns_claim(f) and claim_name(f) == "digits-storage" and f.spec.storage.claim.size == "1Gi"
+    assert run_location(f) == "/red/storage/digits"
+    assert artifacts_base(f) == "pvc://digits-storage/digits"
+    assert artifact_uris(artifacts_base(f)) == {
+        "model": "pvc://digits-storage/digits/model.pt",
+        "metrics": "pvc://digits-storage/digits/metrics.jsonl",
+        "checkpoint": "pvc://digits-storage/digits/checkpoints/",
+    }
+
+
+def test_an_existing_claim_and_object_storage_are_not_the_operators_to_make():
+    mine = fed({"pvc": {"claimName": "team-results"}})
+    assert not owns_claim(mine) and artifacts_base(mine) == "pvc://team-results/digits"
+    remote = fed({"uri": "s3://team-bucket/feds/", "secretRef": {"name": "s3"}})
+    assert not owns_claim(remote)
+    assert run_location(remote) == artifacts_base(remote) == "s3://team-bucket/feds/digits"
+
+
+@pytest.mark.parametrize(
+    ("storage", "field", "words"),
+    [
+        ({"uri": "gs://bucket/x"}, "spec.storage.uri", "unknown scheme 'gs'"),
+        ({"uri": "bucket/x"}, "spec.storage.uri", "unknown scheme"),
+        ({"uri": "s3://UPPER/x"}, "spec.storage.uri", "valid bucket name"),
+        ({"pvc": {"size": "1Gi"}, "uri": "s3://bucket/x"}, "spec.storage", "not both"),
+        ({"pvc": {"claimName": "c", "size": "2Gi"}}, "spec.storage.pvc", "claimName"),
+        ({"pvc": {"size": "lots"}}, "spec.storage.pvc.size", "quantity"),
+        ({"pvc": {"claimName": "Not_A_Name"}}, "spec.storage.pvc.claimName", "DNS subdomain"),
+        ({"secretRef": {"name": "s3"}}, "spec.storage.secretRef", "needs storage.uri"),
+        ({"uri": "s3://bucket", "secretRef": {"name": "a b"}}, "spec.storage.secretRef.name", "Secret name"),
+        ({"retain": "yes"}, "spec.storage.retain", "true or false"),
+        ({"bucket": "x"}, "spec.storage.bucket", "unknown field"),
+    ],
+)
+def test_bad_storage_is_refused_with_the_field_named(storage, field, words):
+    with pytest.raises(SpecError) as err:
+        fed(storage)
+    assert any(p.startswith(f"{field}:") and words in p for p in err.value.problems), err.value.problems
+
+
+def test_a_mirror_pushes_changes_only_and_removes_pruned_checkpoints(tmp_path, s3):
+    local = tmp_path / "run"
+    (local / "checkpoints").mkdir(parents=True)
+    (local / "metrics.jsonl").write_text('{"round": 1}\n')
+    (local / "checkpoints" / "round-000001-ab.pt").write_bytes(b"tensors")
+    (local / "checkpoints" / "round-000001-ab.json").write_text("{}")
+    (local / ".summary.json.tmp").write_text("half")  # an atomic write in flight is never uploaded
+    mirror = Mirror(local, f"{s3}/runs/digits")
+    assert mirror.push() == 3
+    assert mirror.push() == 0, "nothing changed, nothing uploaded"
+    (local / "metrics.jsonl").write_text('{"round": 1}\n{"round": 2}\n')
+    (local / "checkpoints" / "round-000001-ab.pt").unlink()  # pruned by the checkpointer
+    (local / "checkpoints" / "round-000001-ab.json").unlink()
+    (local / "checkpoints" / "round-000002-ab.pt").write_bytes(b"newer")
+    assert mirror.push() == 2
+
+    fresh = tmp_path / "fresh"
+    assert Mirror(fresh, f"{s3}/runs/digits").pull() == 2
+    assert sorted(p.relative_to(fresh).as_posix() for p in fresh.rglob("*") if p.is_file()) == [
+        "checkpoints/round-000002-ab.pt",
+        "metrics.jsonl",
+    ]
+    assert (fresh / "metrics.jsonl").read_text().count("round") == 2
+
+
+def test_a_bucket_that_does_not_exist_is_an_error_naming_the_location(tmp_path, s3):
+    with pytest.raises(StorageError, match="s3://no-such-bucket-here/x"):
+        Mirror(tmp_path, "s3://no-such-bucket-here/x").pull()
+    with pytest.raises(StorageError, match="cannot upload"):
+        (tmp_path / "a.txt").write_text("a")
+        Mirror(tmp_path, "s3://no-such-bucket-here/x").push()
+
+
+def test_an_unreachable_store_is_an_error_that_names_the_location_and_no_secret(tmp_path, s3, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-print-me")
+    with pytest.raises(StorageError) as err:
+        Mirror(tmp_path, f"{s3}/x").pull()
+    assert "do-not-print-me" not in str(err.value) and f"{s3}/x" in str(err.value)
+
+
+def test_status_names_the_artifacts_and_the_model_once_it_exists():
+    sent = []
+    sink = StatusSink(sent.append, min_interval_s=0, rayjob="", artifacts="s3://b/feds/digits")
+    info = RunInfo(name="digits", namespace="ns", rounds=1, nodes=1, slots=1, topology="star", algorithm="fedavg")
+    sink.started(info, [])
+    summary = Summary("digits", 1, 0.9, 0.1, seconds_per_round=1.0, nodes=1, slots=1, startup_seconds=1.0)
+    sink.finished(summary, None, None)
+    sink.close()
+    assert sent[-1]["artifacts"] == {
+        "model": "s3://b/feds/digits/model.pt",
+        "metrics": "s3://b/feds/digits/metrics.jsonl",
+        "checkpoint": "s3://b/feds/digits/checkpoints/",
+    }
+    assert all(body["artifacts"]["checkpoint"] for body in sent)
+
+
+def test_a_listing_of_the_bucket_finds_what_was_pushed(tmp_path, s3, s3_server):
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    Mirror(tmp_path, f"{s3}/a/b").push()
+    s3fs = fs.S3FileSystem(endpoint_override=s3_server, region="us-east-1")
+    assert s3fs.get_file_info(f"{s3[5:]}/a/b/model.pt").size == len(b"weights")
