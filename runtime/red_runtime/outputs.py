@@ -159,8 +159,8 @@ class RunFolder:
         if is_remote(self.location):
             self.folder = Path(staging or tempfile.mkdtemp(prefix="red-run-"))
             self.mirror = Mirror(self.folder, self.location)
-        if self.mirror and resume:
-            self.mirror.pull()  # a StorageError here stops the run before any work
+        if self.mirror:  # a StorageError here stops the run before any work
+            self.mirror.pull() if resume else self.mirror.check()
         self.sinks: list[Sink] = [RunFolderSink(self.folder, resume=resume)]
         if manifest is not None:  # the folder says what made it: `red fetch --evaluate` rebuilds the model
             atomic_write(self.folder / MANIFEST, yaml.safe_dump(plain_manifest(manifest), sort_keys=False).encode())

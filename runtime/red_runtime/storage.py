@@ -60,15 +60,23 @@ class Mirror:
         self.fs = filesystem if filesystem is not None else s3_filesystem()
         self._pushed: dict[str, tuple[int, int]] = {}
 
-    def _remote_files(self) -> dict[str, int]:
+    def check(self) -> None:
+        """Fail now, not after the training, if the bucket is missing or out of these credentials' reach."""
         from pyarrow import fs
 
         bucket = self.root.split("/", 1)[0]
         try:
-            if self.fs.get_file_info(bucket).type == fs.FileType.NotFound:
-                raise StorageError(
-                    f"{self.uri}: the bucket {bucket!r} does not exist (or these credentials cannot see it)"
-                )
+            missing = self.fs.get_file_info(bucket).type == fs.FileType.NotFound
+        except OSError as err:
+            raise StorageError(f"{self.uri}: cannot reach the bucket: {err}") from err
+        if missing:
+            raise StorageError(f"{self.uri}: the bucket {bucket!r} does not exist (or these credentials cannot see it)")
+
+    def _remote_files(self) -> dict[str, int]:
+        from pyarrow import fs
+
+        self.check()
+        try:
             infos = self.fs.get_file_info(fs.FileSelector(self.root, recursive=True, allow_not_found=True))
         except OSError as err:
             raise StorageError(f"{self.uri}: cannot list: {err}") from err
