@@ -80,23 +80,14 @@ def test_a_deleted_worker_pod_is_survived_and_its_restarts_counted(kube, node_na
     assert replacement["spec"]["nodeName"] == NODE
 
 
-def test_a_deleted_head_pod_resumes_from_the_checkpoint_on_its_volume(kube, node_namespace: str):
-    """Checkpoints go to a PersistentVolumeClaim mounted in the head Pod (the default StorageClass binds it);
-    the head is deleted mid-run, and the run that follows continues after the last checkpoint."""
+def test_a_deleted_head_pod_resumes_from_the_checkpoint_in_its_storage(kube, node_namespace: str):
+    """Checkpoints go to the Federation's storage (by default a claim of its own, which the suite's default
+    StorageClass binds); the head is deleted mid-run, and the run that follows continues after the last one."""
     namespace, name = node_namespace, "lose-head"
-    claim = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "checkpoints"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
-    }
-    kube.apply(claim, namespace=namespace)
     doc = slow_federation(name)
     spec = doc["spec"]
-    spec["checkpoint"] = {"every": 1, "path": "/checkpoints"}
+    spec["checkpoint"] = {"every": 1}
     spec["faultTolerance"] = {"maxJobRetries": 2}
-    spec["ray"]["head"]["volumes"] = [{"name": "checkpoints", "persistentVolumeClaim": {"claimName": "checkpoints"}}]
-    spec["ray"]["head"]["volumeMounts"] = [{"name": "checkpoints", "mountPath": "/checkpoints"}]
     kube.apply(doc, namespace=namespace)
     watch = Watch(kube, namespace, name)
 
@@ -124,7 +115,7 @@ def test_a_deleted_head_pod_resumes_from_the_checkpoint_on_its_volume(kube, node
     assert final["lastCheckpoint"]["round"] == ROUNDS, final
     (new_head,) = pods_of(kube, namespace, f"ray.io/cluster={cluster},ray.io/node-type=head")
     assert new_head["metadata"]["uid"] != head["metadata"]["uid"]
-    # The checkpoints are on the claim's volume, not in the container: the new head Pod lists the last one.
+    # The checkpoints are on the claim, not in the container: the new head Pod lists the last one.
     listing = kube.kubectl(
         "exec",
         new_head["metadata"]["name"],
@@ -132,7 +123,7 @@ def test_a_deleted_head_pod_resumes_from_the_checkpoint_on_its_volume(kube, node
         new_head["spec"]["containers"][0]["name"],
         "--",
         "ls",
-        "/checkpoints",
+        f"/red/storage/{name}/checkpoints",
         namespace=namespace,
     ).stdout.split()
     assert any(f.startswith(f"round-{ROUNDS:06d}-") and f.endswith(".pt") for f in listing), listing
