@@ -216,6 +216,9 @@ OPERATOR_GRANTS = (
     | {("", "serviceaccounts", v) for v in ("get", "list", "watch", "create", "patch", "delete")}
     | {("rbac.authorization.k8s.io", "roles", v) for v in ("get", "list", "watch", "create", "patch")}
     | {("rbac.authorization.k8s.io", "rolebindings", v) for v in ("get", "list", "watch", "create", "patch", "delete")}
+    # the Federation's claim (GC deletes an unretained one); whether its storage Secret exists (metadata only)
+    | {("", "persistentvolumeclaims", v) for v in ("get", "list", "watch", "create")}
+    | {("", "secrets", "get")}
     | {("", "events", "create")}
 )
 

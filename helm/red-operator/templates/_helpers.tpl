@@ -70,9 +70,10 @@ events: one per child change.
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [rolebindings]
   verbs: [get, list, watch, create, patch, delete]
+# A Federation's claim: created, never deleted (retain: false leaves that to GC, through its owner reference).
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
-  verbs: [get, list, watch, create, delete]
+  verbs: [get, list, watch, create]
 # Whether a Federation's storage Secret exists, read as metadata only (the operator never reads its data).
 - apiGroups: [""]
   resources: [secrets]
