@@ -169,8 +169,9 @@ def _from_claim(api: Any, fed: Federation, claim: str, folder: str, to: Path) ->
                 out.append(resp.read_stdout())
             if resp.peek_stderr():
                 err.append(resp.read_stderr())
+        code = resp.returncode  # from the error channel, read before the socket closes
         resp.close()
-        if resp.returncode:
+        if code:
             raise FetchError(f"{PVC}{claim}/{folder}: {''.join(err).strip() or 'nothing there yet'}")
     data = base64.b64decode("".join(out))
     to.mkdir(parents=True, exist_ok=True)
