@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import tarfile
 import time
 import uuid
@@ -26,8 +25,6 @@ from red_runtime.storage import Mirror, is_remote, s3_filesystem
 POD_START_S = 180
 # The fetch Pod ends itself after this even if `red fetch` is killed before it deletes it.
 POD_DEADLINE_S = 900
-# Variables of the storage Secret that the S3 client reads; any other key is left alone.
-S3_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_REGION")
 
 
 class FetchError(RuntimeError):
@@ -71,17 +68,7 @@ def s3_filesystem_from(api: Any, fed: Federation) -> Any:
         secret = client.CoreV1Api(api).read_namespaced_secret(name, fed.namespace)
     except client.ApiException as err:
         raise FetchError(f"spec.storage.secretRef.name: Secret {fed.namespace}/{name}: {err.reason}") from err
-    values = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items() if k in S3_VARIABLES}
-    saved = {k: os.environ.get(k) for k in S3_VARIABLES}
-    try:
-        os.environ.update(values)
-        return s3_filesystem()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return s3_filesystem({k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()})
 
 
 def fetch_pod(fed: Federation, claim: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +37,21 @@ def join(location: str, *parts: str) -> str:
     return "/".join([str(location).rstrip("/"), *parts])
 
 
-def s3_filesystem() -> Any:
-    """An S3 file system from the environment: an endpoint for S3-compatible servers, else AWS itself."""
+def s3_filesystem(env: Mapping[str, str] | None = None) -> Any:
+    """An S3 file system from the environment (or `env`, a storage Secret's keys): an endpoint for
+    S3-compatible servers, else AWS itself; without keys, the AWS SDK's own chain (workload identity)."""
     from pyarrow import fs
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    env = os.environ if env is None else env
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+    keys = {}
+    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        keys = {"access_key": env["AWS_ACCESS_KEY_ID"], "secret_key": env["AWS_SECRET_ACCESS_KEY"]}
+        if env.get("AWS_SESSION_TOKEN"):
+            keys["session_token"] = env["AWS_SESSION_TOKEN"]
     # allow_delayed_open: a small file is one PutObject instead of a multipart upload.
-    return fs.S3FileSystem(endpoint_override=endpoint, region=region, allow_delayed_open=True)
+    return fs.S3FileSystem(endpoint_override=endpoint, region=region, allow_delayed_open=True, **keys)
 
 
 def _bucket_path(uri: str) -> str:
