@@ -158,7 +158,9 @@ def test_cluster_wide_rbac_holds_what_the_operator_grants_and_no_more(helm: Helm
     verbs = {v for r in role["rules"] for v in r["verbs"]}
     resources = {x for r in role["rules"] for x in r["resources"]}
     assert "*" not in verbs | resources and not verbs & {"escalate", "bind", "impersonate", "deletecollection"}
-    assert not resources & {"secrets", "pods", "namespaces", "clusterroles", "clusterrolebindings"}
+    assert not resources & {"pods", "namespaces", "clusterroles", "clusterrolebindings"}
+    # Secrets: get alone, by name (a Federation's storage Secret, read as metadata); never list or watch.
+    assert {v for r in role["rules"] if "secrets" in r["resources"] for v in r["verbs"]} == {"get"}
 
 
 def test_namespaced_rbac_is_one_role_per_watched_namespace(helm: Helm):
