@@ -54,7 +54,10 @@ def test_install_creates_the_operator_and_uninstall_keeps_the_crd(kube, helm: He
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert can_i(kube, namespace, name, "create", "rayjobs.ray.io", "--namespace", "default")
     assert can_i(kube, namespace, name, "patch", "federations.red.dev/status", "--subresource=status", "-A")
-    assert not can_i(kube, namespace, name, "get", "secrets", "--namespace", namespace)
+    # A Federation's storage Secret is looked up by name (as metadata); Secrets are never listed or watched.
+    assert can_i(kube, namespace, name, "get", "secrets", "--namespace", namespace)
+    assert not can_i(kube, namespace, name, "list", "secrets", "--namespace", namespace)
+    assert not can_i(kube, namespace, name, "watch", "secrets", "-A")
     assert not can_i(kube, namespace, name, "delete", "federations.red.dev", "-A")
 
     out = helm.run("uninstall", release, "--namespace", namespace, "--wait").stdout
