@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 
 from red_runtime import RAY_VERSION
-from red_runtime.artifacts import STORAGE_MOUNT, STORAGE_VOLUME, artifacts_base, claim_name, owns_claim, run_location
-from red_runtime.pod_options import CONTAINER_SECURITY, POD_SECURITY
+from red_runtime.artifacts import STORAGE_MOUNT, artifacts_base, claim_name, owns_claim, run_location
+from red_runtime.pod_options import CONTAINER_SECURITY, POD_SECURITY, STORAGE_VOLUME
 from red_runtime.spec import API_VERSION, KIND, Federation, FederationSpec, PodOptions, WorkerGroup
 
 LABEL_FEDERATION = "red.dev/federation"

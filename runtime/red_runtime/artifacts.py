@@ -11,15 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from red_runtime.outputs import CHECKPOINTS, METRICS, MODEL, SUMMARY
 from red_runtime.spec import Federation
 from red_runtime.storage import join
 
 STORAGE_MOUNT = "/red/storage"
-STORAGE_VOLUME = "red-storage"
-MODEL = "model.pt"
-METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
-CHECKPOINTS = "checkpoints"
 PVC = "pvc://"
 
 

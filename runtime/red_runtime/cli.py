@@ -13,25 +13,20 @@ from red_runtime.spec import SpecError, load_manifest
 
 def run_command(manifest: str, out: str | None, address: str | None, resume: bool = False) -> int:
     """Run one Federation to completion with a progress bar and a run folder (local or s3://)."""
-    from red_runtime.driver import EXIT_FAILED, EXIT_INVALID, check_references, execute
+    from red_runtime.artifacts import run_location
+    from red_runtime.driver import EXIT_INVALID, check_references, execute_into
     from red_runtime.outputs import ConsoleSink, RunFolder
-    from red_runtime.storage import StorageError, join
+    from red_runtime.storage import StorageError
 
     try:
         fed = load_manifest(manifest)
         check_references(fed)
-        storage = fed.spec.storage.uri
-        location = out or (join(storage, fed.name) if storage else f"runs/{fed.name}")
+        location = out or (run_location(fed) if fed.spec.storage.uri else f"runs/{fed.name}")
         run = RunFolder(location, resume, manifest=yaml.safe_load(Path(manifest).read_text()))
     except (SpecError, OSError, ValueError, StorageError) as err:
         print(f"red: {err}", file=sys.stderr)
         return EXIT_INVALID
-    code = execute(fed, [ConsoleSink(), *run.sinks], address, run.folder / "checkpoints", resume)
-    try:
-        run.finish()
-    except StorageError as err:
-        print(f"red: {err}", file=sys.stderr)
-        return code or EXIT_FAILED
+    code = execute_into(fed, [ConsoleSink()], address, run, resume)
     if code == 0:
         print(f"red: results in {location}/ (metrics.jsonl, summary.json, model.pt, metrics.png)", file=sys.stderr)
     return code

@@ -9,6 +9,7 @@ after the round in flight (see stopping.py); the placement group and the actors 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import os
@@ -451,6 +452,19 @@ def execute(fed: Federation, sinks: list, address: str | None, checkpoint_dir: P
     return 0
 
 
+def execute_into(fed: Federation, sinks: list, address: str | None, run, resume: bool) -> int:
+    """`execute` writing into a RunFolder; its last push to object storage failing fails the run."""
+    from red_runtime.storage import StorageError
+
+    code = execute(fed, [*sinks, *run.sinks], address, run.checkpoints, resume)
+    try:
+        run.finish()
+    except StorageError as err:
+        print(f"red: {err}", file=sys.stderr)
+        return code or EXIT_FAILED
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     """The RayJob entrypoint: read the Federation from the API server and report into its status."""
     from red_runtime.kube import api_client, parse_ref, patch_status, read_federation
@@ -471,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     # left) go there with the logger's name.
     logging.basicConfig(level=logging.WARNING, format="red %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     sinks: list = [ConsoleSink(stream=sys.stdout)]
-    location = args.out
+    report = None
     try:
         if args.manifest:
             from red_runtime.spec import load_manifest
@@ -482,24 +496,19 @@ def main(argv: list[str] | None = None) -> int:
             namespace, name = parse_ref(args.federation)
             api = api_client()
             fed, doc = read_federation(api, namespace, name)
-            location = location or f"/tmp/red/{fed.name}"
-            artifacts = args.artifacts_uri or location
-            sinks.append(StatusSink(lambda body: patch_status(api, namespace, name, body), artifacts=artifacts))
+            report = functools.partial(patch_status, api, namespace, name)
         check_references(fed)
+        staging = Path(f"/tmp/red/{fed.name}")
+        location = args.out or str(staging)
+        if report:
+            sinks.append(StatusSink(report, artifacts=args.artifacts_uri or location))
         # A retried RayJob continues from the newest checkpoint: on the Federation's storage (a claim, or
         # pulled from its s3:// folder), or spec.checkpoint.path on a volume of the user's.
-        staging = Path(f"/tmp/red/{fed.name}")
-        run = RunFolder(location or staging, resume=True, staging=staging, manifest=doc)
+        run = RunFolder(location, resume=True, staging=staging, manifest=doc)
     except (SpecError, ValueError, StorageError) as err:
         print(f"red: {err}", file=sys.stderr)
         return EXIT_INVALID
-    code = execute(fed, [*sinks, *run.sinks], args.address, run.folder / "checkpoints", resume=True)
-    try:
-        run.finish()
-    except StorageError as err:
-        print(f"red: {err}", file=sys.stderr)
-        return code or EXIT_FAILED
-    return code
+    return execute_into(fed, sinks, args.address, run, resume=True)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import shutil
 import tarfile
 import time
 import uuid
@@ -38,14 +39,8 @@ def fetch_folder(source: str, to: Path) -> int:
     folder = Path(source)
     if not folder.is_dir():
         raise FetchError(f"{source}: no such folder")
-    count = 0
-    for path in folder.rglob("*"):
-        if path.is_file():
-            target = to / path.relative_to(folder)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(path.read_bytes())
-            count += 1
-    return count
+    shutil.copytree(folder, to, dirs_exist_ok=True)
+    return sum(1 for p in folder.rglob("*") if p.is_file())
 
 
 def fetch_federation(api: Any, fed: Federation, to: Path) -> int:

@@ -16,6 +16,13 @@ from red_runtime import strict_json
 from red_runtime.reporting import NodeStatus, RoundReport, RunInfo, Sink, Summary
 from red_runtime.storage import Mirror, MirrorSink, is_remote
 
+# The run folder's files; status.artifacts and `red fetch` name them too (red_runtime.artifacts).
+MODEL = "model.pt"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+CHECKPOINTS = "checkpoints"
+MANIFEST = "federation.yaml"
+
 
 class ConsoleSink(Sink):
     """A tqdm bar, one tick per round, with loss, accuracy, healthy nodes and seconds per round."""
@@ -93,7 +100,7 @@ class RunFolderSink(Sink):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.history: list[dict[str, Any]] = []
-        metrics = self.out / "metrics.jsonl"
+        metrics = self.out / METRICS
         if resume and metrics.exists():
             self.history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
         self._metrics = open(metrics, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115 (open for the run)
@@ -104,8 +111,8 @@ class RunFolderSink(Sink):
         if len(kept) != len(self.history):
             self.history = kept
             self._metrics.close()
-            (self.out / "metrics.jsonl").write_text("".join(strict_json.dumps(h) + "\n" for h in kept))
-            self._metrics = open(self.out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+            (self.out / METRICS).write_text("".join(strict_json.dumps(h) + "\n" for h in kept))
+            self._metrics = open(self.out / METRICS, "a", encoding="utf-8")  # noqa: SIM115
 
     def round_done(self, report: RoundReport, nodes: list[NodeStatus]) -> None:
         row = report.as_dict()
@@ -121,8 +128,8 @@ class RunFolderSink(Sink):
         from red_runtime.plot import plot_history
 
         set_flat(model, params)
-        torch.save(model.state_dict(), self.out / "model.pt")
-        atomic_write(self.out / "summary.json", strict_json.dumps(summary.as_dict(), indent=2).encode())
+        torch.save(model.state_dict(), self.out / MODEL)
+        atomic_write(self.out / SUMMARY, strict_json.dumps(summary.as_dict(), indent=2).encode())
         plot_history(self.history, self.out / "metrics.png", title=summary.name)
 
     def nodes_changed(self, nodes: list[NodeStatus]) -> None:
@@ -130,9 +137,6 @@ class RunFolderSink(Sink):
 
     def close(self) -> None:
         self._metrics.close()
-
-
-MANIFEST = "federation.yaml"
 
 
 def plain_manifest(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -159,13 +163,20 @@ class RunFolder:
         if is_remote(self.location):
             self.folder = Path(staging or tempfile.mkdtemp(prefix="red-run-"))
             self.mirror = Mirror(self.folder, self.location)
-        if self.mirror:  # a StorageError here stops the run before any work
-            self.mirror.pull() if resume else self.mirror.check()
+            # A StorageError here stops the run before any work.
+            if resume:
+                self.mirror.pull()
+            else:
+                self.mirror.check()
         self.sinks: list[Sink] = [RunFolderSink(self.folder, resume=resume)]
         if manifest is not None:  # the folder says what made it: `red fetch --evaluate` rebuilds the model
             atomic_write(self.folder / MANIFEST, yaml.safe_dump(plain_manifest(manifest), sort_keys=False).encode())
         if self.mirror:
             self.sinks.append(MirrorSink(self.mirror))
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.folder / CHECKPOINTS
 
     def finish(self) -> None:
         """The last push, whose failure the caller reports (a sink's failure is only logged)."""

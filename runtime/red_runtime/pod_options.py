@@ -35,7 +35,8 @@ EMPTYDIR_MEDIA = ("", "Memory")
 RESERVED_PREFIXES = ("ray.io/", "red.dev/")
 # Volumes KubeRay adds to a Ray Pod itself (/dev/shm for the object store, the Ray token), and the one
 # Red mounts its storage claim from (red_runtime.artifacts.STORAGE_VOLUME).
-RESERVED_VOLUMES = ("shared-mem", "ray-token", "red-storage")
+STORAGE_VOLUME = "red-storage"
+RESERVED_VOLUMES = ("shared-mem", "ray-token", STORAGE_VOLUME)
 MAX_VOLUMES = 32
 # What makes every Pod of a Federation pass Pod Security `restricted`. The runtime image runs as its `ray`
 # user (uid 1000, group 100, images/runtime.Dockerfile); naming the uid lets the kubelet verify runAsNonRoot.
