@@ -43,6 +43,15 @@ from kubernetes import client, config, watch
 ROOT = Path(__file__).resolve().parents[1]
 LABEL = "red.dev/federation"
 FLOW_SCHEMA = "red-bench-operator"
+# The namespace's Pods go to kwok's fake nodes, which hold hundreds of heads at once, and never to the
+# test cluster's one real node: the API server's PodNodeSelector and PodTolerationRestriction plugins
+# (tests/cluster/ctl enables them) read these annotations and tolerate the taint ctl puts on kwok's CPU nodes.
+KWOK_ONLY = {
+    "scheduler.alpha.kubernetes.io/node-selector": "type=kwok",
+    "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps(
+        [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]
+    ),
+}
 
 
 def kubectl_binary() -> str:
@@ -206,7 +215,8 @@ def main() -> None:
     args = parser.parse_args()
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds/federation.yaml"))
-    kubectl("create", "namespace", namespace)
+    ns_doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "annotations": KWOK_ONLY}}
+    kubectl("create", "-f", "-", stdin=json.dumps(ns_doc))
     workdir = Path(tempfile.mkdtemp(prefix="red-bench-"))
     operator = start_operator(namespace, operator_identity(namespace, workdir))
     api = config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
