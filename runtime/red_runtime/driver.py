@@ -27,12 +27,13 @@ import torch
 import yaml
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayTaskError
 
+from red_runtime.adversaries import chosen
 from red_runtime.checkpointer import Checkpointer
 from red_runtime.compute import FederationCompute
 from red_runtime.data import DataSource
 from red_runtime.health import HealthMonitor, SlotGone
 from red_runtime.imports import resolve
-from red_runtime.models import build_model, get_flat
+from red_runtime.models import build_model, get_flat, layer_names
 from red_runtime.placement import SlotPlan, plan_slots
 from red_runtime.pool import NodePool
 from red_runtime.privacy import published, summary_metrics
@@ -99,7 +100,19 @@ def prepare(fed: Federation, machines: list[dict[str, float]]) -> Prepared:
         raise SpecError([str(err)]) from err
     source = DataSource(spec.task, spec.nodes.count)
     model = build_model(spec.task.model, source.input_shape, source.classes, spec.task.seed)
+    check_personal_layers(model, spec.task.model.personal)
     return Prepared(source=source, model=model, params=get_flat(model), plan=plan)
+
+
+def check_personal_layers(model: torch.nn.Module, personal: tuple[str, ...]) -> None:
+    known = layer_names(model)
+    problems = [
+        f"spec.task.model.personal[{i}]: {name!r}: no such layer in the model (layers: {', '.join(known)})"
+        for i, name in enumerate(personal)
+        if name not in known
+    ]
+    if problems:
+        raise SpecError(problems)
 
 
 def sample_nodes(fed: Federation, round_no: int, exclude: set[int]) -> list[int]:
@@ -151,7 +164,12 @@ class Driver:
         self.reporter = reporter
         self.stop = stop or StopRequest()
         res = self.spec.nodes.resources
-        self.nodes = [NodeStatus(id=node_id(i), gpu=res.gpu) for i in range(self.spec.nodes.count)]
+        attackers = chosen(self.spec.nodes.adversaries, self.spec.task.seed, self.spec.nodes.count)
+        attack = self.spec.nodes.adversaries.attack
+        self.nodes = [
+            NodeStatus(id=node_id(i), gpu=res.gpu, attack=attack if i in attackers else None)
+            for i in range(self.spec.nodes.count)
+        ]
         path = self.spec.checkpoint.path or checkpoint_dir
         self.checkpoints = Checkpointer(fed, Path(path) if path else None)
         self.resume = resume
@@ -201,7 +219,9 @@ class Driver:
             pool=compute.pool,
             manager=compute.manager,
             graph=graph,
-            strategy=make_strategy(spec.algorithm.name, dict(spec.algorithm.options)),
+            strategy=make_strategy(
+                spec.algorithm.name, dict(spec.algorithm.options), spec.task.train.lr, spec.nodes.count
+            ),
             params=prepared.params,
             sizes=dict(zip(ids, prepared.source.node_sizes().tolist())),
             stop=self.stop,
@@ -242,8 +262,9 @@ class Driver:
         self.history = list(ckpt.history)
         slots = ctx.pool.plan.slots
         for i, saved in enumerate(ckpt.nodes):
-            # This attempt may have another slot plan: where a node lives now is not where it lived then.
-            self.nodes[i] = NodeStatus.from_dict({**saved, "bundle": 1 + i % slots})
+            # This attempt may have another slot plan: where a node lives now is not where it lived then. Who
+            # attacks follows this spec, as the node actors do.
+            self.nodes[i] = NodeStatus.from_dict({**saved, "bundle": 1 + i % slots, "attack": self.nodes[i].attack})
         Checkpointer.restore_nodes(ckpt, ctx.pool)
         failed = [n.id for n in self.nodes if n.state == FAILED]
         if failed:
@@ -387,10 +408,14 @@ class Driver:
         count = sum(p["count"] for p in parts)
         if not count:
             return {}
-        return {
+        out = {
             "node_test_loss": sum(p["loss_sum"] for p in parts) / count,
             "node_test_accuracy": sum(p["correct"] for p in parts) / count,
         }
+        if self.spec.task.model.personalised:
+            out["personal_test_loss"] = sum(p["personal_loss_sum"] for p in parts) / count
+            out["personal_test_accuracy"] = sum(p["personal_correct"] for p in parts) / count
+        return out
 
 
 def failure_reason(err: BaseException) -> str:

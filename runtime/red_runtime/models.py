@@ -52,6 +52,48 @@ def _float_tensors(model: nn.Module) -> list[torch.Tensor]:
     return [t for t in model.state_dict().values() if t.is_floating_point()]
 
 
+def parameter_slices(model: nn.Module) -> list[tuple[nn.Parameter, slice]]:
+    """Each trainable parameter with its place in the flat vector (get_flat's layout, buffers skipped)."""
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    out, offset = [], 0
+    for name, t in model.state_dict(keep_vars=True).items():
+        if not t.is_floating_point():
+            continue
+        if name in trainable:
+            out.append((t, slice(offset, offset + t.numel())))
+        offset += t.numel()
+    return out
+
+
+# Normalisation layers, whose weights and running statistics FedBN keeps local.
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+def _flat_layout(model: nn.Module) -> list[tuple[str, slice]]:
+    """Every float state_dict entry with its place in the flat vector."""
+    out, offset = [], 0
+    for name, t in model.state_dict().items():
+        if t.is_floating_point():
+            out.append((name, slice(offset, offset + t.numel())))
+            offset += t.numel()
+    return out
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Modules that hold weights or buffers, as `task.model.personal` names them ("3", "head.fc")."""
+    return [name for name, m in model.named_modules() if name and m.state_dict()]
+
+
+def local_indices(model: nn.Module, personal: tuple[str, ...], local_norm: bool) -> np.ndarray:
+    """Indices into the flat vector of what each node keeps for itself: the `personal` layers (FedPer) and,
+    with `local_norm`, every normalisation layer's weights and statistics (FedBN)."""
+    prefixes = [f"{name}." for name in personal]
+    if local_norm:
+        prefixes += [f"{name}." for name, m in model.named_modules() if isinstance(m, NORM_LAYERS)]
+    keep = [np.arange(where.start, where.stop) for key, where in _flat_layout(model) if key.startswith(tuple(prefixes))]
+    return np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64)
+
+
 def get_flat(model: nn.Module) -> np.ndarray:
     """Every float parameter and buffer of `model`, concatenated in state_dict order."""
     with torch.no_grad():

@@ -17,14 +17,18 @@ import numpy as np
 import ray
 import torch
 
-from red_runtime.data import DataSource
+from red_runtime.adversaries import attack_generator, chosen, flipped_labels, poisoned
+from red_runtime.data import Arrays, DataSource
 from red_runtime.messages import readable
-from red_runtime.models import build_model
+from red_runtime.models import build_model, local_indices
 from red_runtime.privacy import clip_update, counted
 from red_runtime.spec import FederationSpec
 from red_runtime.strategies import Update
+from red_runtime.strategies.catalog import CATALOG
+from red_runtime.strategies.qfedavg import START_LOSS
+from red_runtime.strategies.scaffold import split
 from red_runtime.topology import manager_name, node_id
-from red_runtime.training import LocalState, evaluate, local_splits, train_local
+from red_runtime.training import LocalState, evaluate, local_splits, local_steps, train_local
 
 
 def pick_device() -> torch.device:
@@ -98,6 +102,8 @@ class NodeHost:
         self.model.to(self.device)
         self._warm_up()
         self.states: dict[int, LocalState] = {}
+        self.adversaries = chosen(spec.nodes.adversaries, spec.task.seed, spec.nodes.count)
+        self.local_idx = local_indices(self.model, spec.task.model.personal, spec.task.model.localNorm)
         self.incarnation = uuid.uuid4().hex  # drawn anew by each (re)start; see health.py
 
     def _warm_up(self) -> None:
@@ -125,7 +131,12 @@ class NodeHost:
         """What a checkpoint must keep of the hosted nodes: own models and optimizer moments."""
         out = {}
         for index, state in self.states.items():
-            kept = {"params": state.params, "optimizer_state": state.optimizer_state}
+            kept = {
+                "params": state.params,
+                "optimizer_state": state.optimizer_state,
+                "control": state.control,
+                "personal": state.personal,
+            }
             if any(v is not None for v in kept.values()):
                 out[index] = kept
         return out
@@ -135,14 +146,26 @@ class NodeHost:
             state = self._state(index)
             state.params = kept.get("params")
             state.optimizer_state = kept.get("optimizer_state")
+            state.control = kept.get("control")
+            state.personal = kept.get("personal")
         return len(states)
 
     def _state(self, index: int) -> LocalState:
         # Lazy: a virtual node's data is built on its first use and kept for every later round.
         if index not in self.states:
             data = self.source.node_data(index)
-            self.states[index] = local_splits(data, self.spec.nodes.roles, self.spec.task.seed, index)
+            state = local_splits(data, self.spec.nodes.roles, self.spec.task.seed, index)
+            if index in self.adversaries and self.spec.nodes.adversaries.attack == "labelflip":
+                state.train = Arrays(state.train.x, flipped_labels(state.train.y, self.source.classes))
+            self.states[index] = state
         return self.states[index]
+
+    def _sent(self, index: int, round_no: int, start: np.ndarray, trained: np.ndarray) -> np.ndarray:
+        """The model a node sends: what it trained, or a simulated attacker's poisoned version of it."""
+        if index not in self.adversaries:
+            return trained
+        rng = attack_generator(self.spec.task.seed, index, round_no)
+        return poisoned(self.spec.nodes.adversaries, start, trained, rng)
 
     def _inbox(self, round_no: int, indices: list[int]) -> dict[int, list[tuple[tuple[str, ...], Any]]]:
         box = ray.get(self.manager.collect.remote(round_no, [node_id(i) for i in indices]))
@@ -169,7 +192,6 @@ class NodeHost:
         Returns how many nodes trained.
         """
         inbox = self._inbox(round_no, indices)
-        privacy = self.spec.algorithm.privacy
         cache: dict[Any, np.ndarray] = {}
         flusher = PoolFlusher(self, round_no, deadline)
         trained = 0
@@ -182,26 +204,63 @@ class NodeHost:
             ref = messages[-1][1][0]
             if ref not in cache:
                 cache[ref] = ray.get(ref)
-            began = time.perf_counter()
-            state = self._state(index)
-            result = self._evaluate_local(index, cache[ref], state)
-            gen = round_generator(self.spec.task.seed, index, round_no)
-            params, loss = train_local(
-                self.model, cache[ref], state, self.spec.task.train, gen, self.device, proximal_mu
-            )
-            weight = float(len(state.train))
-            if privacy is not None:
-                # Bounded influence: a clipped change, counted (weight 1) only if this node's secret
-                # Poisson coin says so; an uncounted node still reports, so who counted stays hidden.
-                params = clip_update(params, cache[ref], privacy.clip)
-                weight = 1.0 if counted(self.spec.algorithm.fraction) else 0.0
-            update = Update.single(node_id(index), params, weight)
-            result.update(train_loss=loss, samples=len(state.train), seconds=time.perf_counter() - began)
-            result["incarnation"] = self.incarnation
+            update, result = self._train_node(index, round_no, cache[ref], proximal_mu)
             flusher.add(upstream[index], update, result, pooled=pool)
             trained += 1
         ray.get(flusher.close())
         return trained
+
+    def _train_node(
+        self, index: int, round_no: int, received: np.ndarray, proximal_mu: float
+    ) -> tuple[Update, dict[str, Any]]:
+        """Train one node from what the server sent; returns its update as it goes up, and its result row."""
+        began = time.perf_counter()
+        entry, cfg, privacy = CATALOG[self.spec.algorithm.name], self.spec.task.train, self.spec.algorithm.privacy
+        state = self._state(index)
+        start, server_control = split(received) if entry.control_variates else (received, None)
+        start = self._personalised(start, state)
+        result = self._evaluate_local(index, start, state)
+        update_metrics = {}
+        if entry.start_loss:
+            update_metrics[START_LOSS] = evaluate(self.model, start, state.train, self.device)[0]
+        own_control = correction = None
+        if server_control is not None:
+            own_control = np.zeros_like(server_control) if state.control is None else state.control
+            correction = server_control - own_control
+        gen = round_generator(self.spec.task.seed, index, round_no)
+        params, loss = train_local(self.model, start, state, cfg, gen, self.device, proximal_mu, correction)
+        if self.local_idx.size:
+            state.personal = params[self.local_idx].copy()
+        control_change = None
+        if own_control is not None:
+            # SCAFFOLD's option II: the drift this node's K steps showed, as its new control variate.
+            steps = local_steps(len(state.train), cfg)
+            new_control = own_control - server_control + (start.astype(np.float64) - params) / (steps * cfg.lr)
+            control_change = (new_control - own_control).astype(np.float32)
+            state.control = new_control.astype(np.float32)
+        weight = float(len(state.train))
+        if privacy is not None:
+            # Bounded influence: a clipped change, counted (weight 1) only if this node's secret
+            # Poisson coin says so; an uncounted node still reports, so who counted stays hidden.
+            params = clip_update(params, start, privacy.clip)
+            weight = 1.0 if counted(self.spec.algorithm.fraction) else 0.0
+        # An attacker sends what it likes: the poisoning comes after the honest protocol, clipping too.
+        params = self._sent(index, round_no, start, params)
+        if control_change is not None:
+            params = np.concatenate([params, control_change])
+        update = Update.single(node_id(index), params, weight)
+        update.metrics.update(update_metrics)
+        result.update(train_loss=loss, samples=len(state.train), seconds=time.perf_counter() - began)
+        result["incarnation"] = self.incarnation
+        return update, result
+
+    def _personalised(self, params: np.ndarray, state: LocalState) -> np.ndarray:
+        """The global model with this node's own values in the layers it keeps local."""
+        if not self.local_idx.size or state.personal is None:
+            return params
+        own = np.array(params, dtype=np.float32)  # a copy: what the object store gives is read-only
+        own[self.local_idx] = state.personal
+        return own
 
     def _evaluate_local(self, index: int, params: np.ndarray, state: LocalState) -> dict[str, Any]:
         result: dict[str, Any] = {"index": index}
@@ -234,8 +293,10 @@ class NodeHost:
             began = time.perf_counter()
             result = self._evaluate_local(index, state.params, state)
             gen = round_generator(self.spec.task.seed, index, round_no)
-            state.params, loss = train_local(self.model, state.params, state, self.spec.task.train, gen, self.device)
-            posts.append(self._post(round_no, [node_id(index)], neighbours[index], state.params))
+            before = state.params
+            state.params, loss = train_local(self.model, before, state, self.spec.task.train, gen, self.device)
+            sent = self._sent(index, round_no, before, state.params)
+            posts.append(self._post(round_no, [node_id(index)], neighbours[index], sent))
             result.update(train_loss=loss, samples=len(state.train), seconds=time.perf_counter() - began)
             result["incarnation"] = self.incarnation
             results.append(result)
@@ -267,14 +328,20 @@ class NodeHost:
         return {"sum": total, "square_norms": square_norms, "count": len(indices)}
 
     def test(self, indices: list[int], params: np.ndarray) -> dict[str, float]:
-        """The test role: evaluate the final global model on each node's local test split."""
-        loss_sum, correct, count = 0.0, 0.0, 0
+        """The test role: evaluate the final global model on each node's local test split, and with layers
+        kept local also each node's personalised model."""
+        sums = {"loss_sum": 0.0, "correct": 0.0, "count": 0, "personal_loss_sum": 0.0, "personal_correct": 0.0}
         for index in indices:
             state = self._state(index)
             if state.test is None:
                 continue
+            n = len(state.test)
             loss, acc = evaluate(self.model, params, state.test, self.device)
-            loss_sum += loss * len(state.test)
-            correct += acc * len(state.test)
-            count += len(state.test)
-        return {"loss_sum": loss_sum, "correct": correct, "count": count}
+            sums["loss_sum"] += loss * n
+            sums["correct"] += acc * n
+            sums["count"] += n
+            if self.local_idx.size:
+                loss, acc = evaluate(self.model, self._personalised(params, state), state.test, self.device)
+                sums["personal_loss_sum"] += loss * n
+                sums["personal_correct"] += acc * n
+        return sums

@@ -40,6 +40,10 @@ class ConsoleSink(Sink):
             f"{info.algorithm}, {info.rounds} rounds (started in {info.startup_seconds:.1f}s{resumed})",
             file=self.stream,
         )
+        attackers = [n for n in nodes if n.attack]
+        if attackers:
+            ids = ", ".join(n.id for n in attackers[:10]) + (" ..." if len(attackers) > 10 else "")
+            print(f"red: {len(attackers)} simulated attacker(s), {attackers[0].attack}: {ids}", file=self.stream)
         self.bar = tqdm(
             total=info.rounds,
             initial=info.resumed_from,

@@ -30,6 +30,7 @@ class NodeStatus:
     bundle: int = 0
     gpu: float = 0.0
     lastSeen: str | None = None
+    attack: str | None = None  # a simulated attacker's attack (spec.nodes.adversaries); None for honest nodes
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

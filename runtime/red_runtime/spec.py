@@ -34,6 +34,8 @@ PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 SUBMISSION_MODES = ("K8sJobMode", "HTTPMode")
 MIXING = ("metropolis", "datasize")
 DIVERGENCE = ("fail", "continue")
+# Simulated attackers, and the strength each attack takes when `scale` is not given (adversaries.py).
+ATTACK_SCALES = {"signflip": 5.0, "gaussian": 1.0, "labelflip": None, "scale": 10.0}
 
 # KubeRay names the head Service "<cluster>-head-svc" and Pods "<cluster>-head-xxxxx"; Services are
 # DNS labels (63 chars). Red names the RayCluster "<federation>-ray", so 63 - len("-ray-head-svc").
@@ -76,10 +78,20 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Adversaries:
+    """Nodes, chosen with the seed, that send poisoned updates: for trying robust strategies."""
+
+    count: int = 0
+    attack: str = "signflip"
+    scale: float | None = None  # the attack's default (ATTACK_SCALES) when None
+
+
+@dataclass(frozen=True)
 class Nodes:
     count: int = 8
     role: str = "train-eval"
     resources: Resources = field(default_factory=Resources)
+    adversaries: Adversaries = field(default_factory=Adversaries)
 
     @property
     def roles(self) -> frozenset[str]:
@@ -129,6 +141,12 @@ class Model:
     name: str = "mlp"
     hidden: tuple[int, ...] = (64,)
     channels: tuple[int, ...] = (8, 16)
+    personal: tuple[str, ...] = ()  # layers each node keeps for itself (FedPer)
+    localNorm: bool = False  # normalisation layers and their statistics stay local (FedBN)
+
+    @property
+    def personalised(self) -> bool:
+        return bool(self.personal) or self.localNorm
 
 
 @dataclass(frozen=True)
@@ -418,6 +436,7 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool 
     )
     algorithm = _algorithm(c, spec, path, nodes.count)
     task = _task(c, spec, path, nodes.count)
+    _personalisation(c, spec, path, nodes, task.model)
     checkpoint = _checkpoint(c, spec, path)
     ft_raw = c.section(
         spec, "faultTolerance", path, ("maxNodeRestarts", "roundTimeoutSeconds", "maxJobRetries", "divergence")
@@ -451,7 +470,7 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool 
 
 
 def _nodes(c: _Checker, spec: Mapping, path: str) -> Nodes:
-    raw = c.section(spec, "nodes", path, ("count", "role", "resources"))
+    raw = c.section(spec, "nodes", path, ("count", "role", "resources", "adversaries"))
     p = f"{path}.nodes"
     count = c.integer(raw, "count", p, 8, minimum=1, maximum=100000)
     role = c.string(raw, "role", p, "train-eval")
@@ -469,7 +488,22 @@ def _nodes(c: _Checker, spec: Mapping, path: str) -> Nodes:
         # Ray accepts a fraction below 1 or a whole number, nothing in between (1.5 GPUs is refused).
         if value > 1 and value != int(value):
             c.fail(f"{p}.resources.{key}", value, "must be a fraction below 1 or a whole number")
-    return Nodes(count=count, role=role, resources=Resources(cpu=cpu, gpu=gpu))
+    return Nodes(
+        count=count, role=role, resources=Resources(cpu=cpu, gpu=gpu), adversaries=_adversaries(c, raw, p, count)
+    )
+
+
+def _adversaries(c: _Checker, nodes: Mapping, path: str, count: int) -> Adversaries:
+    raw = c.section(nodes, "adversaries", path, ("count", "attack", "scale"))
+    p = f"{path}.adversaries"
+    many = c.integer(raw, "count", p, 0, minimum=0, maximum=100000)
+    if many >= count:
+        c.fail(f"{p}.count", many, f"leaves no honest node of nodes.count ({count})")
+    attack = c.choice(raw, "attack", p, "signflip", tuple(ATTACK_SCALES))
+    scale = c.number(raw, "scale", p, None, minimum=0, exclusive_min=True)
+    if scale is not None and attack == "labelflip":
+        c.fail(f"{p}.scale", scale, "labelflip takes no scale: its nodes train on flipped labels")
+    return Adversaries(count=many, attack=attack, scale=scale)
 
 
 def _topology(c: _Checker, spec: Mapping, path: str, count: int) -> Topology:
@@ -565,6 +599,8 @@ def _algorithm(c: _Checker, spec: Mapping, path: str, count: int) -> Algorithm:
         c.fail(f"{p}.fraction", fraction, "decentralised topologies train every node each round; use 1.0")
     if privacy is not None and not catalog.CATALOG[name].linear:
         c.fail(f"{p}.privacy", "set", f"needs a linear strategy; {name} must see every raw update")
+    if privacy is not None and catalog.CATALOG[name].control_variates:
+        c.fail(f"{p}.privacy", "set", f"{name}'s control variates are not clipped or noised; use a model-only strategy")
     if privacy is not None and kind_is_decentralized(spec):
         c.fail(f"{p}.privacy", "set", "applies to server-side rounds (star, hierarchical)")
 
@@ -608,12 +644,14 @@ def _task(c: _Checker, spec: Mapping, path: str, count: int) -> Task:
     classes = {"digits": DIGITS_CLASSES, "synthetic": dataset.classes}.get(dataset.name)
     if partition.kind == "labels" and classes is not None and partition.labels > classes:
         c.fail(f"{pp}.labels", partition.labels, f"is more than the {classes} classes of dataset {dataset.name}")
-    md = c.section(raw, "model", p, ("name", "hidden", "channels"))
+    md = c.section(raw, "model", p, ("name", "hidden", "channels", "personal", "localNorm"))
     mp = f"{p}.model"
     model = Model(
         name=c.choice(md, "name", mp, "mlp", MODELS, allow_import=True),
         hidden=c.int_list(md, "hidden", mp, (64,)),
         channels=c.int_list(md, "channels", mp, (8, 16)),
+        personal=_layer_names(c, md, mp),
+        localNorm=c.boolean(md, "localNorm", mp, False),
     )
     if model.name == "cnn" and dataset.name == "synthetic":
         c.fail(f"{mp}.name", "cnn", "needs image data (dataset digits); synthetic data is a flat vector")
@@ -629,6 +667,27 @@ def _task(c: _Checker, spec: Mapping, path: str, count: int) -> Task:
     )
     seed = c.integer(raw, "seed", p, 0, minimum=0, maximum=2**31 - 1)
     return Task(dataset=dataset, partition=partition, model=model, train=train, seed=seed)
+
+
+def _layer_names(c: _Checker, model: Mapping, path: str) -> tuple[str, ...]:
+    """`personal`: module names as the model's state_dict spells them ("3" for an mlp's output layer);
+    that they exist is checked once the model is built (driver.prepare), as only torch can say."""
+    value = model.get("personal", [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        c.fail(f"{path}.personal", value, "must be a list of layer names, such as ['3'] for an mlp's output layer")
+        return ()
+    return tuple(value)
+
+
+def _personalisation(c: _Checker, spec: Mapping, path: str, nodes: Nodes, model: Model) -> None:
+    if not model.personalised:
+        return
+    field, value = ("personal", list(model.personal)) if model.personal else ("localNorm", True)
+    where = f"{path}.task.model.{field}"
+    if kind_is_decentralized(spec):
+        c.fail(where, value, "applies to server-side rounds (star, hierarchical): gossip mixes every layer")
+    if "test" not in nodes.roles:
+        c.fail(where, value, "needs nodes.role with test: personalised models are judged on each node's own split")
 
 
 def _checkpoint(c: _Checker, spec: Mapping, path: str) -> Checkpoint:

@@ -38,6 +38,7 @@ DRIVER_FIELDS = (
     "nodesUnlisted",
     "metrics",
     "privacy",
+    "adversaries",
     "nodes",
     "lastCheckpoint",
     "artifacts",
@@ -69,6 +70,15 @@ def node_fields(nodes: list[NodeStatus], limit: int = MAX_LISTED_NODES) -> dict[
         "nodes": [n.as_dict() for n in unwell[:limit]],
         "nodesUnlisted": max(0, len(unwell) - limit),
     }
+
+
+def adversary_fields(nodes: list[NodeStatus], limit: int = MAX_LISTED_NODES) -> dict[str, Any] | None:
+    """The simulated attackers (spec.nodes.adversaries): their attack, count and the first `limit` ids;
+    None when the run has none."""
+    attackers = [n for n in nodes if n.attack]
+    if not attackers:
+        return None
+    return {"attack": attackers[0].attack, "count": len(attackers), "nodes": [n.id for n in attackers[:limit]]}
 
 
 class StatusSink(Sink):
@@ -116,6 +126,7 @@ class StatusSink(Sink):
             rounds=info.rounds,
             progress=f"{info.resumed_from}/{info.rounds}",
             **node_fields(nodes),
+            adversaries=adversary_fields(nodes),
             startTime=now_iso(),
             completionTime=None,
             driverError=None,

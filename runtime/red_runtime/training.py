@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from red_runtime.data import Arrays
-from red_runtime.models import get_flat, set_flat
+from red_runtime.models import get_flat, parameter_slices, set_flat
 from red_runtime.spec import Train
 
 
@@ -23,6 +24,8 @@ class LocalState:
     test: Arrays | None = None
     optimizer_state: dict[str, Any] | None = None
     params: np.ndarray | None = None  # own model, for decentralised topologies
+    control: np.ndarray | None = None  # own control variate (SCAFFOLD)
+    personal: np.ndarray | None = None  # own values of the layers kept local (FedPer, FedBN)
     rounds_trained: int = 0
 
 
@@ -56,14 +59,22 @@ def train_local(
     generator: torch.Generator,
     device: torch.device,
     proximal_mu: float = 0.0,
+    correction: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Train from `start` on the node's data; returns the new flat parameters and the mean loss."""
+    """Train from `start` on the node's data; returns the new flat parameters and the mean loss.
+
+    `correction` (flat, get_flat's layout) is added to every gradient: SCAFFOLD's c - c_i.
+    """
     set_flat(model, start)
     model.train()
     optimizer = make_optimizer(model, cfg)
     if state.optimizer_state is not None:
         optimizer.load_state_dict(state.optimizer_state)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
+    drift = []
+    if correction is not None:
+        vec = torch.from_numpy(np.asarray(correction, dtype=np.float32)).to(device)
+        drift = [(p, vec[where].view_as(p)) for p, where in parameter_slices(model)]
     x = torch.from_numpy(state.train.x).to(device)
     y = torch.from_numpy(state.train.y).to(device)
     loss_fn = nn.CrossEntropyLoss()
@@ -78,6 +89,9 @@ def train_local(
                 prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
                 loss = loss + 0.5 * proximal_mu * prox
             loss.backward()
+            for p, c in drift:
+                if p.grad is not None:
+                    p.grad.add_(c)
             optimizer.step()
             total += float(loss.detach())
             batches += 1
@@ -85,6 +99,11 @@ def train_local(
         state.optimizer_state = optimizer.state_dict()
     state.rounds_trained += 1
     return get_flat(model), total / max(1, batches)
+
+
+def local_steps(samples: int, cfg: Train) -> int:
+    """Optimizer steps one round of train_local takes on `samples` examples."""
+    return cfg.epochs * max(1, math.ceil(samples / cfg.batchSize))
 
 
 @torch.no_grad()

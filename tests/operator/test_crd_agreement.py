@@ -81,6 +81,9 @@ VALID = {
         {"checkpoint": {"every": 2, "path": "/ckpt"}, "faultTolerance": {"maxJobRetries": 2}}
     ),
     "suspended": doc({"suspend": True}),
+    "simulated attackers": doc({"nodes": {"count": 10, "adversaries": {"count": 2, "attack": "scale", "scale": 3}}}),
+    "label-flipping attackers": doc({"nodes": {"count": 4, "adversaries": {"count": 3, "attack": "labelflip"}}}),
+    "bulyan with its 4f+3 nodes": doc({"nodes": {"count": 11}, "algorithm": {"name": "bulyan", "options": {"f": 2}}}),
     "pod fields on the head and a worker group": doc({"ray": {"head": POD, "workerGroups": [{"name": "gpu", **POD}]}}),
     "no tolerations at all": doc(group(tolerations=[])),
     "a toleration of every taint": doc(group(tolerations=[{"operator": "Exists"}])),
@@ -106,6 +109,19 @@ INVALID = {
     "too many rounds": (doc({"rounds": 100001}), "spec.rounds"),
     "rounds not a number": (doc({"rounds": "ten"}), "spec.rounds"),
     "unknown topology": (doc({"topology": {"kind": "tree"}}), "spec.topology.kind"),
+    "every node an attacker": (
+        doc({"nodes": {"count": 4, "adversaries": {"count": 4}}}),
+        "spec.nodes.adversaries.count",
+    ),
+    "unknown attack": (
+        doc({"nodes": {"adversaries": {"count": 1, "attack": "backdoor"}}}),
+        "spec.nodes.adversaries.attack",
+    ),
+    "labelflip with a scale": (
+        doc({"nodes": {"adversaries": {"count": 1, "attack": "labelflip", "scale": 2}}}),
+        "spec.nodes.adversaries.scale",
+    ),
+    "attack scale of zero": (doc({"nodes": {"adversaries": {"count": 1, "scale": 0}}}), "spec.nodes.adversaries.scale"),
     "kregular without degree": (doc({"topology": {"kind": "kregular"}}), "spec.topology.degree"),
     "degree too large": (
         doc({"topology": {"kind": "kregular", "degree": 8}, "nodes": {"count": 8}}),
@@ -296,6 +312,10 @@ KNOWN_GAPS = {
     ),
     # Options differ per strategy (red_runtime.strategies); the schema keeps them free-form.
     "bad strategy option": (doc({"algorithm": {"name": "fedprox", "options": {"mu": -1}}}), "spec model only"),
+    "bulyan with fewer than 4f+3 nodes": (
+        doc({"nodes": {"count": 10}, "algorithm": {"name": "bulyan", "options": {"f": 2}}}),
+        "spec model only",
+    ),
     # The spec model passes quantities through as strings; the schema checks the Kubernetes quantity syntax.
     "malformed cpu quantity": (doc({"ray": {"head": {"cpu": "two"}}}), "schema only"),
     # The spec model checks an affinity's three kinds; what is inside each is Kubernetes' own schema, in the CRD.

@@ -110,8 +110,10 @@ def red_run(manifest, out, *extra):
         {"algorithm": {"name": "fedadam"}, "task.train": {"epochs": 2, "lr": 0.05, "momentum": 0.9}},
         # every node's own model must survive in a decentralised topology
         {"topology": {"kind": "ring"}},
+        # SCAFFOLD's server control variate and every node's own must survive
+        {"algorithm": {"name": "scaffold"}, "task.partition": {"kind": "dirichlet", "alpha": 0.1}},
     ],
-    ids=["star-fedadam-momentum", "ring"],
+    ids=["star-fedadam-momentum", "ring", "star-scaffold"],
 )
 def test_a_killed_driver_resumes_and_ends_with_the_same_model(tmp_path, overrides):
     doc = example(rounds=8, checkpoint={"every": 1, "keep": 3}, **overrides)

@@ -88,12 +88,85 @@ def test_krum_picks_an_honest_update():
 
 def test_robust_strategies_refuse_pooled_updates():
     pooled = Update(np.ones(2), 2.0, ("a", "b"))
-    for name in ("fedmedian", "trimmedmean", "krum"):
+    for name in ("fedmedian", "trimmedmean", "krum", "multikrum", "bulyan", "qfedavg"):
         assert not STRATEGIES[name].linear
         with pytest.raises(ValueError, match="pooled"):
-            make_strategy(name, {}).aggregate([pooled, pooled, pooled, pooled, pooled])
+            make_strategy(name, {}).step(np.zeros(2, np.float32), [pooled, pooled, pooled, pooled, pooled])
 
 
 def test_fedprox_exposes_mu_to_local_training():
     assert make_strategy("fedprox", {"mu": 0.5}).proximal_mu == 0.5
     assert make_strategy("fedavg", {}).proximal_mu == 0.0
+
+
+def honest_and_poisoned(n_honest=8, n_poison=2, dim=6, seed=3):
+    rng = np.random.default_rng(seed)
+    honest = [single(f"n{i}", 1.0 + rng.normal(0, 0.05, dim), weight=10 + i) for i in range(n_honest)]
+    poison = [single(f"evil{i}", np.full(dim, -40.0) + rng.normal(0, 0.05, dim)) for i in range(n_poison)]
+    return honest, poison
+
+
+def test_multikrum_averages_the_n_minus_f_best_weighted_by_samples():
+    honest, poison = honest_and_poisoned()
+    out = make_strategy("multikrum", {"f": 2}).aggregate(honest + poison)
+    # m = 0 keeps n - f = 8: exactly the honest ones, weighted by their sample counts.
+    np.testing.assert_allclose(out, make_strategy("fedavg", {}).aggregate(honest))
+    two = make_strategy("multikrum", {"f": 2, "m": 2}).aggregate(honest + poison)
+    assert np.abs(two - 1.0).max() < 0.2
+
+
+def test_bulyan_keeps_the_poison_out_coordinate_by_coordinate():
+    honest, poison = honest_and_poisoned(n_honest=9, n_poison=2)
+    out = make_strategy("bulyan", {"f": 2}).aggregate(honest + poison)
+    assert np.abs(out - 1.0).max() < 0.1
+    assert np.abs(make_strategy("fedavg", {}).aggregate(honest + poison) - 1.0).max() > 0.5
+
+
+def test_bulyan_by_hand_on_one_coordinate():
+    # n = 7, f = 1: Krum picks n - 2f = 5 (never the outlier 100), then the n - 4f = 3 nearest the median.
+    ups = [single(str(i), [v]) for i, v in enumerate([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 100.0])]
+    out = make_strategy("bulyan", {"f": 1}).aggregate(ups)
+    assert 2.0 <= out[0] <= 5.0
+
+
+def start_loss(update, loss):
+    update.metrics["start_loss"] = loss
+    return update
+
+
+def test_qfedavg_with_q_zero_is_the_plain_mean_of_the_models():
+    ups = [start_loss(single("a", [1.0, 0.0], 10), 0.5), start_loss(single("b", [3.0, 2.0], 30), 2.0)]
+    s = make_strategy("qfedavg", {"q": 0.0}, local_lr=0.1)
+    np.testing.assert_allclose(s.step(np.zeros(2, np.float32), ups), [2.0, 1.0], rtol=1e-6)
+
+
+def test_qfedavg_gives_the_node_with_the_higher_loss_more_say():
+    ups = [start_loss(single("easy", [1.0]), 0.1), start_loss(single("hard", [-1.0]), 2.0)]
+    fair = make_strategy("qfedavg", {"q": 2.0}, local_lr=0.1).step(np.zeros(1, np.float32), ups)
+    plain = make_strategy("qfedavg", {"q": 0.0}, local_lr=0.1).step(np.zeros(1, np.float32), ups)
+    # Both nodes moved as far; q = 2 leans towards the one the model serves worst.
+    assert plain[0] == pytest.approx(0.0, abs=1e-6) and fair[0] < -0.05
+
+
+def test_qfedavg_learns_its_lipschitz_estimate_from_the_local_learning_rate():
+    assert make_strategy("qfedavg", {}, local_lr=0.02).local_lr == 0.02
+
+
+def test_scaffold_sends_its_control_variate_with_the_model_and_moves_both():
+    s = make_strategy("scaffold", {}, node_count=4)
+    x = np.array([1.0, 2.0], np.float32)
+    np.testing.assert_array_equal(s.broadcast(x), [1.0, 2.0, 0.0, 0.0])
+    # Two of four nodes sent [model, change of their variate]; equal weights.
+    ups = [single("a", [3.0, 2.0, 1.0, 0.0]), single("b", [1.0, 4.0, 3.0, 2.0])]
+    np.testing.assert_allclose(s.step(x, ups), [2.0, 3.0])
+    np.testing.assert_allclose(s.control, [1.0, 0.5])  # mean change [2, 1] times the 2/4 that took part
+    np.testing.assert_allclose(s.broadcast(x)[2:], [1.0, 0.5])
+    restored = make_strategy("scaffold", {}, node_count=4)
+    restored.load_state_dict(s.state_dict())
+    np.testing.assert_array_equal(restored.control, s.control)
+
+
+def test_scaffold_with_a_server_learning_rate_takes_part_of_the_step():
+    s = make_strategy("scaffold", {"serverLr": 0.5}, node_count=1)
+    out = s.step(np.zeros(1, np.float32), [single("a", [2.0, 0.0])])
+    np.testing.assert_allclose(out, [1.0])

@@ -2,6 +2,7 @@
 
 import pytest
 
+from red_runtime.spec import SpecError, parse_spec
 from red_runtime.strategies import STRATEGIES, make_strategy
 from red_runtime.strategies.catalog import CATALOG, NAMES, defaults
 
@@ -19,5 +20,32 @@ def test_a_class_takes_linear_and_options_from_its_entry(name):
     assert make_strategy(name, {}).opts == defaults(name)
 
 
-def test_only_the_robust_strategies_see_every_update():
-    assert {n for n in NAMES if not CATALOG[n].linear} == {"fedmedian", "trimmedmean", "krum"}
+def test_only_the_robust_and_fair_strategies_see_every_update():
+    robust = {"fedmedian", "trimmedmean", "krum", "multikrum", "bulyan"}
+    assert {n for n in NAMES if not CATALOG[n].linear} == robust | {"qfedavg"}
+    assert {n for n in NAMES if CATALOG[n].start_loss} == {"qfedavg"}
+    assert {n for n in NAMES if CATALOG[n].control_variates} == {"scaffold"}
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "count", "problem"),
+    [
+        ({"name": "bulyan", "options": {"f": 2}}, 10, "spec.algorithm.options.f: 2: Bulyan needs at least 4f+3 = 11"),
+        ({"name": "multikrum", "options": {"f": 3}}, 8, "spec.algorithm.options.f: 3: Krum needs at least 2f+3 = 9"),
+        ({"name": "multikrum", "options": {"f": 1, "m": 8}}, 8, "spec.algorithm.options.m: 8: keeps more than"),
+        ({"name": "multikrum", "options": {"m": 1.5}}, 8, "spec.algorithm.options.m: 1.5: must be an integer"),
+        ({"name": "qfedavg", "options": {"q": -1}}, 8, "spec.algorithm.options.q: -1: must be at least 0"),
+        ({"name": "qfedavg", "options": {"q": float("inf")}}, 8, "spec.algorithm.options.q: inf: must be a finite"),
+        ({"name": "qfedavg", "options": {"lr": 1}}, 8, "spec.algorithm.options.lr: 1: unknown option for qfedavg"),
+        ({"name": "scaffold", "options": {"serverLr": 0}}, 8, "spec.algorithm.options.serverLr: 0: must be greater"),
+        (
+            {"name": "scaffold", "privacy": {"noiseMultiplier": 1.0}},
+            8,
+            "spec.algorithm.privacy: 'set': scaffold's control variates are not clipped or noised",
+        ),
+    ],
+)
+def test_bad_options_of_the_new_strategies_name_the_field(algorithm, count, problem):
+    with pytest.raises(SpecError) as err:
+        parse_spec({"nodes": {"count": count}, "algorithm": algorithm})
+    assert any(p.startswith(problem) for p in err.value.problems), err.value.problems

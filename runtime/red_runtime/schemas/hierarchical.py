@@ -72,7 +72,7 @@ class HierarchicalSchema(Schema):
     def run_round(self, round_no: int, sampled: list[int]) -> RoundOutcome:
         ctx = self.ctx
         deadline = Deadline(ctx.spec.faultTolerance.roundTimeoutSeconds)
-        ref = ray.put(ctx.params)
+        ref = ray.put(ctx.strategy.broadcast(ctx.params))
         names = [aggregator_id(g) for g in range(self.groups)]
         ray.get(ctx.manager.post.remote(round_no, [SERVER], names, [ref]))
         members: dict[int, list[str]] = {g: [] for g in range(self.groups)}

@@ -21,7 +21,7 @@ class StarSchema(Schema):
     def run_round(self, round_no: int, sampled: list[int]) -> RoundOutcome:
         ctx = self.ctx
         deadline = Deadline(ctx.spec.faultTolerance.roundTimeoutSeconds)
-        ref = ray.put(ctx.params)  # one copy in the object store, read by every node
+        ref = ray.put(ctx.strategy.broadcast(ctx.params))  # one copy in the object store, read by every node
         ray.get(ctx.manager.post.remote(round_no, [SERVER], [node_id(i) for i in sampled], [ref]))
         by_slot = ctx.pool.by_slot(sampled)
         upstream = {i: SERVER for i in sampled}

@@ -47,6 +47,10 @@ class Strategy:
     options: ClassVar[Mapping[str, Option]] = {}
     # Local-training proximal coefficient (FedProx); zero for everything else.
     proximal_mu: float = 0.0
+    # The nodes' learning rate (task.train.lr), for rules that turn a change back into a gradient.
+    local_lr: float = 0.05
+    # nodes.count, for rules that scale by the share of nodes that took part.
+    node_count: int = 1
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
@@ -58,6 +62,10 @@ class Strategy:
         merged = {k: o.default for k, o in self.options.items()}
         merged.update(options)
         self.opts = merged
+
+    def broadcast(self, params: np.ndarray) -> np.ndarray:
+        """What the server sends the nodes: the global model, or more for rules that need more."""
+        return params
 
     def aggregate(self, updates: list[Update]) -> np.ndarray:
         """Combine updates into one parameter vector (float64)."""

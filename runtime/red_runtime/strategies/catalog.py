@@ -61,6 +61,11 @@ class Entry:
     linear: bool = True
     options: Mapping[str, Option] = field(default_factory=dict)
     rule: Rule | None = None
+    # Each node also reports the loss of the model it was sent, on its own training data (q-FedAvg).
+    start_loss: bool = False
+    # The server sends [model, control variate] and each node sends [model, change of its own variate]
+    # (SCAFFOLD): both halves are weighted means, so actors still pool.
+    control_variates: bool = False
 
 
 def _trimmed_mean_rule(opts: Mapping[str, float], sampled: int) -> str | None:
@@ -74,6 +79,20 @@ def _krum_rule(opts: Mapping[str, float], sampled: int) -> str | None:
     f = int(opts["f"])
     if sampled < 2 * f + 3:
         return f"f: {opts['f']!r}: Krum needs at least 2f+3 = {2 * f + 3} nodes per round, got {sampled}"
+    return None
+
+
+def _multikrum_rule(opts: Mapping[str, float], sampled: int) -> str | None:
+    problem = _krum_rule(opts, sampled)
+    if problem is None and opts["m"] > sampled - opts["f"]:
+        return f"m: {opts['m']!r}: keeps more than the n-f = {sampled - int(opts['f'])} honest nodes of {sampled}"
+    return problem
+
+
+def _bulyan_rule(opts: Mapping[str, float], sampled: int) -> str | None:
+    f = int(opts["f"])
+    if sampled < 4 * f + 3:
+        return f"f: {opts['f']!r}: Bulyan needs at least 4f+3 = {4 * f + 3} nodes per round, got {sampled}"
     return None
 
 
@@ -98,6 +117,15 @@ CATALOG: dict[str, Entry] = {
         options={"f": Option(1, minimum=0, integer=True), "m": Option(1, minimum=1, integer=True)},
         rule=_krum_rule,
     ),
+    # m = 0 keeps n - f, the count of nodes Multi-Krum assumes honest.
+    "multikrum": Entry(
+        linear=False,
+        options={"f": Option(1, minimum=0, integer=True), "m": Option(0, minimum=0, integer=True)},
+        rule=_multikrum_rule,
+    ),
+    "bulyan": Entry(linear=False, options={"f": Option(1, minimum=0, integer=True)}, rule=_bulyan_rule),
+    "scaffold": Entry(options={"serverLr": Option(1.0, minimum=0, exclusive_min=True)}, control_variates=True),
+    "qfedavg": Entry(linear=False, options={"q": Option(0.2, minimum=0, maximum=10)}, start_loss=True),
 }
 NAMES = tuple(CATALOG)
 

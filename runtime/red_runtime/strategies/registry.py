@@ -7,12 +7,36 @@ from red_runtime.strategies.base import Strategy
 from red_runtime.strategies.fedavg import FedAvg
 from red_runtime.strategies.fedavgm import FedAvgM
 from red_runtime.strategies.fedprox import FedProx
-from red_runtime.strategies.robust import FedMedian, Krum, TrimmedMean
+from red_runtime.strategies.qfedavg import QFedAvg
+from red_runtime.strategies.robust import Bulyan, FedMedian, Krum, MultiKrum, TrimmedMean
+from red_runtime.strategies.scaffold import Scaffold
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (FedAvg, FedProx, FedAvgM, FedAdam, FedYogi, FedAdagrad, FedMedian, TrimmedMean, Krum)
+    cls.name: cls
+    for cls in (
+        FedAvg,
+        FedProx,
+        FedAvgM,
+        FedAdam,
+        FedYogi,
+        FedAdagrad,
+        FedMedian,
+        TrimmedMean,
+        Krum,
+        MultiKrum,
+        Bulyan,
+        QFedAvg,
+        Scaffold,
+    )
 }
 
 
-def make_strategy(name: str, options: dict[str, Any]) -> Strategy:
-    return STRATEGIES[name](**options)
+def make_strategy(
+    name: str, options: dict[str, Any], local_lr: float | None = None, node_count: int | None = None
+) -> Strategy:
+    strategy = STRATEGIES[name](**options)
+    if local_lr is not None:
+        strategy.local_lr = local_lr
+    if node_count is not None:
+        strategy.node_count = node_count
+    return strategy
