@@ -384,6 +384,9 @@ class Driver:
             "train_loss": weighted(outcome.results, "train_loss", "samples"),
             "eval_loss": weighted(outcome.results, "eval_loss", "eval_samples"),
             "eval_accuracy": weighted(outcome.results, "eval_accuracy", "eval_samples"),
+            # What the round's updates and models took on the wire, compressed where spec.communication says.
+            "bytes_up": float(sum(r.get("bytes_up", 0) for r in outcome.results)),
+            "bytes_down": float(sum(r.get("bytes_down", 0) for r in outcome.results)),
             **outcome.extra,
         }
         return published(metrics, spec.algorithm, round_no)

@@ -18,6 +18,7 @@ import ray
 import torch
 
 from red_runtime.adversaries import attack_generator, chosen, flipped_labels, poisoned
+from red_runtime.compression import dense_bytes, with_error_feedback
 from red_runtime.data import Arrays, DataSource
 from red_runtime.messages import readable
 from red_runtime.models import build_model, local_indices
@@ -136,6 +137,7 @@ class NodeHost:
                 "optimizer_state": state.optimizer_state,
                 "control": state.control,
                 "personal": state.personal,
+                "residual": state.residual,
             }
             if any(v is not None for v in kept.values()):
                 out[index] = kept
@@ -148,6 +150,7 @@ class NodeHost:
             state.optimizer_state = kept.get("optimizer_state")
             state.control = kept.get("control")
             state.personal = kept.get("personal")
+            state.residual = kept.get("residual")
         return len(states)
 
     def _state(self, index: int) -> LocalState:
@@ -246,12 +249,18 @@ class NodeHost:
             weight = 1.0 if counted(self.spec.algorithm.fraction) else 0.0
         # An attacker sends what it likes: the poisoning comes after the honest protocol, clipping too.
         params = self._sent(index, round_no, start, params)
+        compression = self.spec.communication.compression
+        if compression.kind == "none":
+            sent_bytes = dense_bytes(params.size)
+        else:
+            params, state.residual, sent_bytes = with_error_feedback(compression, start, params, state.residual)
         if control_change is not None:
             params = np.concatenate([params, control_change])
+            sent_bytes += dense_bytes(control_change.size)
         update = Update.single(node_id(index), params, weight)
         update.metrics.update(update_metrics)
         result.update(train_loss=loss, samples=len(state.train), seconds=time.perf_counter() - began)
-        result["incarnation"] = self.incarnation
+        result.update(bytes_up=sent_bytes, bytes_down=dense_bytes(received.size), incarnation=self.incarnation)
         return update, result
 
     def _personalised(self, params: np.ndarray, state: LocalState) -> np.ndarray:
@@ -298,6 +307,9 @@ class NodeHost:
             sent = self._sent(index, round_no, before, state.params)
             posts.append(self._post(round_no, [node_id(index)], neighbours[index], sent))
             result.update(train_loss=loss, samples=len(state.train), seconds=time.perf_counter() - began)
+            # Each neighbour gets the whole model, and each of them sends this node theirs.
+            result.update(bytes_up=dense_bytes(sent.size) * len(neighbours[index]))
+            result.update(bytes_down=dense_bytes(sent.size) * len(neighbours[index]))
             result["incarnation"] = self.incarnation
             results.append(result)
         ray.get(posts)

@@ -88,7 +88,13 @@ def published(metrics: Mapping[str, float | None], algorithm: Algorithm, rounds:
     """
     if algorithm.privacy is None:
         return {k: v for k, v in metrics.items() if v is not None}
-    return {"epsilon": epsilon(rounds, algorithm.fraction, algorithm.privacy), "delta": algorithm.privacy.delta}
+    # Bytes count every node that reported, counted or not: they say nothing of who counted.
+    traffic = {k: metrics[k] for k in ("bytes_up", "bytes_down") if metrics.get(k) is not None}
+    return {
+        "epsilon": epsilon(rounds, algorithm.fraction, algorithm.privacy),
+        "delta": algorithm.privacy.delta,
+        **traffic,
+    }
 
 
 def report(metrics: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -34,6 +34,7 @@ PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 SUBMISSION_MODES = ("K8sJobMode", "HTTPMode")
 MIXING = ("metropolis", "datasize")
 DIVERGENCE = ("fail", "continue")
+COMPRESSIONS = ("none", "topk", "quantize")
 # Simulated attackers, and the strength each attack takes when `scale` is not given (adversaries.py).
 ATTACK_SCALES = {"signflip": 5.0, "gaussian": 1.0, "labelflip": None, "scale": 10.0}
 
@@ -254,6 +255,18 @@ class RaySpec:
 
 
 @dataclass(frozen=True)
+class Compression:
+    kind: str = "none"
+    ratio: float = 0.1  # topk: the share of entries sent
+    bits: int = 8  # quantize: bits per entry
+
+
+@dataclass(frozen=True)
+class Communication:
+    compression: Compression = field(default_factory=Compression)
+
+
+@dataclass(frozen=True)
 class FederationSpec:
     rounds: int = 10
     topology: Topology = field(default_factory=Topology)
@@ -266,6 +279,7 @@ class FederationSpec:
     ray: RaySpec = field(default_factory=RaySpec)
     storage: Storage = field(default_factory=Storage)
     suspend: bool = False
+    communication: Communication = field(default_factory=Communication)
 
 
 @dataclass(frozen=True)
@@ -416,6 +430,7 @@ SPEC_FIELDS = (
     "ray",
     "storage",
     "suspend",
+    "communication",
 )
 
 
@@ -452,6 +467,7 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool 
     ray = _ray(c, spec, path)
     storage = _storage(c, spec, path)
     suspend = c.boolean(spec, "suspend", path, False)
+    communication = _communication(c, spec, path, algorithm)
     if c.problems:
         raise SpecError(c.problems)
     return FederationSpec(
@@ -466,6 +482,7 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool 
         ray=ray,
         storage=storage,
         suspend=suspend,
+        communication=communication,
     )
 
 
@@ -688,6 +705,26 @@ def _personalisation(c: _Checker, spec: Mapping, path: str, nodes: Nodes, model:
         c.fail(where, value, "applies to server-side rounds (star, hierarchical): gossip mixes every layer")
     if "test" not in nodes.roles:
         c.fail(where, value, "needs nodes.role with test: personalised models are judged on each node's own split")
+
+
+def _communication(c: _Checker, spec: Mapping, path: str, algorithm: Algorithm) -> Communication:
+    raw = c.section(spec, "communication", path, ("compression",))
+    cp = c.section(raw, "compression", f"{path}.communication", ("kind", "ratio", "bits"))
+    p = f"{path}.communication.compression"
+    kind = c.choice(cp, "kind", p, "none", COMPRESSIONS)
+    for key, owner in (("ratio", "topk"), ("bits", "quantize")):
+        if key in cp and kind != owner:
+            c.fail(f"{p}.{key}", cp[key], f"belongs to kind {owner}, not {kind}")
+    compression = Compression(
+        kind=kind,
+        ratio=c.number(cp, "ratio", p, 0.1, minimum=0, maximum=1, exclusive_min=True),
+        bits=c.integer(cp, "bits", p, 8, minimum=1, maximum=16),
+    )
+    if kind != "none" and kind_is_decentralized(spec):
+        c.fail(f"{p}.kind", kind, "applies to updates sent to a server (star, hierarchical)")
+    if kind != "none" and algorithm.privacy is not None:
+        c.fail(f"{p}.kind", kind, "cannot be combined with algorithm.privacy: the error fed back is not noised")
+    return Communication(compression=compression)
 
 
 def _checkpoint(c: _Checker, spec: Mapping, path: str) -> Checkpoint:

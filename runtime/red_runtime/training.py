@@ -26,6 +26,7 @@ class LocalState:
     params: np.ndarray | None = None  # own model, for decentralised topologies
     control: np.ndarray | None = None  # own control variate (SCAFFOLD)
     personal: np.ndarray | None = None  # own values of the layers kept local (FedPer, FedBN)
+    residual: np.ndarray | None = None  # what compression left out of the last update (error feedback)
     rounds_trained: int = 0
 
 

@@ -81,6 +81,11 @@ VALID = {
         {"checkpoint": {"every": 2, "path": "/ckpt"}, "faultTolerance": {"maxJobRetries": 2}}
     ),
     "suspended": doc({"suspend": True}),
+    "top-k compression": doc({"communication": {"compression": {"kind": "topk", "ratio": 0.05}}}),
+    "8-bit quantisation": doc({"communication": {"compression": {"kind": "quantize", "bits": 8}}}),
+    "personal layers, judged on the nodes' test splits": doc(
+        {"nodes": {"role": "train-test"}, "task": {"model": {"personal": ["3"], "localNorm": True}}}
+    ),
     "simulated attackers": doc({"nodes": {"count": 10, "adversaries": {"count": 2, "attack": "scale", "scale": 3}}}),
     "label-flipping attackers": doc({"nodes": {"count": 4, "adversaries": {"count": 3, "attack": "labelflip"}}}),
     "bulyan with its 4f+3 nodes": doc({"nodes": {"count": 11}, "algorithm": {"name": "bulyan", "options": {"f": 2}}}),
@@ -109,6 +114,22 @@ INVALID = {
     "too many rounds": (doc({"rounds": 100001}), "spec.rounds"),
     "rounds not a number": (doc({"rounds": "ten"}), "spec.rounds"),
     "unknown topology": (doc({"topology": {"kind": "tree"}}), "spec.topology.kind"),
+    "a ratio for quantisation": (
+        doc({"communication": {"compression": {"kind": "quantize", "ratio": 0.1}}}),
+        "spec.communication.compression.ratio",
+    ),
+    "unknown compression": (
+        doc({"communication": {"compression": {"kind": "zip"}}}),
+        "spec.communication.compression.kind",
+    ),
+    "sixty-four bits": (
+        doc({"communication": {"compression": {"kind": "quantize", "bits": 64}}}),
+        "spec.communication.compression.bits",
+    ),
+    "an empty personal layer name": (
+        doc({"nodes": {"role": "train-test"}, "task": {"model": {"personal": [""]}}}),
+        "spec.task.model.personal",
+    ),
     "every node an attacker": (
         doc({"nodes": {"count": 4, "adversaries": {"count": 4}}}),
         "spec.nodes.adversaries.count",
@@ -312,6 +333,11 @@ KNOWN_GAPS = {
     ),
     # Options differ per strategy (red_runtime.strategies); the schema keeps them free-form.
     "bad strategy option": (doc({"algorithm": {"name": "fedprox", "options": {"mu": -1}}}), "spec model only"),
+    "compression under privacy": (
+        doc({"communication": {"compression": {"kind": "topk"}}, "algorithm": {"privacy": {"noiseMultiplier": 1}}}),
+        "spec model only",
+    ),
+    "personal layers without the test role": (doc({"task": {"model": {"personal": ["3"]}}}), "spec model only"),
     "bulyan with fewer than 4f+3 nodes": (
         doc({"nodes": {"count": 10}, "algorithm": {"name": "bulyan", "options": {"f": 2}}}),
         "spec model only",

@@ -4,7 +4,8 @@ Robust aggregation: 10 nodes of which 2 are simulated sign-flip attackers (each 
 and scaled 5 times). FedAvg falls below 0.5 accuracy; Krum, Multi-Krum, Bulyan, the median and the
 trimmed mean reach 0.85 within 30 rounds. IID shares, so that what breaks FedAvg is the attack and not
 the data. SCAFFOLD beats FedAvg on strongly skewed shares (Dirichlet 0.1); q-FedAvg learns under label skew;
-FedPer's personalised models beat the global one on each node's own split under label skew.
+FedPer's personalised models beat the global one on each node's own split under label skew; top-k at
+10% sends at most 15% of the bytes and loses at most 0.02 accuracy.
 """
 
 import numpy as np
@@ -91,3 +92,19 @@ def test_fedbn_keeps_normalisation_local_and_reports_the_personalised_models(run
     rec = run_federation(example(rounds=5, **LABEL_SKEW, **{"task.model": model}))
     metrics = rec.summary.metrics
     assert metrics["personal_test_accuracy"] >= 0.5 and "node_test_accuracy" in metrics, metrics
+
+
+def test_topk_at_a_tenth_sends_under_15_percent_of_the_bytes_and_keeps_the_accuracy(run_federation):
+    # Measured 2026-12-02 after 20 rounds: 0.939 uncompressed, 0.933 with top-k 10% at 13.1% of the bytes.
+    plain = run_federation(example(rounds=20))
+    sparse = run_federation(example(rounds=20, communication={"compression": {"kind": "topk", "ratio": 0.1}}))
+
+    def sent(rec, key):
+        return sum(r.metrics[key] for r in rec.reports)
+
+    assert sent(sparse, "bytes_up") <= 0.15 * sent(plain, "bytes_up")
+    assert sent(sparse, "bytes_down") == sent(plain, "bytes_down") > 0  # the model goes down whole
+    assert sparse.summary.final_accuracy >= plain.summary.final_accuracy - 0.02, (
+        plain.summary.final_accuracy,
+        sparse.summary.final_accuracy,
+    )
