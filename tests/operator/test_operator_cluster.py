@@ -93,7 +93,8 @@ def subset(small: Any, big: Any) -> bool:
 
 
 def test_each_example_gets_its_children_and_a_head_pod(kube, namespace, operator):
-    """All six topologies: RayCluster, RayJob, ServiceAccount, Role, RoleBinding; KubeRay makes the head Pod."""
+    """Every example (all six topologies among them): RayCluster, RayJob, ServiceAccount, Role, RoleBinding;
+    KubeRay makes the head Pod."""
     feds = []
     for path in EXAMPLES:
         doc = yaml.safe_load(path.read_text())
@@ -102,7 +103,9 @@ def test_each_example_gets_its_children_and_a_head_pod(kube, namespace, operator
         doc["spec"].setdefault("ray", {}).update(head={"cpu": "1", "memory": "1Gi"}, submissionMode="HTTPMode")
         apply(kube, namespace, doc)
         feds.append(doc["metadata"]["name"])
-    assert len(feds) == 6
+    assert len(feds) == len(EXAMPLES)
+    kinds = {yaml.safe_load(p.read_text())["spec"]["topology"]["kind"] for p in EXAMPLES}
+    assert kinds == {"star", "ring", "mesh", "kregular", "custom", "hierarchical"}
     for name in feds:
         st = wait_children(kube, namespace, name)
         assert names(kube, namespace, "serviceaccount", name) == [f"{name}-driver"]
