@@ -88,13 +88,7 @@ def published(metrics: Mapping[str, float | None], algorithm: Algorithm, rounds:
     """
     if algorithm.privacy is None:
         return {k: v for k, v in metrics.items() if v is not None}
-    # Bytes count every node that reported, counted or not: they say nothing of who counted.
-    traffic = {k: metrics[k] for k in ("bytes_up", "bytes_down") if metrics.get(k) is not None}
-    return {
-        "epsilon": epsilon(rounds, algorithm.fraction, algorithm.privacy),
-        "delta": algorithm.privacy.delta,
-        **traffic,
-    }
+    return {"epsilon": epsilon(rounds, algorithm.fraction, algorithm.privacy), "delta": algorithm.privacy.delta}
 
 
 def report(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
