@@ -11,8 +11,6 @@ import numpy as np
 
 from red_runtime.spec import ATTACK_SCALES, Adversaries
 
-ADVERSARIAL = "Adversarial"
-
 
 def chosen(adversaries: Adversaries, seed: int, count: int) -> frozenset[int]:
     """The node indices that attack: `adversaries.count` of `count`, the same for a seed everywhere."""

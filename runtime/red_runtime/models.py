@@ -52,19 +52,6 @@ def _float_tensors(model: nn.Module) -> list[torch.Tensor]:
     return [t for t in model.state_dict().values() if t.is_floating_point()]
 
 
-def parameter_slices(model: nn.Module) -> list[tuple[nn.Parameter, slice]]:
-    """Each trainable parameter with its place in the flat vector (get_flat's layout, buffers skipped)."""
-    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    out, offset = [], 0
-    for name, t in model.state_dict(keep_vars=True).items():
-        if not t.is_floating_point():
-            continue
-        if name in trainable:
-            out.append((t, slice(offset, offset + t.numel())))
-        offset += t.numel()
-    return out
-
-
 # Normalisation layers, whose weights and running statistics FedBN keeps local.
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
@@ -77,6 +64,13 @@ def _flat_layout(model: nn.Module) -> list[tuple[str, slice]]:
             out.append((name, slice(offset, offset + t.numel())))
             offset += t.numel()
     return out
+
+
+def parameter_slices(model: nn.Module) -> list[tuple[nn.Parameter, slice]]:
+    """Each trainable parameter with its place in the flat vector (get_flat's layout, buffers skipped)."""
+    tensors = model.state_dict(keep_vars=True)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    return [(tensors[name], where) for name, where in _flat_layout(model) if name in trainable]
 
 
 def layer_names(model: nn.Module) -> list[str]:

@@ -31,6 +31,10 @@ from red_runtime.strategies.scaffold import split
 from red_runtime.topology import manager_name, node_id
 from red_runtime.training import LocalState, evaluate, local_splits, local_steps, train_local
 
+# What a checkpoint keeps of each virtual node (LocalState fields): its own model (decentralised), optimizer
+# moments, SCAFFOLD variate, local layers and compression error.
+KEPT_STATE = ("params", "optimizer_state", "control", "personal", "residual")
+
 
 def pick_device() -> torch.device:
     """The GPU Ray assigned to this actor, if any (Ray sets CUDA_VISIBLE_DEVICES to it)."""
@@ -129,16 +133,10 @@ class NodeHost:
         return self.incarnation
 
     def export_state(self) -> dict[int, dict[str, Any]]:
-        """What a checkpoint must keep of the hosted nodes: own models and optimizer moments."""
+        """What a checkpoint must keep of the hosted nodes (KEPT_STATE)."""
         out = {}
         for index, state in self.states.items():
-            kept = {
-                "params": state.params,
-                "optimizer_state": state.optimizer_state,
-                "control": state.control,
-                "personal": state.personal,
-                "residual": state.residual,
-            }
+            kept = {name: getattr(state, name) for name in KEPT_STATE}
             if any(v is not None for v in kept.values()):
                 out[index] = kept
         return out
@@ -146,11 +144,8 @@ class NodeHost:
     def import_state(self, states: dict[int, dict[str, Any]]) -> int:
         for index, kept in states.items():
             state = self._state(index)
-            state.params = kept.get("params")
-            state.optimizer_state = kept.get("optimizer_state")
-            state.control = kept.get("control")
-            state.personal = kept.get("personal")
-            state.residual = kept.get("residual")
+            for name in KEPT_STATE:
+                setattr(state, name, kept.get(name))
         return len(states)
 
     def _state(self, index: int) -> LocalState:
@@ -308,8 +303,8 @@ class NodeHost:
             posts.append(self._post(round_no, [node_id(index)], neighbours[index], sent))
             result.update(train_loss=loss, samples=len(state.train), seconds=time.perf_counter() - began)
             # Each neighbour gets the whole model, and each of them sends this node theirs.
-            result.update(bytes_up=dense_bytes(sent.size) * len(neighbours[index]))
-            result.update(bytes_down=dense_bytes(sent.size) * len(neighbours[index]))
+            traffic = dense_bytes(sent.size) * len(neighbours[index])
+            result.update(bytes_up=traffic, bytes_down=traffic)
             result["incarnation"] = self.incarnation
             results.append(result)
         ray.get(posts)

@@ -89,7 +89,7 @@ class Bulyan(Strategy):
         chosen = []
         for _ in range(max(1, n - 2 * f)):
             sub = dist[np.ix_(left, left)]
-            best = left[int(np.argmin(krum_scores(sub, f)))] if len(left) > 1 else left[0]
+            best = left[int(np.argmin(krum_scores(sub, f)))]
             chosen.append(best)
             left.remove(best)
         selected = rows[chosen]
