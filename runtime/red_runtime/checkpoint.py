@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from red_runtime import strict_json
+from red_runtime.models import flattened, named
 from red_runtime.outputs import atomic_write
 from red_runtime.spec import FederationSpec
 
@@ -40,6 +41,7 @@ class Checkpoint:
     node_states: dict[int, dict[str, Any]] = field(default_factory=dict)  # per virtual node, if any
     federation: str = ""
     training: str = ""  # training_digest() of the spec that wrote it
+    layout: tuple = ()  # models.layout of the model: saved by name where known
 
 
 def training_digest(spec: FederationSpec) -> str:
@@ -94,7 +96,9 @@ def save(folder: Path, ckpt: Checkpoint, keep: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tensors = path_for(folder, ckpt.round, ckpt.federation)
     buffer = io.BytesIO()
-    torch.save(_encode({"params": ckpt.params, "strategy": ckpt.strategy, "node_states": ckpt.node_states}), buffer)
+    # The global model goes by name (a state_dict's float entries), so the file reads without Red.
+    model = {"model": named(ckpt.params, ckpt.layout)} if ckpt.layout else {"params": ckpt.params}
+    torch.save(_encode({**model, "strategy": ckpt.strategy, "node_states": ckpt.node_states}), buffer)
     data = buffer.getvalue()
     atomic_write(tensors, data)
     meta = {
@@ -105,6 +109,7 @@ def save(folder: Path, ckpt: Checkpoint, keep: int) -> Path:
         "history": ckpt.history,
         "nodes": ckpt.nodes,
         "tensors": tensors.name,
+        "layout": [[t.name, list(t.shape), t.buffer] for t in ckpt.layout],
         "sha256": hashlib.sha256(data).hexdigest(),
     }
     atomic_write(tensors.with_suffix(".json"), strict_json.dumps(meta).encode())
@@ -154,9 +159,10 @@ def latest(folder: Path, federation: str, training: str) -> Checkpoint | None:
         except Exception as err:  # truncated or corrupt: fall back to the one before
             log.warning("skipping unreadable checkpoint %s: %s", tensors, err)
             continue
+        params = arrays["params"] if "params" in arrays else flattened(arrays["model"], [n for n, *_ in meta["layout"]])
         return Checkpoint(
             round=round_no,
-            params=arrays["params"],
+            params=params,
             strategy=arrays["strategy"],
             history=meta["history"],
             nodes=meta["nodes"],

@@ -28,6 +28,7 @@ class Checkpointer:
         self.owner = fed.uid or fed.name
         self.training = checkpoint.training_digest(fed.spec)
         self.last_round = 0
+        self.layout: tuple = ()  # the model's layer map (models.layout), set once the model is built
 
     @property
     def enabled(self) -> bool:
@@ -61,6 +62,7 @@ class Checkpointer:
             node_states=node_states,
             federation=self.owner,
             training=self.training,
+            layout=self.layout,
         )
         path = checkpoint.save(self.folder, ckpt, self.fed.spec.checkpoint.keep)
         self.last_round = round_no

@@ -33,15 +33,16 @@ from red_runtime.compute import FederationCompute
 from red_runtime.data import DataSource
 from red_runtime.health import HealthMonitor, SlotGone
 from red_runtime.imports import resolve
-from red_runtime.models import build_model, get_flat, layer_names
+from red_runtime.models import Tensor, buffer_indices, build_model, get_flat, layer_names, layout
 from red_runtime.placement import SlotPlan, plan_slots
 from red_runtime.pool import NodePool
 from red_runtime.privacy import published, summary_metrics
 from red_runtime.reporting import FAILED, HEALTHY, NodeStatus, Reporter, RoundReport, RunInfo, Summary
-from red_runtime.schemas import SCHEMAS, Context, RoundOutcome
+from red_runtime.schemas import Context, RoundOutcome, schema_for
 from red_runtime.spec import Federation, SpecError
 from red_runtime.stopping import Interrupted, RoundAbandoned, StopRequest
 from red_runtime.strategies import make_strategy
+from red_runtime.strategies.catalog import CATALOG
 from red_runtime.topology import build_graph, node_id, relink
 from red_runtime.training import evaluate
 
@@ -61,6 +62,7 @@ class Prepared:
     model: torch.nn.Module
     params: np.ndarray
     plan: SlotPlan
+    layout: tuple[Tensor, ...] = ()  # the flat vector's names, shapes and buffers
 
 
 class Diverged(RuntimeError):
@@ -101,7 +103,7 @@ def prepare(fed: Federation, machines: list[dict[str, float]]) -> Prepared:
     source = DataSource(spec.task, spec.nodes.count)
     model = build_model(spec.task.model, source.input_shape, source.classes, spec.task.seed)
     check_personal_layers(model, spec.task.model.personal)
-    return Prepared(source=source, model=model, params=get_flat(model), plan=plan)
+    return Prepared(source=source, model=model, params=get_flat(model), plan=plan, layout=layout(model))
 
 
 def check_personal_layers(model: torch.nn.Module, personal: tuple[str, ...]) -> None:
@@ -178,6 +180,7 @@ class Driver:
     def run(self) -> Summary:
         began = time.monotonic()
         prepared = prepare(self.fed, cluster_machines())
+        self.checkpoints.layout = prepared.layout  # checkpoints keep the model by name
         torch.set_num_threads(1)  # the node actors own the cores while a round runs
         test_set = prepared.source.test_set()
         graph = build_graph(self.spec.topology, self.spec.nodes.count, self.spec.task.seed)
@@ -185,7 +188,7 @@ class Driver:
             with FederationCompute(self.spec, self.fed.name, prepared.plan, graph) as compute:
                 ctx = self._context(compute, prepared, graph)
                 health = HealthMonitor(self.nodes, ctx.pool.nodes_in, ctx.pool.slot_of, self._pinger(ctx.pool))
-                schema = SCHEMAS[self.spec.topology.kind](ctx)
+                schema = schema_for(self.spec.topology.kind, CATALOG[self.spec.algorithm.name].asynchronous)(ctx)
                 first_round = self._restore(ctx, schema, health) + 1
                 info = RunInfo(
                     name=self.fed.name,
@@ -220,7 +223,11 @@ class Driver:
             manager=compute.manager,
             graph=graph,
             strategy=make_strategy(
-                spec.algorithm.name, dict(spec.algorithm.options), spec.task.train.lr, spec.nodes.count
+                spec.algorithm.name,
+                dict(spec.algorithm.options),
+                spec.task.train.lr,
+                spec.nodes.count,
+                buffer_indices(prepared.layout),
             ),
             params=prepared.params,
             sizes=dict(zip(ids, prepared.source.node_sizes().tolist())),
@@ -337,6 +344,7 @@ class Driver:
             if reached:
                 stopped_early = round_no < spec.rounds
                 break
+        schema.finished()
         if self.stop.requested:
             raise self._stopped(abandoned)
         if first > spec.rounds and self.history:

@@ -7,6 +7,7 @@ machine, and the same layout for every strategy's arithmetic.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -56,14 +57,49 @@ def _float_tensors(model: nn.Module) -> list[torch.Tensor]:
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 
-def _flat_layout(model: nn.Module) -> list[tuple[str, slice]]:
-    """Every float state_dict entry with its place in the flat vector."""
+@dataclass(frozen=True)
+class Tensor:
+    """One named entry of the flat vector: where it lies, its shape, and whether it is a buffer (running
+    statistics, which are averaged but never stepped by a server optimiser) or a weight."""
+
+    name: str
+    where: slice
+    shape: tuple[int, ...]
+    buffer: bool
+
+
+def layout(model: nn.Module) -> tuple[Tensor, ...]:
+    """The flat vector's layer map: every float state_dict entry, in order."""
+    params = {name for name, _ in model.named_parameters()}
     out, offset = [], 0
     for name, t in model.state_dict().items():
         if t.is_floating_point():
-            out.append((name, slice(offset, offset + t.numel())))
+            out.append(Tensor(name, slice(offset, offset + t.numel()), tuple(t.shape), name not in params))
             offset += t.numel()
-    return out
+    return tuple(out)
+
+
+def _flat_layout(model: nn.Module) -> list[tuple[str, slice]]:
+    """Every float state_dict entry with its place in the flat vector."""
+    return [(t.name, t.where) for t in layout(model)]
+
+
+def buffer_indices(tensors: tuple[Tensor, ...]) -> np.ndarray:
+    """Indices into the flat vector of the buffers (BatchNorm running means and variances)."""
+    parts = [np.arange(t.where.start, t.where.stop) for t in tensors if t.buffer]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def named(flat: np.ndarray, tensors: tuple[Tensor, ...]) -> dict[str, np.ndarray]:
+    """The flat vector as named, shaped arrays: a state_dict's float entries."""
+    if tensors and tensors[-1].where.stop != flat.size:
+        raise ValueError(f"parameter vector has {flat.size} values, the layout {tensors[-1].where.stop}")
+    return {t.name: np.asarray(flat[t.where]).reshape(t.shape) for t in tensors}
+
+
+def flattened(arrays: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+    """Named arrays back into one flat float32 vector, in `names` order (a layout's)."""
+    return np.concatenate([np.asarray(arrays[n], dtype=np.float32).reshape(-1) for n in names])
 
 
 def parameter_slices(model: nn.Module) -> list[tuple[nn.Parameter, slice]]:

@@ -24,6 +24,7 @@ from red_runtime.messages import readable
 from red_runtime.models import build_model, local_indices
 from red_runtime.privacy import clip_update, counted
 from red_runtime.spec import FederationSpec
+from red_runtime.stragglers import hold_back, slow_nodes
 from red_runtime.strategies import Update
 from red_runtime.strategies.catalog import CATALOG
 from red_runtime.strategies.qfedavg import START_LOSS
@@ -43,9 +44,10 @@ def pick_device() -> torch.device:
     return torch.device("cpu")
 
 
-def round_generator(seed: int, index: int, round_no: int) -> torch.Generator:
-    """A node's shuffling RNG for one round: the same on any actor, so placement never changes results."""
-    state = np.random.SeedSequence([seed, index, round_no]).generate_state(1, dtype=np.uint64)[0]
+def round_generator(seed: int, index: int, round_no: int, *turn: int) -> torch.Generator:
+    """A node's shuffling RNG for one round (and turn, where a node trains more than once in it): the
+    same on any actor, so placement never changes results."""
+    state = np.random.SeedSequence([seed, index, round_no, *turn]).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
 
 
@@ -108,6 +110,7 @@ class NodeHost:
         self._warm_up()
         self.states: dict[int, LocalState] = {}
         self.adversaries = chosen(spec.nodes.adversaries, spec.task.seed, spec.nodes.count)
+        self.slow = slow_nodes(spec.nodes.stragglers, spec.task.seed, spec.nodes.count)
         self.local_idx = local_indices(self.model, spec.task.model.personal, spec.task.model.localNorm)
         self.incarnation = uuid.uuid4().hex  # drawn anew by each (re)start; see health.py
 
@@ -208,8 +211,17 @@ class NodeHost:
         ray.get(flusher.close())
         return trained
 
+    def train_async(self, version: int, turn: int, index: int, start_ref: list[Any]) -> tuple[Update, dict[str, Any]]:
+        """One asynchronous turn (FedBuff): train node `index` from global model `version` and return its
+        change (weight 1) and its result row; the server weighs the change by how stale it has become. The
+        turn tells apart a node's trainings from one model, so each shuffles its data afresh."""
+        start = ray.get(start_ref[0])
+        update, result = self._train_node(index, version + 1, start, 0.0, turn)
+        change = update.mean - start.astype(np.float64)
+        return Update(params=change, weight=1.0, nodes=update.nodes, metrics=update.metrics), result
+
     def _train_node(
-        self, index: int, round_no: int, received: np.ndarray, proximal_mu: float
+        self, index: int, round_no: int, received: np.ndarray, proximal_mu: float, *turn: int
     ) -> tuple[Update, dict[str, Any]]:
         """Train one node from what the server sent; returns its update as it goes up, and its result row."""
         began = time.perf_counter()
@@ -225,8 +237,10 @@ class NodeHost:
         if server_control is not None:
             own_control = np.zeros_like(server_control) if state.control is None else state.control
             correction = server_control - own_control
-        gen = round_generator(self.spec.task.seed, index, round_no)
+        gen = round_generator(self.spec.task.seed, index, round_no, *turn)
         params, loss = train_local(self.model, start, state, cfg, gen, self.device, proximal_mu, correction)
+        if index in self.slow:
+            hold_back(self.spec.nodes.stragglers, began)
         if self.local_idx.size:
             state.personal = params[self.local_idx].copy()
         control_change = None
@@ -299,6 +313,8 @@ class NodeHost:
             gen = round_generator(self.spec.task.seed, index, round_no)
             before = state.params
             state.params, loss = train_local(self.model, before, state, self.spec.task.train, gen, self.device)
+            if index in self.slow:
+                hold_back(self.spec.nodes.stragglers, began)
             sent = self._sent(index, round_no, before, state.params)
             posts.append(self._post(round_no, [node_id(index)], neighbours[index], sent))
             result.update(train_loss=loss, samples=len(state.train), seconds=time.perf_counter() - began)

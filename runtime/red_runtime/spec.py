@@ -88,11 +88,20 @@ class Adversaries:
 
 
 @dataclass(frozen=True)
+class Stragglers:
+    """Nodes, chosen with the seed, that train `slowdown` times slower: for trying asynchronous rounds."""
+
+    count: int = 0
+    slowdown: float = 10.0
+
+
+@dataclass(frozen=True)
 class Nodes:
     count: int = 8
     role: str = "train-eval"
     resources: Resources = field(default_factory=Resources)
     adversaries: Adversaries = field(default_factory=Adversaries)
+    stragglers: Stragglers = field(default_factory=Stragglers)
 
     @property
     def roles(self) -> frozenset[str]:
@@ -487,7 +496,7 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool 
 
 
 def _nodes(c: _Checker, spec: Mapping, path: str) -> Nodes:
-    raw = c.section(spec, "nodes", path, ("count", "role", "resources", "adversaries"))
+    raw = c.section(spec, "nodes", path, ("count", "role", "resources", "adversaries", "stragglers"))
     p = f"{path}.nodes"
     count = c.integer(raw, "count", p, 8, minimum=1, maximum=100000)
     role = c.string(raw, "role", p, "train-eval")
@@ -506,7 +515,11 @@ def _nodes(c: _Checker, spec: Mapping, path: str) -> Nodes:
         if value > 1 and value != int(value):
             c.fail(f"{p}.resources.{key}", value, "must be a fraction below 1 or a whole number")
     return Nodes(
-        count=count, role=role, resources=Resources(cpu=cpu, gpu=gpu), adversaries=_adversaries(c, raw, p, count)
+        count=count,
+        role=role,
+        resources=Resources(cpu=cpu, gpu=gpu),
+        adversaries=_adversaries(c, raw, p, count),
+        stragglers=_stragglers(c, raw, p, count),
     )
 
 
@@ -521,6 +534,15 @@ def _adversaries(c: _Checker, nodes: Mapping, path: str, count: int) -> Adversar
     if scale is not None and attack == "labelflip":
         c.fail(f"{p}.scale", scale, "labelflip takes no scale: its nodes train on flipped labels")
     return Adversaries(count=many, attack=attack, scale=scale)
+
+
+def _stragglers(c: _Checker, nodes: Mapping, path: str, count: int) -> Stragglers:
+    raw = c.section(nodes, "stragglers", path, ("count", "slowdown"))
+    p = f"{path}.stragglers"
+    many = c.integer(raw, "count", p, 0, minimum=0, maximum=100000)
+    if many > count:
+        c.fail(f"{p}.count", many, f"is more than nodes.count ({count})")
+    return Stragglers(count=many, slowdown=c.number(raw, "slowdown", p, 10.0, minimum=1, maximum=1000))
 
 
 def _topology(c: _Checker, spec: Mapping, path: str, count: int) -> Topology:
@@ -618,6 +640,13 @@ def _algorithm(c: _Checker, spec: Mapping, path: str, count: int) -> Algorithm:
         c.fail(f"{p}.privacy", "set", f"needs a linear strategy; {name} must see every raw update")
     if privacy is not None and catalog.CATALOG[name].control_variates:
         c.fail(f"{p}.privacy", "set", f"{name}'s control variates are not clipped or noised; use a model-only strategy")
+    if catalog.CATALOG[name].asynchronous:
+        topology = spec.get("topology")
+        kind = topology.get("kind", "star") if isinstance(topology, Mapping) else "star"
+        if kind != "star":
+            c.fail(f"{p}.name", name, f"runs asynchronous rounds on a star topology, not {kind}")
+        if privacy is not None:
+            c.fail(f"{p}.privacy", "set", f"{name}'s updates arrive at no fixed rate, which its accounting assumes")
     if privacy is not None and kind_is_decentralized(spec):
         c.fail(f"{p}.privacy", "set", "applies to server-side rounds (star, hierarchical)")
 

@@ -88,6 +88,12 @@ VALID = {
     ),
     "simulated attackers": doc({"nodes": {"count": 10, "adversaries": {"count": 2, "attack": "scale", "scale": 3}}}),
     "label-flipping attackers": doc({"nodes": {"count": 4, "adversaries": {"count": 3, "attack": "labelflip"}}}),
+    "fedbuff with a straggler": doc(
+        {
+            "nodes": {"count": 10, "stragglers": {"count": 1, "slowdown": 10}},
+            "algorithm": {"name": "fedbuff", "options": {"concurrency": 4, "staleness": "constant"}},
+        }
+    ),
     "bulyan with its 4f+3 nodes": doc({"nodes": {"count": 11}, "algorithm": {"name": "bulyan", "options": {"f": 2}}}),
     "pod fields on the head and a worker group": doc({"ray": {"head": POD, "workerGroups": [{"name": "gpu", **POD}]}}),
     "no tolerations at all": doc(group(tolerations=[])),
@@ -143,6 +149,18 @@ INVALID = {
         "spec.nodes.adversaries.scale",
     ),
     "attack scale of zero": (doc({"nodes": {"adversaries": {"count": 1, "scale": 0}}}), "spec.nodes.adversaries.scale"),
+    "more stragglers than nodes": (
+        doc({"nodes": {"count": 4, "stragglers": {"count": 5}}}),
+        "spec.nodes.stragglers.count",
+    ),
+    "straggler faster than the rest": (
+        doc({"nodes": {"stragglers": {"count": 1, "slowdown": 0.5}}}),
+        "spec.nodes.stragglers.slowdown",
+    ),
+    "fedbuff on a hierarchy": (
+        doc({"topology": {"kind": "hierarchical", "groups": 2}, "algorithm": {"name": "fedbuff"}}),
+        "spec.algorithm.name",
+    ),
     "kregular without degree": (doc({"topology": {"kind": "kregular"}}), "spec.topology.degree"),
     "degree too large": (
         doc({"topology": {"kind": "kregular", "degree": 8}, "nodes": {"count": 8}}),
@@ -338,6 +356,10 @@ KNOWN_GAPS = {
         "spec model only",
     ),
     "personal layers without the test role": (doc({"task": {"model": {"personal": ["3"]}}}), "spec model only"),
+    "fedbuff staleness of an unknown kind": (
+        doc({"algorithm": {"name": "fedbuff", "options": {"staleness": "linear"}}}),
+        "spec model only",
+    ),
     "bulyan with fewer than 4f+3 nodes": (
         doc({"nodes": {"count": 10}, "algorithm": {"name": "bulyan", "options": {"f": 2}}}),
         "spec model only",

@@ -5,7 +5,8 @@ and scaled 5 times). FedAvg falls below 0.5 accuracy; Krum, Multi-Krum, Bulyan, 
 trimmed mean reach 0.85 within 30 rounds. IID shares, so that what breaks FedAvg is the attack and not
 the data. SCAFFOLD beats FedAvg on strongly skewed shares (Dirichlet 0.1); q-FedAvg learns under label skew;
 FedPer's personalised models beat the global one on each node's own split under label skew; top-k at
-10% sends at most 15% of the bytes and loses at most 0.02 accuracy.
+10% sends at most 15% of the bytes and loses at most 0.02 accuracy; with one node ten times slower,
+FedBuff reaches the target accuracy in less wall time than synchronous FedAvg.
 """
 
 import numpy as np
@@ -108,3 +109,21 @@ def test_topk_at_a_tenth_sends_under_15_percent_of_the_bytes_and_keeps_the_accur
         plain.summary.final_accuracy,
         sparse.summary.final_accuracy,
     )
+
+
+def test_fedbuff_reaches_the_target_sooner_than_fedavg_with_a_straggler(run_federation):
+    # One of ten nodes is slowed 10x (nodes.stragglers, a simulation: it sleeps out the extra time in its
+    # actor). Every synchronous round waits for it; FedBuff's server steps on whatever arrived. Measured
+    # 2026-12-02 to 0.9, niced beside a loaded test run: FedBuff 25 steps in 27.6 s of rounds, FedAvg 14
+    # rounds in 74.1 s.
+    buffered = run_federation(example("digits-fedbuff", **{"algorithm.targetAccuracy": 0.85}))
+    synchronous = run_federation(
+        example("digits-fedbuff", rounds=40, algorithm={"name": "fedavg", "targetAccuracy": 0.85})
+    )
+    for rec in (buffered, synchronous):
+        accuracies = [round(r.accuracy, 3) for r in rec.reports]
+        assert rec.summary.final_accuracy >= 0.85 and rec.summary.stopped_early, accuracies
+    fast, slow = (sum(r.seconds for r in rec.reports) for rec in (buffered, synchronous))
+    assert fast < slow, (fast, slow)
+    # A round of FedBuff is one server step of bufferSize changes, each from a model some steps old.
+    assert max(r.metrics["staleness_max"] for r in buffered.reports) >= 1

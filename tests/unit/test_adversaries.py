@@ -73,3 +73,27 @@ def test_status_lists_the_attackers_and_marks_them_wherever_nodes_are_listed():
     assert node_fields(nodes)["nodes"] == [{**nodes[5].as_dict(), "attack": "signflip"}]
     assert "attack" not in nodes[0].as_dict()
     assert adversary_fields([NodeStatus(id="node-0")]) is None
+
+
+@pytest.mark.parametrize(
+    ("stragglers", "field"),
+    [
+        ({"count": 9}, "spec.nodes.stragglers.count: 9: is more than nodes.count (8)"),
+        ({"count": 1, "slowdown": 0.5}, "spec.nodes.stragglers.slowdown: 0.5: must be at least 1"),
+        ({"count": 1, "slowdown": float("inf")}, "spec.nodes.stragglers.slowdown: inf: must be a finite number"),
+        ({"count": 1, "factor": 3}, "spec.nodes.stragglers.factor: 3: unknown field"),
+    ],
+)
+def test_bad_stragglers_are_refused_naming_the_field(stragglers, field):
+    with pytest.raises(SpecError) as err:
+        parse_spec({"nodes": {"count": 8, "stragglers": stragglers}})
+    assert any(p.startswith(field) for p in err.value.problems), err.value.problems
+
+
+def test_the_same_seed_slows_the_same_nodes_everywhere():
+    from red_runtime.spec import Stragglers
+    from red_runtime.stragglers import slow_nodes
+
+    picked = slow_nodes(Stragglers(count=3), seed=4, count=20)
+    assert len(picked) == 3 and picked == slow_nodes(Stragglers(count=3), seed=4, count=20)
+    assert slow_nodes(Stragglers(count=0), seed=4, count=20) == frozenset()

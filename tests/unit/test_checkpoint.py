@@ -108,3 +108,22 @@ def test_pruning_spares_other_federations_and_foreign_files(tmp_path):
     assert checkpoint.rounds_in(tmp_path, "uid-b") == [1, 2, 3]
     assert foreign.read_bytes() == b"someone else's"
     assert checkpoint.latest(tmp_path, "uid-b", DIGEST).round == 3
+
+
+def test_a_checkpoint_keeps_the_global_model_by_name(tmp_path):
+    from torch import nn
+
+    from red_runtime.models import get_flat, layout
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    saved = checkpoint.Checkpoint(
+        round=2, params=get_flat(model), federation="uid-a", training=DIGEST, layout=layout(model)
+    )
+    path = checkpoint.save(tmp_path, saved, keep=3)
+    stored = torch.load(path, weights_only=True)["model"]
+    assert torch.equal(stored["1.running_var"]["__ndarray__"], model[1].running_var)
+    assert list(stored) == [k for k, v in model.state_dict().items() if v.is_floating_point()]
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["layout"][4] == ["1.running_mean", [4], True]
+    got = checkpoint.latest(tmp_path, "uid-a", DIGEST)
+    np.testing.assert_array_equal(got.params, saved.params)

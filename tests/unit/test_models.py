@@ -6,7 +6,17 @@ import torch
 from torch import nn
 
 from red_runtime.driver import check_personal_layers
-from red_runtime.models import build_model, get_flat, layer_names, local_indices, parameter_slices
+from red_runtime.models import (
+    buffer_indices,
+    build_model,
+    flattened,
+    get_flat,
+    layer_names,
+    layout,
+    local_indices,
+    named,
+    parameter_slices,
+)
 from red_runtime.spec import Model, SpecError, parse_spec
 
 pytestmark = pytest.mark.unit
@@ -62,3 +72,30 @@ def test_a_personal_layer_the_model_lacks_is_named_with_the_layers_it_has():
     check_personal_layers(model, ("3",))
     with pytest.raises(SpecError, match=r"spec.task.model.personal\[1\]: 'head': no such layer .*layers: 1, 3"):
         check_personal_layers(model, ("3", "head"))
+
+
+def test_the_layer_map_names_every_entry_of_the_flat_vector_and_marks_the_buffers():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        model[1].running_var.fill_(3.0)
+    tensors = layout(model)
+    assert [t.name for t in tensors] == [
+        "0.weight",
+        "0.bias",
+        "1.weight",
+        "1.bias",
+        "1.running_mean",
+        "1.running_var",
+        "3.weight",
+        "3.bias",
+    ]
+    assert [t.name for t in tensors if t.buffer] == ["1.running_mean", "1.running_var"]
+    flat = get_flat(model)
+    np.testing.assert_array_equal(flat[buffer_indices(tensors)], [0.0] * 4 + [3.0] * 4)
+    state = named(flat, tensors)
+    for key, value in model.state_dict().items():
+        if value.is_floating_point():
+            np.testing.assert_array_equal(state[key], value.numpy())
+    np.testing.assert_array_equal(flattened(state, [t.name for t in tensors]), flat)
+    with pytest.raises(ValueError, match="has 3 values, the layout 42"):
+        named(flat[:3], tensors)

@@ -170,3 +170,31 @@ def test_scaffold_with_a_server_learning_rate_takes_part_of_the_step():
     s = make_strategy("scaffold", {"serverLr": 0.5}, node_count=1)
     out = s.step(np.zeros(1, np.float32), [single("a", [2.0, 0.0])])
     np.testing.assert_allclose(out, [1.0])
+
+
+def test_fedbuff_steps_by_the_staleness_weighted_mean_change():
+    fresh = Update(np.array([2.0, 0.0]), 1.0, ("a",), {"staleness": 0})
+    stale = Update(np.array([0.0, 2.0]), 1.0, ("b",), {"staleness": 3})  # weight 1/sqrt(4) = 0.5
+    start = np.ones(2, np.float32)
+    poly = make_strategy("fedbuff", {"serverLr": 1.0}).step(start, [fresh, stale])
+    np.testing.assert_allclose(poly, [1.0 + 1.0, 1.0 + 0.5])
+    flat = make_strategy("fedbuff", {"staleness": "constant", "serverLr": 0.5}).step(start, [fresh, stale])
+    np.testing.assert_allclose(flat, [1.0 + 0.5, 1.0 + 0.5])
+    assert poly.dtype == np.float32
+
+
+@pytest.mark.parametrize("name", ["fedavgm", "fedadam", "fedyogi", "fedadagrad", "scaffold", "fedbuff"])
+def test_server_optimisers_step_the_weights_and_average_the_buffers(name):
+    # Index 1 is a buffer (a running variance): the nodes' plain mean, whatever the server optimiser does.
+    buffers = np.array([1])
+    start = np.array([0.0, 1.0], np.float32)
+    width = 4 if name == "scaffold" else 2  # SCAFFOLD's nodes send [model, change of their variate]
+    sent = [np.array([1.0, 3.0, 0.0, 0.0][:width]), np.array([3.0, 5.0, 0.0, 0.0][:width])]
+    if name == "fedbuff":  # FedBuff's nodes send their changes
+        updates = [Update(p[:2] - start, 1.0, (f"n{i}",), {"staleness": 0}) for i, p in enumerate(sent)]
+    else:
+        updates = [Update.single(f"n{i}", p, 1.0) for i, p in enumerate(sent)]
+    options = {"serverLr": 0.01} if name != "fedavgm" else {"serverLr": 0.5}
+    out = make_strategy(name, options, buffers=buffers, node_count=2).step(start, updates)
+    assert out[1] == pytest.approx(4.0)  # the mean of 3 and 5, not a server step towards it
+    assert 0.0 < out[0] < 2.0  # the weight moved towards the mean (2), by the server's rule

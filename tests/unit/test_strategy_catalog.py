@@ -22,7 +22,8 @@ def test_a_class_takes_linear_and_options_from_its_entry(name):
 
 def test_only_the_robust_and_fair_strategies_see_every_update():
     robust = {"fedmedian", "trimmedmean", "krum", "multikrum", "bulyan"}
-    assert {n for n in NAMES if not CATALOG[n].linear} == robust | {"qfedavg"}
+    assert {n for n in NAMES if not CATALOG[n].linear} == robust | {"qfedavg", "fedbuff"}
+    assert {n for n in NAMES if CATALOG[n].asynchronous} == {"fedbuff"}
     assert {n for n in NAMES if CATALOG[n].start_loss} == {"qfedavg"}
     assert {n for n in NAMES if CATALOG[n].control_variates} == {"scaffold"}
 
@@ -43,9 +44,26 @@ def test_only_the_robust_and_fair_strategies_see_every_update():
             8,
             "spec.algorithm.privacy: 'set': scaffold's control variates are not clipped or noised",
         ),
+        ({"name": "fedbuff", "options": {"staleness": "linear"}}, 8, "spec.algorithm.options.staleness: 'linear'"),
+        ({"name": "fedbuff", "options": {"staleness": 1}}, 8, "spec.algorithm.options.staleness: 1: must be one of"),
+        ({"name": "fedbuff", "options": {"concurrency": 9}}, 8, "spec.algorithm.options.concurrency: 9: more nodes"),
+        ({"name": "fedbuff", "options": {"concurrency": 2.5}}, 8, "spec.algorithm.options.concurrency: 2.5: must be"),
+        ({"name": "fedbuff", "options": {"bufferSize": 0}}, 8, "spec.algorithm.options.bufferSize: 0: must be at"),
+        (
+            {"name": "fedbuff", "privacy": {"noiseMultiplier": 1.0}},
+            8,
+            "spec.algorithm.privacy: 'set': fedbuff's updates arrive at no fixed rate",
+        ),
     ],
 )
 def test_bad_options_of_the_new_strategies_name_the_field(algorithm, count, problem):
     with pytest.raises(SpecError) as err:
         parse_spec({"nodes": {"count": count}, "algorithm": algorithm})
     assert any(p.startswith(problem) for p in err.value.problems), err.value.problems
+
+
+@pytest.mark.parametrize("kind", ["ring", "hierarchical"])
+def test_fedbuff_runs_on_a_star_only(kind):
+    with pytest.raises(SpecError) as err:
+        parse_spec({"topology": {"kind": kind, "groups": 2}, "algorithm": {"name": "fedbuff"}})
+    assert any(p.startswith("spec.algorithm.name: 'fedbuff'") for p in err.value.problems), err.value.problems

@@ -1,6 +1,7 @@
 """Schemas by topology kind."""
 
 from red_runtime.schemas.base import Context, QuorumError, RoundOutcome, Schema
+from red_runtime.schemas.buffered import BufferedSchema
 from red_runtime.schemas.decentralized import DecentralizedSchema
 from red_runtime.schemas.hierarchical import HierarchicalSchema
 from red_runtime.schemas.star import StarSchema
@@ -15,4 +16,19 @@ SCHEMAS: dict[str, type[Schema]] = {
 }
 DECENTRALIZED = ("ring", "mesh", "kregular", "custom")
 
-__all__ = ["DECENTRALIZED", "SCHEMAS", "Context", "QuorumError", "RoundOutcome", "Schema"]
+
+def schema_for(kind: str, asynchronous: bool) -> type[Schema]:
+    """The schema for a topology kind; asynchronous strategies (FedBuff) have their own star rounds."""
+    return BufferedSchema if asynchronous else SCHEMAS[kind]
+
+
+__all__ = [
+    "DECENTRALIZED",
+    "SCHEMAS",
+    "BufferedSchema",
+    "schema_for",
+    "Context",
+    "QuorumError",
+    "RoundOutcome",
+    "Schema",
+]

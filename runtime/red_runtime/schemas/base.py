@@ -156,6 +156,9 @@ class Schema(ABC):
     def resumed(self) -> None:  # noqa: B027 (an optional hook)
         """Optional hook: a checkpoint restored the global model; refresh anything derived from it."""
 
+    def finished(self) -> None:  # noqa: B027 (an optional hook)
+        """Optional hook: the last round is done; schemas with work still in flight drop it."""
+
     def graph_changed(self) -> None:  # noqa: B027 (an optional hook)
         """Optional hook: failed nodes left the graph; schemas that cache neighbours refresh here."""
 

@@ -25,7 +25,8 @@ class _Adaptive(Strategy, ABC):
         """The next second-moment estimate; the one line in which the three optimisers differ."""
 
     def step(self, global_params: np.ndarray, updates: list[Update]) -> np.ndarray:
-        delta = weighted_mean(updates) - global_params.astype(np.float64)
+        mean = weighted_mean(updates)
+        delta = self.weights_only(mean - global_params.astype(np.float64))
         b1, tau = self.opts["beta1"], self.opts["tau"]
         if self.m is None:
             self.m = np.zeros_like(delta)
@@ -33,7 +34,7 @@ class _Adaptive(Strategy, ABC):
         self.m = b1 * self.m + (1 - b1) * delta
         self.v = self.second_moment(self.v, delta * delta)
         new = global_params + self.opts["serverLr"] * self.m / (np.sqrt(self.v) + tau)
-        return new.astype(np.float32)
+        return self.plain_buffers(new, mean).astype(np.float32)
 
     def state_dict(self) -> dict[str, Any]:
         return {"m": self.m, "v": self.v}

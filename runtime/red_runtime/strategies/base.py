@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from red_runtime.strategies.catalog import CATALOG, Option
+from red_runtime.strategies.catalog import CATALOG, Choice, Option
 
 
 @dataclass
@@ -44,13 +44,16 @@ class Strategy:
 
     name: ClassVar[str]
     linear: ClassVar[bool] = True
-    options: ClassVar[Mapping[str, Option]] = {}
+    options: ClassVar[Mapping[str, Option | Choice]] = {}
     # Local-training proximal coefficient (FedProx); zero for everything else.
     proximal_mu: float = 0.0
     # The nodes' learning rate (task.train.lr), for rules that turn a change back into a gradient.
     local_lr: float = 0.05
     # nodes.count, for rules that scale by the share of nodes that took part.
     node_count: int = 1
+    # Where the model's buffers (running statistics) lie in the flat vector: a server optimiser steps the
+    # weights only, and every buffer takes the nodes' plain mean (see `plain_buffers`).
+    buffers: np.ndarray = np.zeros(0, dtype=np.int64)
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
@@ -58,7 +61,7 @@ class Strategy:
             entry = CATALOG[cls.name]
             cls.linear, cls.options = entry.linear, entry.options
 
-    def __init__(self, **options: float):
+    def __init__(self, **options: Any):
         merged = {k: o.default for k, o in self.options.items()}
         merged.update(options)
         self.opts = merged
@@ -74,6 +77,20 @@ class Strategy:
     def step(self, global_params: np.ndarray, updates: list[Update]) -> np.ndarray:
         """The next global model (float32) from the current one and this round's updates."""
         return self.aggregate(updates).astype(np.float32)
+
+    def plain_buffers(self, new: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        """`new` with each buffer set to the nodes' mean: statistics are averaged, never momentum-stepped."""
+        if not self.buffers.size:
+            return new
+        out = np.array(new)
+        out[self.buffers] = mean[self.buffers]
+        return out
+
+    def weights_only(self, delta: np.ndarray) -> np.ndarray:
+        """A server step's direction with the buffers taken out, so optimiser state never sees them."""
+        if self.buffers.size:
+            delta[self.buffers] = 0.0
+        return delta
 
     def state_dict(self) -> dict[str, Any]:
         return {}

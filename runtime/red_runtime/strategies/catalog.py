@@ -50,8 +50,21 @@ class Option:
         return None
 
 
+@dataclass(frozen=True)
+class Choice:
+    """One option of a strategy that names one of a few ways (FedBuff's staleness weighting)."""
+
+    default: str
+    choices: tuple[str, ...]
+
+    def problem(self, value: Any) -> str | None:
+        if value not in self.choices:
+            return f"must be one of {', '.join(self.choices)}"
+        return None
+
+
 # A rule over all of a strategy's options (defaults filled in) and the nodes sampled per round.
-Rule = Callable[[Mapping[str, float], int], "str | None"]
+Rule = Callable[[Mapping[str, Any], int], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -59,13 +72,15 @@ class Entry:
     """A strategy as the spec sees it. `linear` ones need only the weighted mean, so actors pre-aggregate."""
 
     linear: bool = True
-    options: Mapping[str, Option] = field(default_factory=dict)
+    options: Mapping[str, Option | Choice] = field(default_factory=dict)
     rule: Rule | None = None
     # Each node also reports the loss of the model it was sent, on its own training data (q-FedAvg).
     start_loss: bool = False
     # The server sends [model, control variate] and each node sends [model, change of its own variate]
     # (SCAFFOLD): both halves are weighted means, so actors still pool.
     control_variates: bool = False
+    # Nodes train continuously and the server steps whenever enough updates have arrived (FedBuff).
+    asynchronous: bool = False
 
 
 def _trimmed_mean_rule(opts: Mapping[str, float], sampled: int) -> str | None:
@@ -93,6 +108,12 @@ def _bulyan_rule(opts: Mapping[str, float], sampled: int) -> str | None:
     f = int(opts["f"])
     if sampled < 4 * f + 3:
         return f"f: {opts['f']!r}: Bulyan needs at least 4f+3 = {4 * f + 3} nodes per round, got {sampled}"
+    return None
+
+
+def _fedbuff_rule(opts: Mapping[str, Any], sampled: int) -> str | None:
+    if opts["concurrency"] > sampled:
+        return f"concurrency: {opts['concurrency']!r}: more nodes in flight than the {sampled} that take part"
     return None
 
 
@@ -126,11 +147,23 @@ CATALOG: dict[str, Entry] = {
     "bulyan": Entry(linear=False, options={"f": Option(1, minimum=0, integer=True)}, rule=_bulyan_rule),
     "scaffold": Entry(options={"serverLr": Option(1.0, minimum=0, exclusive_min=True)}, control_variates=True),
     "qfedavg": Entry(linear=False, options={"q": Option(0.2, minimum=0, maximum=10)}, start_loss=True),
+    # concurrency 0: every node that takes part trains at once.
+    "fedbuff": Entry(
+        linear=False,
+        asynchronous=True,
+        options={
+            "concurrency": Option(0, minimum=0, integer=True),
+            "bufferSize": Option(2, minimum=1, integer=True),
+            "serverLr": Option(1.0, minimum=0, exclusive_min=True),
+            "staleness": Choice("polynomial", ("constant", "polynomial")),
+        },
+        rule=_fedbuff_rule,
+    ),
 }
 NAMES = tuple(CATALOG)
 
 
-def defaults(name: str) -> dict[str, float]:
+def defaults(name: str) -> dict[str, Any]:
     return {key: option.default for key, option in CATALOG[name].options.items()}
 
 

@@ -15,12 +15,13 @@ class FedAvgM(Strategy):
         self.velocity: np.ndarray | None = None
 
     def step(self, global_params: np.ndarray, updates: list[Update]) -> np.ndarray:
-        pseudo_grad = global_params.astype(np.float64) - weighted_mean(updates)
+        mean = weighted_mean(updates)
+        pseudo_grad = self.weights_only(global_params.astype(np.float64) - mean)
         if self.velocity is None:
             self.velocity = pseudo_grad
         else:
             self.velocity = self.opts["momentum"] * self.velocity + pseudo_grad
-        return (global_params - self.opts["serverLr"] * self.velocity).astype(np.float32)
+        return self.plain_buffers(global_params - self.opts["serverLr"] * self.velocity, mean).astype(np.float32)
 
     def state_dict(self) -> dict[str, Any]:
         return {"velocity": self.velocity}

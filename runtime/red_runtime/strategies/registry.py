@@ -2,10 +2,13 @@
 
 from typing import Any
 
+import numpy as np
+
 from red_runtime.strategies.adaptive import FedAdagrad, FedAdam, FedYogi
 from red_runtime.strategies.base import Strategy
 from red_runtime.strategies.fedavg import FedAvg
 from red_runtime.strategies.fedavgm import FedAvgM
+from red_runtime.strategies.fedbuff import FedBuff
 from red_runtime.strategies.fedprox import FedProx
 from red_runtime.strategies.qfedavg import QFedAvg
 from red_runtime.strategies.robust import Bulyan, FedMedian, Krum, MultiKrum, TrimmedMean
@@ -27,14 +30,21 @@ STRATEGIES: dict[str, type[Strategy]] = {
         Bulyan,
         QFedAvg,
         Scaffold,
+        FedBuff,
     )
 }
 
 
 def make_strategy(
-    name: str, options: dict[str, Any], local_lr: float | None = None, node_count: int | None = None
+    name: str,
+    options: dict[str, Any],
+    local_lr: float | None = None,
+    node_count: int | None = None,
+    buffers: np.ndarray | None = None,
 ) -> Strategy:
     strategy = STRATEGIES[name](**options)
+    if buffers is not None:
+        strategy.buffers = buffers
     if local_lr is not None:
         strategy.local_lr = local_lr
     if node_count is not None:

@@ -37,7 +37,7 @@ class Scaffold(Strategy):
         x = global_params.astype(np.float64)
         c = np.zeros_like(x) if self.control is None else self.control
         self.control = c + min(1.0, took_part / self.node_count) * control_change
-        return (x + self.opts["serverLr"] * (models - x)).astype(np.float32)
+        return self.plain_buffers(x + self.opts["serverLr"] * (models - x), models).astype(np.float32)
 
     def state_dict(self) -> dict[str, Any]:
         return {"control": self.control}
