@@ -290,16 +290,16 @@ class Driver:
         for round_no in range(first, spec.rounds + 1):
             if self.stop.requested:
                 break
-            started = time.monotonic()
             sampled = sample_nodes(self.fed, round_no, health.failed_indices())
             try:
                 # Start the actors this round needs, all at once, and wait until they answer: start-up (a
-                # torch import) never counts against the round's deadline.
+                # torch import) never counts against the round's deadline, nor in its seconds.
                 new = [s for s in ctx.pool.by_slot(sampled) if s not in ctx.pool.actors]
                 for slot in new:
                     ctx.pool.actor(slot)
                 for slot in new:
                     health.started(slot)
+                started = time.monotonic()
                 outcome = schema.run_round(round_no, sampled)
             except RoundAbandoned as err:
                 abandoned = err

@@ -7,6 +7,7 @@ thousand nodes cost a thousand partitions, not a thousand Python processes.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -21,7 +22,7 @@ from red_runtime.adversaries import attack_generator, chosen, flipped_labels, po
 from red_runtime.compression import dense_bytes, with_error_feedback
 from red_runtime.data import Arrays, DataSource
 from red_runtime.messages import readable
-from red_runtime.models import build_model, local_indices
+from red_runtime.models import build_model, get_flat, local_indices
 from red_runtime.privacy import clip_update, counted
 from red_runtime.spec import FederationSpec
 from red_runtime.stragglers import hold_back, slow_nodes
@@ -115,10 +116,20 @@ class NodeHost:
         self.incarnation = uuid.uuid4().hex  # drawn anew by each (re)start; see health.py
 
     def _warm_up(self) -> None:
-        """Pay torch's first-step cost (about a second) at start-up rather than inside a round's deadline."""
-        x = torch.zeros((2, *self.source.input_shape), device=self.device)
-        self.model(x).sum().backward()
-        self.model.zero_grad(set_to_none=True)
+        """Pay torch's first-use costs at start-up rather than inside round 1's deadline: the first backward
+        (about a second) and the first optimizer (two seconds on an idle 2-core machine, as torch imports its
+        compiler stack; three times that under load, which made round 1 miss a 10 s deadline). One local
+        training on two blank samples does both; every real training starts by loading its own weights."""
+        blank = Arrays(np.zeros((2, *self.source.input_shape), np.float32), np.zeros(2, np.int64))
+        # One batch of both samples: batch normalisation refuses a batch of one in training mode.
+        train_local(
+            self.model,
+            get_flat(self.model),
+            LocalState(train=blank),
+            dataclasses.replace(self.spec.task.train, epochs=1, batchSize=2),
+            torch.Generator().manual_seed(0),
+            self.device,
+        )
 
     def info(self) -> dict[str, Any]:
         return {
