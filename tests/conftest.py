@@ -169,6 +169,20 @@ class Kube:
             manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
         self.kubectl("apply", "-f", "-", input=manifest, namespace=namespace)
 
+    def apply_crd(self, path: str | Path, name: str = "federations.red.dev") -> None:
+        """Apply a CRD server-side (as its size needs) and wait until it is Established.
+
+        Polled here rather than with ``kubectl wait --for=condition=Established``: right after an apply the
+        CRD may have no ``status.conditions`` yet, and kubectl then fails at once ("<nil> is of the type
+        <nil>") instead of waiting."""
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+
+        def established() -> bool:
+            conditions = self.kubectl_json("get", "crd", name).get("status", {}).get("conditions") or []
+            return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+        self.wait_for(established, timeout=60, message=f"CRD {name} to be Established")
+
     # ------------------------------------------------------------------ waiting
     @staticmethod
     def wait_for(

@@ -118,13 +118,14 @@ class NodeHost:
     def _warm_up(self) -> None:
         """Pay torch's first-use costs at start-up rather than inside round 1's deadline: the first backward
         (about a second) and the first optimizer (two seconds on an idle 2-core machine, as torch imports its
-        compiler stack; three times that under load, which made round 1 miss a 10 s deadline). One local
-        training on two blank samples does both; every real training starts by loading its own weights."""
-        blank = Arrays(np.zeros((2, *self.source.input_shape), np.float32), np.zeros(2, np.int64))
-        # One batch of both samples: batch normalisation refuses a batch of one in training mode.
+        compiler stack; three times that under load, which made round 1 miss a 10 s deadline). Both costs are
+        the process's, not the model's, so one step of the spec's optimizer on a private two-weight layer pays
+        them, and the user's model (whose code may count, log or sleep) runs only on real data."""
+        probe = torch.nn.Linear(1, 2).to(self.device)
+        blank = Arrays(np.zeros((2, 1), np.float32), np.zeros(2, np.int64))
         train_local(
-            self.model,
-            get_flat(self.model),
+            probe,
+            get_flat(probe),
             LocalState(train=blank),
             dataclasses.replace(self.spec.task.train, epochs=1, batchSize=2),
             torch.Generator().manual_seed(0),

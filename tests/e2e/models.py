@@ -1,7 +1,7 @@
 """User models for the e2e tests (`task.model.name: tests.e2e.models:ExplodingModel`).
 
-ExplodingModel survives the node actor's start-up warm-up (one forward and backward pass on a batch of two) and raises
-on the first real training batch, the way a user's model with a shape bug or a NaN check would.
+ExplodingModel raises on its first training batch, the way a user's model with a shape bug or a NaN check would. (A
+node actor's start-up warm-up trains a private layer, never the user's model, so that batch is real data.)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class ExplodingModel(nn.Module):
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and x.shape[0] > 2:
+        if self.training:
             raise RuntimeError(MESSAGE)
         return self.net(x)
 
@@ -37,7 +37,7 @@ class CrashOnceModel(nn.Module):
         self.batches = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and x.shape[0] > 2:
+        if self.training:
             self.batches += 1
             marker = Path(os.environ["RED_TEST_CRASH_MARKER"])
             if self.batches > int(os.environ["RED_TEST_CRASH_AFTER"]) and not marker.exists():

@@ -40,11 +40,6 @@ def checkout(commit: str, into: Path) -> Path:
     return into
 
 
-def apply_crd(kube, path: Path) -> None:
-    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    kube.kubectl("wait", "--for=condition=Established", "crd/federations.red.dev", "--timeout=60s")
-
-
 def operator_as(kube, namespace: str, release: str, log_dir: Path, source: Path | None = None) -> Operator:
     log_dir.mkdir()
     config = service_account_kubeconfig(kube, namespace, f"{release}-red-operator", log_dir / "kubeconfig")
@@ -57,8 +52,8 @@ def test_helm_upgrade_under_a_running_federation_replaces_nothing(
     previous = checkout(PREVIOUS, tmp_path / "previous")
     # As a real upgrade starts: the previous release's CRD. This checkout's comes back with the upgrade, and in
     # any case when the test ends, for the tests after it.
-    request.addfinalizer(lambda: apply_crd(kube, CRD))
-    apply_crd(kube, previous / "helm" / "red-operator" / "files" / "federation-crd.yaml")
+    request.addfinalizer(lambda: kube.apply_crd(CRD))
+    kube.apply_crd(previous / "helm" / "red-operator" / "files" / "federation-crd.yaml")
     values = sets("crds.install=false", f"watchNamespaces={{{namespace}}}")
     helm.run("install", release, previous / "helm" / "red-operator", "--namespace", namespace, *values, *WAIT)
     old = operator_as(kube, namespace, release, tmp_path / "old", source=previous)
@@ -72,7 +67,7 @@ def test_helm_upgrade_under_a_running_federation_replaces_nothing(
     finally:
         old.stop()
 
-    apply_crd(kube, CRD)  # a chart upgrade's CRD, then its operator
+    kube.apply_crd(CRD)  # a chart upgrade's CRD, then its operator
     helm.run("upgrade", release, CHART, "--namespace", namespace, *values, *WAIT)
     new = operator_as(kube, namespace, release, tmp_path / "new")
     new.start()

@@ -26,8 +26,7 @@ EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
 @pytest.fixture(scope="session")
 def crd(kube) -> str:
     """The Federation CRD, applied server-side (as its size and the KubeRay CRDs' need) and Established."""
-    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kube.kubectl("wait", "--for=condition=Established", "crd/federations.red.dev", "--timeout=60s")
+    kube.apply_crd(CRD)
     return "federations.red.dev"
 
 
