@@ -26,10 +26,64 @@ def run_command(manifest: str, out: str | None, address: str | None, resume: boo
     except (SpecError, OSError, ValueError, StorageError) as err:
         print(f"red: {err}", file=sys.stderr)
         return EXIT_INVALID
+    if fed.spec.sweep is not None:  # as the RayJob's driver does: the sweep, its best model on top
+        from red_runtime.tuning import execute_sweep
+
+        return execute_sweep(fed, yaml.safe_load(Path(manifest).read_text()), None, address, run)
     code = execute_into(fed, [ConsoleSink()], address, run, resume)
     if code == 0:
         print(f"red: results in {location}/ (metrics.jsonl, summary.json, model.pt, metrics.png)", file=sys.stderr)
     return code
+
+
+def tune_command(manifest: str, args: argparse.Namespace) -> int:
+    """Sweep a Federation's spec with Ray Tune: every trial a whole federation; table, CSV, plot, best/."""
+    from red_runtime.driver import EXIT_FAILED, EXIT_INVALID, check_references, ray_session
+    from red_runtime.stopping import StopRequest
+    from red_runtime.sweep import check_sweep, parse_sweep
+    from red_runtime.tuning import TRIALS_CSV, finish_sweep, tune_federations, without_sweep
+
+    try:
+        fed = load_manifest(manifest)
+        doc = yaml.safe_load(Path(manifest).read_text())
+        if args.param or fed.spec.sweep is None:
+            sweep = parse_sweep(args.param, args.samples, args.metric, args.mode, args.scheduler, args.concurrency)
+        else:  # the manifest's own spec.sweep
+            sweep = fed.spec.sweep
+        doc = without_sweep(doc)
+        check_references(fed)
+        check_sweep(doc, sweep)
+        out = Path(args.out or f"runs/{fed.name}-tune")
+        if (out / TRIALS_CSV).exists():
+            raise ValueError(f"--out {out}: holds an earlier sweep ({TRIALS_CSV}); choose another folder")
+        out.mkdir(parents=True, exist_ok=True)
+    except (SpecError, OSError, ValueError) as err:
+        print(f"red: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    from red_runtime.trial_progress import TrialProgress
+
+    print(
+        f"red: sweeping {fed.name}: {sweep.trials} trials over {', '.join(p.path for p in sweep.params)}, "
+        f"{sweep.scheduler} on {sweep.metric} ({sweep.mode})",
+        file=sys.stderr,
+    )
+    try:
+        with ray_session(args.address, StopRequest()):
+            rows = tune_federations(doc, fed, sweep, out, [TrialProgress(sweep.trials, sweep.metric, sweep.mode)])
+    except SpecError as err:
+        print(f"red: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    best = finish_sweep(rows, sweep, out, title=f"{fed.name}: {sweep.trials} trials")
+    if best is None:
+        print(f"red: no trial finished; see {out / TRIALS_CSV}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"red: best trial {best.trial}: {sweep.metric} {best.final(sweep.metric):.4f} with "
+        + ", ".join(f"{k}={v}" for k, v in best.config.items())
+        + f"; results in {out}/ (trials.csv, trials.png, best/)",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def validate_command(manifest: str) -> int:
@@ -105,6 +159,23 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--resume", action="store_true", help="continue from the newest checkpoint (spec.checkpoint.every > 0)"
     )
+    tune = sub.add_parser("tune", help="sweep a Federation's hyperparameters with Ray Tune, one federation per trial")
+    tune.add_argument("file", help="Federation YAML")
+    tune.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="PATH=SPEC",
+        help="a spec path and its values: loguniform:LOW:HIGH, uniform:LOW:HIGH, randint:LOW:HIGH (inclusive), "
+        "choice:A,B,C or grid:A,B,C, e.g. task.train.lr=loguniform:1e-3:0.3 (repeatable)",
+    )
+    tune.add_argument("--samples", type=int, default=8, help="trials to draw (each grid value multiplies them)")
+    tune.add_argument("--metric", default="accuracy", help="accuracy or loss (default accuracy)")
+    tune.add_argument("--mode", default="max", help="max or min (default max)")
+    tune.add_argument("--scheduler", default="asha", help="asha (stops weak trials early) or fifo")
+    tune.add_argument("--concurrency", type=int, default=0, help="trials at once (default: as many as fit)")
+    tune.add_argument("--out", help="sweep folder (default runs/<name>-tune/)")
+    tune.add_argument("--address", help="connect to this Ray cluster instead of starting one")
     check = sub.add_parser("validate", help="check a Federation manifest without running it")
     check.add_argument("file")
     fetch = sub.add_parser("fetch", help="download a Federation's model, metrics and checkpoints")
@@ -126,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_operator(args.namespace, args.kubeconfig, args.liveness, args.metrics_port, args.verbose)
     if args.command == "run":
         return run_command(args.file, args.out, args.address, args.resume)
+    if args.command == "tune":
+        return tune_command(args.file, args)
     if args.command == "fetch":
         if bool(args.name) == bool(args.source):
             parser.error("fetch takes a Federation NAME or --from LOCATION")

@@ -23,11 +23,15 @@ PLACEMENT_TIMEOUT_S = float(os.environ.get("RED_PLACEMENT_TIMEOUT_S", "120"))
 
 
 class FederationCompute:
-    def __init__(self, spec: FederationSpec, name: str, plan: SlotPlan, graph: nx.Graph):
+    """`reserved`: a placement group someone else made and removes (a sweep trial's, from Ray Tune), with
+    the plan's bundles; the federation places into it and leaves it in place."""
+
+    def __init__(self, spec: FederationSpec, name: str, plan: SlotPlan, graph: nx.Graph, reserved: Any = None):
         self.spec = spec
         self.name = name
         self.plan = plan
         self.graph = graph
+        self.reserved = reserved
         self.pg: Any = None
         self.manager: Any = None
         self.pool: NodePool | None = None
@@ -45,7 +49,9 @@ class FederationCompute:
 
     def _place(self) -> None:
         plan = self.plan
-        self.pg = placement_group(plan.bundles, strategy=self.spec.placement.strategy, name=f"red-{self.name}")
+        self.pg = self.reserved or placement_group(
+            plan.bundles, strategy=self.spec.placement.strategy, name=f"red-{self.name}"
+        )
         ready, _ = ray.wait([self.pg.ready()], timeout=PLACEMENT_TIMEOUT_S)
         if not ready:
             raise RuntimeError(
@@ -70,6 +76,6 @@ class FederationCompute:
         if self.manager is not None:
             ray.kill(self.manager, no_restart=True)
             self.manager = None
-        if self.pg is not None:
+        if self.pg is not None and self.reserved is None:
             remove_placement_group(self.pg)
-            self.pg = None
+        self.pg = None

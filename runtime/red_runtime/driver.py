@@ -65,6 +65,15 @@ class Prepared:
     layout: tuple[Tensor, ...] = ()  # the flat vector's names, shapes and buffers
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """Ray resources reserved for the federation by its caller (a sweep trial): a placement group holding
+    `plan`'s bundles, which the caller removes."""
+
+    pg: object
+    plan: SlotPlan
+
+
 class Diverged(RuntimeError):
     """The global model's loss stopped being a number."""
 
@@ -88,7 +97,7 @@ def check_references(fed: Federation) -> None:
     check_partition(task, fed.spec.nodes.count)
 
 
-def prepare(fed: Federation, machines: list[dict[str, float]]) -> Prepared:
+def prepare(fed: Federation, machines: list[dict[str, float]], plan: SlotPlan | None = None) -> Prepared:
     """Plan the slots and build the data and model; raises SpecError naming the field on what cannot run.
 
     Only Red's own checks become SpecError: an error raised by a user's dataset factory or model class is
@@ -96,7 +105,7 @@ def prepare(fed: Federation, machines: list[dict[str, float]]) -> Prepared:
     """
     spec = fed.spec
     try:
-        plan = plan_slots(spec, machines)
+        plan = plan or plan_slots(spec, machines)
         build_graph(spec.topology, spec.nodes.count, spec.task.seed)
     except ValueError as err:
         raise SpecError([str(err)]) from err
@@ -160,8 +169,10 @@ class Driver:
         checkpoint_dir: str | Path | None = None,
         resume: bool = False,
         stop: StopRequest | None = None,
+        reserved: Reservation | None = None,
     ):
         self.fed = fed
+        self.reserved = reserved
         self.spec = fed.spec
         self.reporter = reporter
         self.stop = stop or StopRequest()
@@ -179,13 +190,15 @@ class Driver:
 
     def run(self) -> Summary:
         began = time.monotonic()
-        prepared = prepare(self.fed, cluster_machines())
+        reserved = self.reserved
+        prepared = prepare(self.fed, cluster_machines(), reserved.plan if reserved else None)
         self.checkpoints.layout = prepared.layout  # checkpoints keep the model by name
         torch.set_num_threads(1)  # the node actors own the cores while a round runs
         test_set = prepared.source.test_set()
         graph = build_graph(self.spec.topology, self.spec.nodes.count, self.spec.task.seed)
         try:
-            with FederationCompute(self.spec, self.fed.name, prepared.plan, graph) as compute:
+            pg = reserved.pg if reserved else None
+            with FederationCompute(self.spec, self.fed.name, prepared.plan, graph, pg) as compute:
                 ctx = self._context(compute, prepared, graph)
                 health = HealthMonitor(self.nodes, ctx.pool.nodes_in, ctx.pool.slot_of, self._pinger(ctx.pool))
                 schema = schema_for(self.spec.topology.kind, CATALOG[self.spec.algorithm.name].asynchronous)(ctx)
@@ -544,6 +557,11 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, ValueError, StorageError) as err:
         print(f"red: {err}", file=sys.stderr)
         return EXIT_INVALID
+    if fed.spec.sweep is not None:
+        from red_runtime.tuning import execute_sweep
+
+        status = next((s for s in sinks if isinstance(s, StatusSink)), None)
+        return execute_sweep(fed, doc, status, args.address, run)
     return execute_into(fed, sinks, args.address, run, resume=True)
 
 

@@ -43,6 +43,20 @@ def _fits(machine: dict[str, float], bundle: dict[str, float]) -> int:
 
 def plan_slots(spec: FederationSpec, machines: list[dict[str, float]]) -> SlotPlan:
     """Actor slots for `spec` on machines with the given Ray resources; ValueError if none fit."""
+    return SlotPlan(slots=min(spec.nodes.count, slot_capacity(spec, machines)), node_bundle=node_bundle(spec))
+
+
+def trial_plan(spec: FederationSpec, machines: list[dict[str, float]], trials: int, concurrency: int) -> SlotPlan:
+    """Each sweep trial's share of the cluster: `concurrency` trials at once (0: as many as fit, at most
+    `trials`), each with an equal number of slots. Tune starts a trial only when its bundles are free, so
+    asking for more trials at once than there are slots queues them; it never oversubscribes."""
+    capacity = slot_capacity(spec, machines)
+    at_once = min(concurrency or trials, trials, capacity)
+    return SlotPlan(slots=max(1, min(spec.nodes.count, capacity // at_once)), node_bundle=node_bundle(spec))
+
+
+def slot_capacity(spec: FederationSpec, machines: list[dict[str, float]]) -> int:
+    """How many node actors of `spec` the machines hold at once under its placement strategy."""
     bundle = node_bundle(spec)
     res = spec.nodes.resources
     if res.gpu > 0 and not any(m.get("GPU", 0) > 0 for m in machines):
@@ -68,4 +82,4 @@ def plan_slots(spec: FederationSpec, machines: list[dict[str, float]]) -> SlotPl
             )
     else:
         capacity = sum(per_machine)
-    return SlotPlan(slots=min(spec.nodes.count, capacity), node_bundle=bundle)
+    return capacity

@@ -33,3 +33,33 @@ def plot_history(history: list[dict[str, Any]], path: Path, title: str = "") -> 
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_trials(
+    histories: dict[str, list[dict[str, Any]]], path: Path, best: str | None = None, title: str = ""
+) -> None:
+    """trials.png: test accuracy per round for every trial of a sweep; the best drawn bold, a trial the
+    scheduler stopped early ends where it stopped."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for trial, history in sorted(histories.items()):
+        if not history:
+            continue
+        rounds = [h["round"] for h in history]
+        accuracy = [h["accuracy"] for h in history]
+        if trial == best:
+            ax.plot(rounds, accuracy, marker="o", ms=4, lw=2.5, color="black", label=f"{trial} (best)", zorder=3)
+        else:
+            ax.plot(rounds, accuracy, marker=".", ms=3, lw=1, alpha=0.7, label=trial)
+    ax.set(xlabel="round", ylabel="test accuracy", title=title or "Accuracy per round, every trial", ylim=(0, 1))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small", ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -289,6 +289,7 @@ class FederationSpec:
     storage: Storage = field(default_factory=Storage)
     suspend: bool = False
     communication: Communication = field(default_factory=Communication)
+    sweep: Any = None  # a red_runtime.sweep.Sweep: the driver runs a Ray Tune sweep of this spec instead
 
 
 @dataclass(frozen=True)
@@ -440,6 +441,7 @@ SPEC_FIELDS = (
     "storage",
     "suspend",
     "communication",
+    "sweep",
 )
 
 
@@ -477,6 +479,7 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool 
     storage = _storage(c, spec, path)
     suspend = c.boolean(spec, "suspend", path, False)
     communication = _communication(c, spec, path, algorithm)
+    sweep = _sweep(c, spec, path)
     if c.problems:
         raise SpecError(c.problems)
     return FederationSpec(
@@ -492,7 +495,20 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool 
         storage=storage,
         suspend=suspend,
         communication=communication,
+        sweep=sweep,
     )
+
+
+def _sweep(c: _Checker, spec: Mapping, path: str) -> Any:
+    from red_runtime.sweep import sweep_from_spec  # sweep.py validates trials with this module
+
+    if spec.get("sweep") is None:
+        return None
+    try:
+        return sweep_from_spec(spec["sweep"], f"{path}.sweep")
+    except ValueError as err:
+        c.problems.append(str(err))
+        return None
 
 
 def _nodes(c: _Checker, spec: Mapping, path: str) -> Nodes:

@@ -47,6 +47,8 @@ DRIVER_FIELDS = (
     "driverError",
     "driverStopped",
     "driverRayJob",
+    "trials",
+    "best",
 )
 # At about 110 bytes an entry, the status stays far below etcd's 1.5 MiB object limit with this many listed.
 MAX_LISTED_NODES = 100
@@ -109,9 +111,9 @@ class StatusSink(Sink):
         self._thread = threading.Thread(target=self._loop, name="red-status", daemon=True)
         self._thread.start()
 
-    def _update(self, **fields: Any) -> None:
+    def update(self, **fields: Any) -> None:
         """Record fields as strict JSON: a value that cannot be sent raises here, in the hook, not forever
-        in the sender."""
+        in the sender. Reporters other than the driver's rounds (a sweep's trials) use it too."""
         fields = json.loads(strict_json.dumps(fields))
         if self.rayjob:
             fields["driverRayJob"] = self.rayjob
@@ -121,7 +123,7 @@ class StatusSink(Sink):
             self._wake.notify()
 
     def started(self, info: RunInfo, nodes: list[NodeStatus]) -> None:
-        self._update(
+        self.update(
             round=info.resumed_from,
             rounds=info.rounds,
             progress=f"{info.resumed_from}/{info.rounds}",
@@ -140,7 +142,7 @@ class StatusSink(Sink):
         spent = privacy.report(report.metrics)
         # A delta such as 1e-7 rounds to 0: it is stated, unrounded, in status.privacy.
         metrics.update({k: round(v, 6) for k, v in report.metrics.items() if k != "delta"})
-        self._update(
+        self.update(
             round=report.round,
             rounds=report.rounds,
             progress=f"{report.round}/{report.rounds}",
@@ -150,20 +152,20 @@ class StatusSink(Sink):
         )
 
     def nodes_changed(self, nodes: list[NodeStatus]) -> None:
-        self._update(**node_fields(nodes))
+        self.update(**node_fields(nodes))
 
     def checkpointed(self, round_no: int, path: str) -> None:
-        self._update(lastCheckpoint={"round": round_no, "path": path})
+        self.update(lastCheckpoint={"round": round_no, "path": path})
 
     def finished(self, summary: Summary, params: Any, model: Any) -> None:
-        self._update(completionTime=now_iso(), **({"artifacts": self.artifacts} if self.artifacts else {}))
+        self.update(completionTime=now_iso(), **({"artifacts": self.artifacts} if self.artifacts else {}))
 
     def failed(self, reason: str) -> None:
-        self._update(completionTime=now_iso(), driverError=reason[:1000])
+        self.update(completionTime=now_iso(), driverError=reason[:1000])
 
     def stopped(self, reason: str) -> None:
         # Not an error: the operator says StoppedBySignal, and a later attempt resumes from the checkpoint.
-        self._update(completionTime=now_iso(), driverStopped=reason[:1000])
+        self.update(completionTime=now_iso(), driverStopped=reason[:1000])
 
     def close(self) -> None:
         """Send what is pending, waiting up to `final_flush_s` for the API server to come back."""

@@ -1,0 +1,258 @@
+"""`red tune`: a Ray Tune sweep in which every trial is a whole federation, run by the same driver.
+
+A trial asks Tune for its federation's placement-group bundles (the topology manager's, then one per
+node-actor slot), so trials share the cluster without oversubscribing it, and the trial's driver
+places its actors into the group Tune reserved. Each trial reports every round's accuracy and loss,
+which is what lets ASHA stop weak trials early.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from red_runtime.reporting import NodeStatus, RoundReport, Sink, Summary
+from red_runtime.sweep import Param, Sweep, apply_values, trial_manifest
+from red_runtime.trials import TrialRow, best_trial, format_table, read_trial, write_csv
+
+TRIALS_CSV, TRIALS_PLOT, TRIALS, BEST = "trials.csv", "trials.png", "trials", "best"
+
+
+class TuneSink(Sink):
+    """Reports each round to Tune one round late, and the last from `finished`, after the run-folder sinks
+    (listed before it) wrote the model: a report can end the trial (ASHA, or max_t reached), and a
+    finished trial must leave a complete run folder."""
+
+    def __init__(self, report: Callable[[dict[str, Any]], None]):
+        self.report = report
+        self.pending: dict[str, Any] | None = None
+
+    def round_done(self, report: RoundReport, nodes: list[NodeStatus]) -> None:
+        self._flush()
+        self.pending = {"round": report.round, "accuracy": report.accuracy, "loss": report.loss}
+
+    def finished(self, summary: Summary, params: Any, model: Any) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            self.report(pending)
+
+
+def search_space(params: tuple[Param, ...]) -> dict[str, Any]:
+    from ray import tune
+
+    def domain(p: Param) -> Any:
+        if p.kind == "loguniform":
+            return tune.loguniform(*p.values)
+        if p.kind == "uniform":
+            return tune.uniform(*p.values)
+        if p.kind == "randint":
+            return tune.randint(p.values[0], p.values[1] + 1)  # Tune's upper bound is exclusive; ours is not
+        if p.kind == "choice":
+            return tune.choice(list(p.values))
+        return tune.grid_search(list(p.values))
+
+    return {p.path: domain(p) for p in params}
+
+
+def trial_name(base: str, trial_id: str) -> str:
+    """`digits-00003` for Tune's `abc12_00003`: unique within the sweep, a DNS label, and it names the
+    trial's run folder and its Ray actors (which must not clash with another trial's)."""
+    return f"{base}-{trial_id.rsplit('_', 1)[-1]}"
+
+
+def run_trial(
+    config: dict[str, Any],
+    manifest: Mapping[str, Any],
+    paths: tuple[str, ...],
+    out: str,
+    plan: Any,
+    extra_sinks: Callable[[Any, Path, str], list[Sink]] | None = None,
+) -> None:
+    """Tune's trainable: one federation with the trial's values, in the placement group Tune reserved."""
+    import ray
+    from ray import tune
+
+    from red_runtime.driver import Driver, Reservation
+    from red_runtime.outputs import RunFolder
+    from red_runtime.reporting import Reporter
+
+    values = {p: config[p] for p in paths}
+    fed = trial_manifest(manifest, values, f"trial {values}")
+    name = trial_name(fed.name, tune.get_context().get_trial_id())
+    fed = dataclasses.replace(fed, name=name)
+    doc = apply_values(manifest, values)
+    doc["metadata"] = {**doc.get("metadata", {}), "name": name}
+    folder = Path(out) / TRIALS / name
+    run = RunFolder(folder, resume=False, manifest=doc)
+    sinks = [*run.sinks, *(extra_sinks(fed, folder, name) if extra_sinks else []), TuneSink(tune.report)]
+    reserved = Reservation(ray.util.get_current_placement_group(), plan)
+    Driver(fed, Reporter(sinks), checkpoint_dir=run.checkpoints, reserved=reserved).run()
+
+
+def scheduler_for(sweep: Sweep, rounds: int):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if sweep.scheduler == "fifo":
+        return FIFOScheduler()
+    # A trial is judged after its first round, and the weaker half stops at each rung (1, 2, 4, ... rounds).
+    return ASHAScheduler(time_attr="round", max_t=rounds, grace_period=1, reduction_factor=2)
+
+
+def tune_federations(
+    manifest: Mapping[str, Any],
+    fed: Any,
+    sweep: Sweep,
+    out: Path,
+    callbacks: list | None = None,
+    extra_sinks: Callable[[Any, Path, str], list[Sink]] | None = None,
+) -> list[TrialRow]:
+    """Run the sweep on the connected Ray cluster; one row per trial, in trial order."""
+    from ray import tune
+    from ray.tune import PlacementGroupFactory
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from red_runtime.driver import cluster_machines
+    from red_runtime.placement import trial_plan
+
+    spec = fed.spec
+    out = Path(out).resolve()  # trials run in folders of Tune's choosing
+    plan = trial_plan(spec, cluster_machines(), sweep.trials, sweep.concurrency)
+    paths = tuple(p.path for p in sweep.params)
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            run_trial, manifest=dict(manifest), paths=paths, out=str(out), plan=plan, extra_sinks=extra_sinks
+        ),
+        PlacementGroupFactory(plan.bundles, strategy=spec.placement.strategy),
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space=search_space(sweep.params),
+        tune_config=tune.TuneConfig(
+            metric=sweep.metric,
+            mode=sweep.mode,
+            num_samples=sweep.samples,
+            # Draws seeded by the spec's seed: the same command sweeps the same values again.
+            search_alg=BasicVariantGenerator(random_state=spec.task.seed),
+            scheduler=scheduler_for(sweep, spec.rounds),
+            max_concurrent_trials=sweep.concurrency or None,
+        ),
+        run_config=tune.RunConfig(
+            name="tune",
+            storage_path=str((out / "ray_results").resolve()),
+            verbose=0,
+            callbacks=callbacks or [],
+        ),
+    )
+    results = tuner.fit()
+    rows = []
+    for result in results:
+        name = trial_name(fed.name, _trial_id(result))
+        config = {p: result.config.get(p) for p in paths}
+        error = "" if result.error is None else _reason(result.error)
+        rows.append(read_trial(out / TRIALS / name, name, config, spec.rounds, error))
+    return sorted(rows, key=lambda r: r.trial)
+
+
+def _trial_id(result: Any) -> str:
+    """Tune adds trial_id to every reported result; a trial that failed before its first report has only
+    its folder, named `run_trial_<id>_<n>_...`."""
+    reported = (result.metrics or {}).get("trial_id")
+    if reported:
+        return str(reported)
+    match = re.search(r"_([0-9a-f]{5}_\d{5})_", Path(result.path).name)
+    return match.group(1) if match else Path(result.path).name
+
+
+def _reason(err: BaseException) -> str:
+    from red_runtime.driver import failure_reason
+
+    return failure_reason(err).splitlines()[0]
+
+
+def finish_sweep(
+    rows: list[TrialRow], sweep: Sweep, out: Path, title: str, promote: bool = False, stream: Any = None
+) -> TrialRow | None:
+    """trials.csv, trials.png and best/ (a copy of the best trial's run folder); returns the best.
+
+    `promote` (a Federation's sweep) also copies the best trial's files to the top of the run folder, so
+    that status.artifacts.model, `red fetch` and spec.serve find the winning model where a run keeps it."""
+    from red_runtime.plot import plot_trials
+
+    best = best_trial(rows, sweep.metric, sweep.mode)
+    write_csv(rows, out / TRIALS_CSV)
+    plot_trials({r.trial: r.history for r in rows}, out / TRIALS_PLOT, best.trial if best else None, title)
+    if best is not None:
+        shutil.rmtree(out / BEST, ignore_errors=True)
+        shutil.copytree(out / TRIALS / best.trial, out / BEST)
+        if promote:
+            for item in (out / BEST).iterdir():
+                if item.is_file():
+                    shutil.copy2(item, out / item.name)
+    print(format_table(rows, best), file=stream or sys.stderr)
+    return best
+
+
+def without_sweep(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's manifest: the Federation's, less spec.sweep (a trial is one federation, not a sweep)."""
+    doc = dict(manifest)
+    doc["spec"] = {k: v for k, v in (manifest.get("spec") or {}).items() if k != "sweep"}
+    return doc
+
+
+def execute_sweep(fed: Any, doc: Mapping[str, Any], status: Any, address: str | None, run: Any) -> int:
+    """spec.sweep in a RayJob: the sweep on the Federation's own RayCluster, trials and the best trial in its
+    status, the run folder holding trials.csv, trials.png, trials/, best/ and the best trial's model."""
+    from red_runtime.driver import EXIT_FAILED, EXIT_INVALID, ray_session
+    from red_runtime.reporting import now_iso
+    from red_runtime.stopping import StopRequest
+    from red_runtime.sweep import check_sweep
+    from red_runtime.sweep_status import SweepStatus
+    from red_runtime.trial_progress import TrialProgress
+
+    sweep = fed.spec.sweep
+    manifest = without_sweep(doc)
+    for sink in run.sinks:  # the trials write the run folders; the top level gets the best one's files
+        sink.close()
+    try:
+        check_sweep(manifest, sweep)
+    except ValueError as err:
+        print(f"red: spec.sweep: {err}", file=sys.stderr)
+        if status:
+            status.update(completionTime=now_iso(), driverError=f"spec.sweep: {err}"[:1000])
+            status.close()
+        return EXIT_INVALID
+    out = Path(run.folder)
+    callbacks: list = [TrialProgress(sweep.trials, sweep.metric, sweep.mode, stream=sys.stdout)]
+    if status:
+        callbacks.append(SweepStatus(status, sweep, out, fed.spec.rounds, lambda tid: trial_name(fed.name, tid)))
+    code = 0
+    try:
+        with ray_session(address, StopRequest()):
+            rows = tune_federations(manifest, fed, sweep, out, callbacks)
+        best = finish_sweep(rows, sweep, out, f"{fed.name}: {sweep.trials} trials", promote=True, stream=sys.stdout)
+        error = None if best else f"no trial of {len(rows)} finished; see trials.csv"
+    except Exception as err:  # reported as the driver's error, like a failed federation
+        from red_runtime.driver import failure_reason
+
+        error, best = failure_reason(err), None
+    if error:
+        print(f"red: sweep {fed.name} failed: {error}", file=sys.stderr)
+        code = EXIT_FAILED
+    if status:
+        done = {"completionTime": now_iso()}
+        status.update(**done, **({"driverError": error[:1000]} if error else {"artifacts": status.artifacts}))
+        status.close()
+    try:
+        run.finish()
+    except Exception as err:
+        print(f"red: {err}", file=sys.stderr)
+        code = code or EXIT_FAILED
+    return code

@@ -1,0 +1,71 @@
+"""A sweep's table: rows read from trial run folders, the best trial, trials.csv."""
+
+import csv
+import json
+
+import pytest
+
+from red_runtime.trials import best_trial, format_table, read_trial, write_csv
+
+pytestmark = pytest.mark.unit
+
+
+def folder(tmp_path, name, accuracies, complete):
+    out = tmp_path / name
+    out.mkdir()
+    rows = [{"round": i + 1, "accuracy": a, "loss": 1 - a} for i, a in enumerate(accuracies)]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if complete:
+        (out / "summary.json").write_text("{}")
+        (out / "model.pt").write_bytes(b"")
+    return out
+
+
+def test_the_best_is_the_finished_trial_with_the_best_final_metric(tmp_path):
+    rows = [
+        read_trial(folder(tmp_path, "a", [0.5, 0.8, 0.9], True), "a", {"lr": 0.1}, 3),
+        read_trial(folder(tmp_path, "b", [0.95], False), "b", {"lr": 0.3}, 3),  # stopped early: no model
+        read_trial(folder(tmp_path, "c", [0.6, 0.7, 0.85], True), "c", {"lr": 0.01}, 3),
+        read_trial(tmp_path / "d", "d", {"lr": 9.0}, 3, error="Diverged: loss is nan"),
+    ]
+    assert [r.stopped_early for r in rows] == [False, True, False, False]
+    assert best_trial(rows, "accuracy", "max").trial == "a"
+    assert best_trial(rows, "loss", "min").trial == "a"
+    assert best_trial(rows[1:2], "accuracy", "max") is None
+    table = format_table(rows, rows[0])
+    assert "* a" in table and "stopped early" in table and "failed: Diverged" in table and "1/3" in table
+
+
+def test_csv_has_a_row_per_trial_with_config_outcome_and_no_nan(tmp_path):
+    rows = [
+        read_trial(folder(tmp_path, "a", [0.5, 0.9], True), "a", {"task.train.lr": 0.1}, 2),
+        read_trial(tmp_path / "d", "d", {"task.train.lr": 9.0}, 2, error="Diverged"),
+    ]
+    write_csv(rows, tmp_path / "trials.csv")
+    got = list(csv.DictReader((tmp_path / "trials.csv").open()))
+    assert got[0] == {
+        "trial": "a",
+        "task.train.lr": "0.1",
+        "accuracy": "0.9",
+        "loss": "0.1",
+        "rounds_run": "2",
+        "stopped_early": "false",
+        "error": "",
+    }
+    assert got[1]["accuracy"] == "" and got[1]["error"] == "Diverged"
+
+
+def test_status_counts_trials_and_names_the_best(tmp_path):
+    from red_runtime.sweep import parse_sweep
+    from red_runtime.sweep_status import trial_fields
+
+    sweep = parse_sweep(["task.train.lr=uniform:0.01:0.5"], 4, "accuracy", "max", "asha", 0)
+    rows = [
+        read_trial(folder(tmp_path, "a", [0.5, 0.8], True), "a", {"task.train.lr": 0.1}, 2),
+        read_trial(folder(tmp_path, "b", [0.3], False), "b", {"task.train.lr": 0.01}, 2),
+    ]
+    fields = trial_fields(4, 1, rows, sweep)
+    assert fields["trials"] == {"total": 4, "running": 1, "done": 1, "stopped": 1, "failed": 0}
+    assert fields["best"] == {"trial": "a", "config": {"task.train.lr": "0.1"}, "accuracy": 0.8}
+    assert fields["metrics"]["accuracy"] == 0.8 and fields["progress"] == "2/4 trials"
+    assert "best" not in trial_fields(4, 2, [], sweep)
