@@ -338,12 +338,14 @@ def serve_until_stopped(options: Mapping[str, Any], host: str, port: int, addres
     from red_runtime.driver import ray_session
     from red_runtime.stopping import StopRequest
 
-    stop = StopRequest()
+    stop = StopRequest(action="shutting Serve and Ray down")
     try:
         with ray_session(address, stop):
             try:
                 serve.start(http_options={"host": host, "port": port})
-                serve.run(build_app(options), name=APP_NAME, route_prefix="/", blocking=False)
+                # No access log: a line per request through Ray's log monitor costs a core's share on a small box.
+                quiet = {"enable_access_log": False}
+                serve.run(build_app(options), name=APP_NAME, route_prefix="/", blocking=False, logging_config=quiet)
                 print(f"red: serving {options['run']} at http://{host}:{port}/predict", file=sys.stderr, flush=True)
                 while not stop.wait(1.0):
                     pass
