@@ -102,7 +102,7 @@ def serve_command(run: str, host: str, port: int, replicas: int, cpu: float, gpu
     if address is None and not port_free(host, port):
         print(f"red: --port {port}: {host}:{port} is in use (pick another with --port)", file=sys.stderr)
         return 2
-    return serve_until_stopped({**options, "run": location}, host, port, address)
+    return serve_until_stopped(options, host, port, address, label=run)
 
 
 def _current_namespace() -> str:

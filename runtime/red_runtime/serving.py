@@ -325,7 +325,9 @@ def port_free(host: str, port: int) -> bool:
         return False
 
 
-def serve_until_stopped(options: Mapping[str, Any], host: str, port: int, address: str | None) -> int:
+def serve_until_stopped(
+    options: Mapping[str, Any], host: str, port: int, address: str | None, label: str | None = None
+) -> int:
     """`red serve`: run the app on an embedded Ray (or the one at `address`) until SIGINT or SIGTERM.
 
     The first signal ends it cleanly (exit 0: for a server that is the normal end): the application is
@@ -338,6 +340,8 @@ def serve_until_stopped(options: Mapping[str, Any], host: str, port: int, addres
     from red_runtime.driver import ray_session
     from red_runtime.stopping import StopRequest
 
+    label = label or options["run"]
+    ended = "Serve and Ray shut down" if address is None else f"application {APP_NAME!r} deleted from {address}"
     stop = StopRequest(action="shutting Serve and Ray down")
     try:
         with ray_session(address, stop):
@@ -346,7 +350,7 @@ def serve_until_stopped(options: Mapping[str, Any], host: str, port: int, addres
                 # No access log: a line per request through Ray's log monitor costs a core's share on a small box.
                 quiet = {"enable_access_log": False}
                 serve.run(build_app(options), name=APP_NAME, route_prefix="/", blocking=False, logging_config=quiet)
-                print(f"red: serving {options['run']} at http://{host}:{port}/predict", file=sys.stderr, flush=True)
+                print(f"red: serving {label} at http://{host}:{port}/predict", file=sys.stderr, flush=True)
                 while not stop.wait(1.0):
                     pass
             finally:
@@ -356,10 +360,10 @@ def serve_until_stopped(options: Mapping[str, Any], host: str, port: int, addres
                 else:
                     serve.delete(APP_NAME)
     except KeyboardInterrupt as err:
-        print(f"red: {err}; Serve and Ray shut down", file=sys.stderr)
+        print(f"red: {err}; {ended}", file=sys.stderr)
         return stop.exit_code
     except Exception as err:
-        print(f"red: serving {options['run']} failed: {err}", file=sys.stderr)
+        print(f"red: serving {label} failed: {err}", file=sys.stderr)
         return 1
-    print(f"red: {stop.describe()}; Serve and Ray shut down", file=sys.stderr)
+    print(f"red: {stop.describe()}; {ended}", file=sys.stderr)
     return 0
