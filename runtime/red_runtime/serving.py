@@ -55,11 +55,15 @@ def _number(value: Any, where: str) -> float:
     # bool is an int to Python, but `true` is not a pixel.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError(f"{where}: {_shown(value)} is not a number")
-    number = float(value)
-    if not math.isfinite(number):
-        raise InputError(f"{where}: {value} is not a finite number")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of hundreds of digits: JSON has no limit
+        number = math.inf if value > 0 else -math.inf
+    else:
+        if not math.isfinite(number):
+            raise InputError(f"{where}: {value} is not a finite number")
     if abs(number) > FLOAT32_MAX:
-        raise InputError(f"{where}: {value} is out of the float32 range")
+        raise InputError(f"{where}: {_shown(value)} is out of the float32 range")
     return number
 
 
@@ -133,7 +137,7 @@ def missing_files(location: str) -> list[str]:
     if is_remote(location):
         from pyarrow import fs
 
-        mirror = Mirror(Path(tempfile.gettempdir()), location)
+        mirror = Mirror(Path(tempfile.gettempdir()), location)  # for its checks and listing; nothing is copied
         mirror.check()
         try:
             infos = mirror.fs.get_file_info([f"{mirror.root}/{name}" for name in needed])

@@ -61,6 +61,7 @@ def test_one_dimensional_inputs():
         ({"inputs": [[float("nan")] + [0.0] * 63]}, "inputs[0][0]: nan is not a finite number"),
         ({"inputs": [[0.0] * 10 + [float("-inf")] + [0.0] * 53]}, "inputs[0][10]: -inf is not a finite number"),
         ({"inputs": [[1e300] + [0.0] * 63]}, "inputs[0][0]: 1e+300 is out of the float32 range"),
+        ({"inputs": [[-(10**400)] + [0.0] * 63]}, "inputs[0][0]: -100000000000000000000000000000000000... is out of"),
         (
             {"inputs": [[0.0] * 64] * (MAX_EXAMPLES + 1)},
             f'"inputs" has {MAX_EXAMPLES + 1} examples: at most {MAX_EXAMPLES} per request',
