@@ -175,10 +175,23 @@ NAN = ("[" + ", ".join(["NaN"] + ["0.5"] * 63) + "]").encode()
         ),
         ("POST", "/predict", {"inputs": [["0.5"] * 64]}, 400, 'inputs[0][0]: "0.5" is not a number'),
         ("POST", "/predict", b'{"inputs": [' + NAN + b"]}", 400, "inputs[0][0]: nan is not a finite number"),
+        ("POST", "/predict", b'{"inputs": [[' + b"9" * 5000 + b"]]}", 400, "the body is not JSON (Exceeds the limit"),
+        ("POST", "/predict", b"\xff\xfe{", 400, "the body is not JSON"),
         ("GET", "/predict", None, 405, "GET /predict: use POST with a JSON body"),
         ("POST", "/predictions", {"inputs": [[0.5] * 64]}, 404, "/predictions: no such endpoint"),
     ],
-    ids=["not-json", "no-inputs", "empty", "wrong-shape", "strings", "nan", "get-predict", "unknown-path"],
+    ids=[
+        "not-json",
+        "no-inputs",
+        "empty",
+        "wrong-shape",
+        "strings",
+        "nan",
+        "huge-integer",
+        "not-utf",
+        "get-predict",
+        "unknown-path",
+    ],
 )
 def test_bad_requests_get_a_4xx_saying_what_was_expected(server, method, path, body, status, message):
     got, kind, answer = request(server["port"], method, path, body)
