@@ -1,4 +1,4 @@
-"""`red`: run a Federation manifest locally, check one, or fetch what a run left."""
+"""`red`: run a Federation manifest locally, check one, fetch what a run left, or serve its model."""
 
 from __future__ import annotations
 
@@ -140,6 +140,25 @@ def fetch_command(name: str | None, namespace: str | None, source: str | None, t
     return 0
 
 
+def serve_command(run: str, host: str, port: int, replicas: int, cpu: float, gpu: float, address: str | None) -> int:
+    """Serve a finished run's model over HTTP (POST /predict, GET /healthz) until Ctrl-C or SIGTERM."""
+    from red_runtime.serving import app_options, check_run, port_free, serve_until_stopped
+    from red_runtime.storage import StorageError, is_remote
+
+    try:
+        # Replicas run in Ray's worker processes, which have a directory of their own.
+        location = run if is_remote(run) else str(Path(run).resolve())
+        options = app_options({"run": location, "replicas": replicas, "cpu": cpu, "gpu": gpu})
+        check_run(location)
+    except (OSError, ValueError, StorageError) as err:
+        print(f"red: {err}", file=sys.stderr)
+        return 2
+    if address is None and not port_free(host, port):
+        print(f"red: --port {port}: {host}:{port} is in use (pick another with --port)", file=sys.stderr)
+        return 2
+    return serve_until_stopped(options, host, port, address, label=run)
+
+
 def _current_namespace() -> str:
     from kubernetes import config
 
@@ -184,6 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     fetch.add_argument("--from", dest="source", help="a run folder instead: s3://bucket/prefix or a local path")
     fetch.add_argument("--to", help="where to put it (default: ./NAME)")
     fetch.add_argument("--evaluate", action="store_true", help="score the fetched model on the test set again")
+    srv = sub.add_parser("serve", help="serve a finished run's model over HTTP with Ray Serve")
+    srv.add_argument("run", help="the run folder (runs/NAME, or s3://bucket/prefix/NAME)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    srv.add_argument("--replicas", type=int, default=1, help="model replicas (default 1)")
+    srv.add_argument("--cpu", type=float, default=1.0, help="CPUs per replica (default 1)")
+    srv.add_argument("--gpu", type=float, default=0.0, help="GPUs per replica (default 0)")
+    srv.add_argument("--address", help="serve on this Ray cluster instead of an embedded one")
     op = sub.add_parser("operator", help="run the Federation operator (kopf) against the current kubeconfig")
     op.add_argument("--namespace", action="append", help="watch only this namespace (repeatable; default: all)")
     op.add_argument("--kubeconfig", help="default: KUBECONFIG, ~/.kube/config, or in-cluster credentials")
@@ -199,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_command(args.file, args.out, args.address, args.resume)
     if args.command == "tune":
         return tune_command(args.file, args)
+    if args.command == "serve":
+        return serve_command(args.run, args.host, args.port, args.replicas, args.cpu, args.gpu, args.address)
     if args.command == "fetch":
         if bool(args.name) == bool(args.source):
             parser.error("fetch takes a Federation NAME or --from LOCATION")

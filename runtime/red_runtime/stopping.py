@@ -41,8 +41,9 @@ class RoundAbandoned(Exception):
 class StopRequest:
     """Records SIGINT/SIGTERM while installed (main thread only); a second signal raises Interrupted."""
 
-    def __init__(self, grace_s: float = GRACE_S):
+    def __init__(self, grace_s: float = GRACE_S, action: str = ""):
         self.grace_s = grace_s
+        self.action = action  # what the first signal sets going, as the log line says it
         self.signum: int | None = None
         self.repeated = False
         self.requested_at: float | None = None
@@ -71,11 +72,8 @@ class StopRequest:
         self.signum = signum
         self.requested_at = time.monotonic()
         self._event.set()
-        log.warning(
-            "%s: stopping after the current round (at most %.0fs); send it again to stop at once",
-            signal.Signals(signum).name,
-            self.grace_s,
-        )
+        action = self.action or f"stopping after the current round (at most {self.grace_s:.0f}s)"
+        log.warning("%s: %s; send it again to stop at once", signal.Signals(signum).name, action)
 
     @property
     def name(self) -> str:
@@ -84,6 +82,10 @@ class StopRequest:
     @property
     def requested(self) -> bool:
         return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a stop is requested (True) or `timeout` seconds pass (False)."""
+        return self._event.wait(timeout)
 
     def grace_left(self) -> float:
         """Seconds the round in flight may still take; infinite while no stop is requested."""
