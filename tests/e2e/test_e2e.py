@@ -183,3 +183,23 @@ def test_status_reports_survive_an_api_server_outage(kube, namespace, relay, tmp
     assert (st["round"], st["progress"], st["nodesReady"]) == (12, "12/12", "4/4")
     assert st["completionTime"] and st["nodeCounts"]["Healthy"] == 4 == sum(st["nodeCounts"].values())
     assert {k: st[k] for k in operator_fields} == operator_fields
+
+
+def test_a_sweep_runs_on_the_federations_cluster_and_reports_its_trials_and_best(
+    kube, namespace, operator, ray_head, tmp_path
+):
+    """spec.sweep: the RayJob's driver runs a Ray Tune sweep on the Federation's own Ray cluster; the status
+    counts the trials, names the best, and the ACCURACY column shows the best trial's accuracy."""
+    sweep = {"params": ["task.train.lr=grid:0.02,0.2"], "samples": 1, "scheduler": "fifo"}
+    doc = federation("e2e-sweep", rounds=3, sweep=sweep)
+    final, rows, _ = run_on_the_stack(kube, namespace, ray_head, tmp_path, doc)
+    assert final["phase"] == "Succeeded", json.dumps(final, indent=1)
+    assert final["trials"] == {"total": 2, "running": 0, "done": 2, "stopped": 0, "failed": 0}
+    best = final["best"]
+    assert best["trial"] in ("e2e-sweep-00000", "e2e-sweep-00001")
+    assert best["config"]["task.train.lr"] in ("0.02", "0.2")
+    assert final["metrics"]["accuracy"] == best["accuracy"] > 0.5
+    assert final["progress"] == "2/2 trials" and final["artifacts"]["model"].endswith("/e2e-sweep/model.pt")
+    row = kube.kubectl("get", "fed", "e2e-sweep", "--no-headers", namespace=namespace).stdout
+    assert "2/2 trials" in row and str(best["accuracy"]) in row.split(), row  # the ROUND and ACCURACY columns
+    assert any(r[0] == "0/2" for r in rows), rows  # `kubectl get -w` saw the sweep start
