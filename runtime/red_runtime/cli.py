@@ -11,21 +11,27 @@ import yaml
 from red_runtime.spec import SpecError, load_manifest
 
 
-def run_command(manifest: str, out: str | None, address: str | None, resume: bool = False) -> int:
-    """Run one Federation to completion with a progress bar and a run folder (local or s3://)."""
+def run_command(
+    manifest: str, out: str | None, address: str | None, resume: bool = False, mlflow: str | None = None
+) -> int:
+    """Run one Federation to completion with a progress bar and a run folder (local or s3://), tracked in
+    MLflow where `mlflow` (or spec.tracking.mlflow) names a server."""
     from red_runtime.artifacts import run_location
     from red_runtime.driver import EXIT_INVALID, check_references, execute_into
     from red_runtime.outputs import ConsoleSink, RunFolder
     from red_runtime.storage import StorageError
+    from red_runtime.tracking import TrackingError, check_tracking, tracking_sinks
 
     try:
         fed = load_manifest(manifest)
         check_references(fed)
+        check_tracking(fed, mlflow)
         location = out or (run_location(fed) if fed.spec.storage.uri else f"runs/{fed.name}")
         run = RunFolder(location, resume, manifest=yaml.safe_load(Path(manifest).read_text()))
-    except (SpecError, OSError, ValueError, StorageError) as err:
+    except (SpecError, OSError, ValueError, StorageError, TrackingError) as err:
         print(f"red: {err}", file=sys.stderr)
         return EXIT_INVALID
+    run.sinks.extend(tracking_sinks(fed, run.folder, mlflow))
     code = execute_into(fed, [ConsoleSink()], address, run, resume)
     if code == 0:
         print(f"red: results in {location}/ (metrics.jsonl, summary.json, model.pt, metrics.png)", file=sys.stderr)
@@ -105,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--resume", action="store_true", help="continue from the newest checkpoint (spec.checkpoint.every > 0)"
     )
+    run.add_argument("--mlflow", metavar="URI", help="track the run on this MLflow server (spec.tracking.mlflow.uri)")
     check = sub.add_parser("validate", help="check a Federation manifest without running it")
     check.add_argument("file")
     fetch = sub.add_parser("fetch", help="download a Federation's model, metrics and checkpoints")
@@ -125,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_operator(args.namespace, args.kubeconfig, args.liveness, args.metrics_port, args.verbose)
     if args.command == "run":
-        return run_command(args.file, args.out, args.address, args.resume)
+        return run_command(args.file, args.out, args.address, args.resume, args.mlflow)
     if args.command == "fetch":
         if bool(args.name) == bool(args.source):
             parser.error("fetch takes a Federation NAME or --from LOCATION")

@@ -107,6 +107,8 @@ VALID = {
     f"{MAX_WORKER_GROUPS} worker groups": doc(
         {"ray": {"workerGroups": [{"name": f"g{i}"} for i in range(MAX_WORKER_GROUPS)]}}
     ),
+    "mlflow tracking": doc({"tracking": {"mlflow": {"uri": "http://mlflow.ml:5000", "experiment": "digits lr"}}}),
+    "mlflow tracking over https": doc({"tracking": {"mlflow": {"uri": "https://mlflow.example.com/team/"}}}),
 }
 VALID.update({f"example {p.name}": yaml.safe_load(p.read_text()) for p in EXAMPLES})
 # README's example of the Pod fields, as a reader would paste it.
@@ -334,6 +336,14 @@ INVALID = {
     "service account annotations not strings": (
         doc(group(serviceAccountAnnotations={"eks.amazonaws.com/role-arn": 7})),
         "spec.ray.workerGroups[0].serviceAccountAnnotations",
+    ),
+    "mlflow without a uri": (doc({"tracking": {"mlflow": {"experiment": "e"}}}), "spec.tracking.mlflow.uri"),
+    "mlflow over ftp": (doc({"tracking": {"mlflow": {"uri": "ftp://mlflow:21"}}}), "spec.tracking.mlflow.uri"),
+    "mlflow in a file store": (doc({"tracking": {"mlflow": {"uri": "file:/red/mlruns"}}}), "spec.tracking.mlflow.uri"),
+    "mlflow uri without a host": (doc({"tracking": {"mlflow": {"uri": "http://"}}}), "spec.tracking.mlflow.uri"),
+    "a blank mlflow experiment": (
+        doc({"tracking": {"mlflow": {"uri": "http://mlflow:5000", "experiment": " "}}}),
+        "spec.tracking.mlflow.experiment",
     ),
     f"{MAX_WORKER_GROUPS + 1} worker groups": (
         doc({"ray": {"workerGroups": [{"name": f"g{i}"} for i in range(MAX_WORKER_GROUPS + 1)]}}),
