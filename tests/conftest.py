@@ -387,7 +387,11 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ]  # fmt: skip
     log = open(root / "server.log", "wb")  # noqa: SIM115 - the server writes it until the session ends
     # A session of its own: the server's worker processes go with it.
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    # No job runner: it serves MLflow's GenAI jobs, which these tests never start, with a dozen processes.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
+    )
 
     # A first start on a cold machine creates the SQLite schema: tens of seconds on two loaded cores.
     deadline = time.monotonic() + 180

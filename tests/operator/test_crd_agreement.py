@@ -114,6 +114,8 @@ VALID.update({f"example {p.name}": yaml.safe_load(p.read_text()) for p in EXAMPL
 # README's example of the Pod fields, as a reader would paste it.
 _README_POD = (ROOT / "README.md").read_text().split("### Ray Pods on a real cluster")[1].split("```yaml")[1]
 VALID["README's Ray Pods example"] = doc({"ray": yaml.safe_load(_README_POD.split("```")[0])["ray"]})
+_README_TRACKING = (ROOT / "README.md").read_text().split("### Tracking")[1].split("```yaml")[1].split("```")[0]
+VALID["README's tracking example"] = doc(yaml.safe_load(_README_TRACKING)["spec"])
 
 # (manifest, a field path both error messages must contain)
 INVALID = {

@@ -6,6 +6,7 @@ import math
 import socket
 
 import pytest
+import yaml
 
 from red_runtime.reporting import RoundReport
 from red_runtime.spec import SpecError, parse_manifest
@@ -68,6 +69,13 @@ def test_the_experiment_defaults_to_the_federations_name():
 def test_a_bad_mlflow_setting_names_the_field_and_value(mlflow, path, value):
     found = problems({"tracking": {"mlflow": mlflow}})
     assert any(p.startswith(f"{path}: {value}") for p in found), found
+
+
+def test_the_readmes_example_is_a_valid_spec(repo_root):
+    example = (repo_root / "README.md").read_text().split("### Tracking")[1].split("```yaml")[1].split("```")[0]
+    fed = parse_manifest(manifest(yaml.safe_load(example)["spec"], name="digits-star"))
+    assert fed.spec.tracking.mlflow.uri == "http://mlflow.ml.svc:5000"
+    assert fed.spec.tracking.mlflow.experiment_for(fed.name) == "digits"
 
 
 def test_tracking_must_be_a_mapping_of_known_fields():
