@@ -120,3 +120,37 @@ def test_an_unreachable_mlflow_fails_before_any_run_folder(tmp_path):
     assert proc.returncode == 2
     assert f"--mlflow: 'http://127.0.0.1:{port}': the MLflow tracking server does not answer" in proc.stderr
     assert not out.exists() and "Ray" not in proc.stderr
+
+
+def test_runs_tracked_from_one_process_stay_apart_and_always_end(tmp_path, mlflow_server):
+    """A sweep tracks its trials from one process: each sink keeps to its own run, and every run ends,
+    KILLED when a signal stopped it, FAILED when it failed before its first round or closed unfinished."""
+    from mlflow.tracking import MlflowClient
+
+    from red_runtime.reporting import RoundReport, RunInfo
+    from red_runtime.tracking import MlflowSink
+
+    experiment = f"sweep {uuid.uuid4().hex[:6]}"
+    info = RunInfo(name="sweep", namespace="default", rounds=2, nodes=2, slots=1, topology="star", algorithm="fedavg")
+    sinks = {n: MlflowSink(mlflow_server, experiment, n, {"task.train.lr": lr}) for n, lr in (("a", 0.1), ("b", 0.2))}
+    for sink in sinks.values():
+        sink.started(info, [])
+    for round_no in (1, 2):
+        for lr, sink in zip((0.1, 0.2), sinks.values()):
+            sink.round_done(RoundReport(round_no, 2, 1.0, lr * round_no, 2, 2, 0.1), [])
+    sinks["a"].stopped("stopped by signal SIGTERM after round 2")
+    for sink in sinks.values():
+        sink.close()
+    early = MlflowSink(mlflow_server, experiment, "c", {})
+    early.failed("SpecError: spec.task.model.personal[0]: 'x': no such layer")
+    early.close()
+
+    client = MlflowClient(mlflow_server)
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name(experiment).experiment_id])}
+    assert {n: r.info.status for n, r in runs.items()} == {"a": "KILLED", "b": "FAILED", "c": "FAILED"}
+    for name, lr in (("a", 0.1), ("b", 0.2)):
+        history = sorted(client.get_metric_history(runs[name].info.run_id, "accuracy"), key=lambda m: m.step)
+        assert [(m.step, m.value) for m in history] == [(1, lr), (2, lr * 2)]
+        assert runs[name].data.params == {"task.train.lr": str(lr)}
+    assert runs["a"].data.tags["red.stopped"].startswith("stopped by signal SIGTERM")
+    assert "no such layer" in runs["c"].data.tags["red.failure"] and not runs["c"].data.params
