@@ -24,7 +24,7 @@ from typing import Any
 from red_runtime import strict_json
 from red_runtime.outputs import MANIFEST, MODEL, SUMMARY
 from red_runtime.reporting import NodeStatus, RoundReport, RunInfo, Sink, Summary
-from red_runtime.spec import Federation, tracking_uri_problem
+from red_runtime.spec import Federation, Mlflow, Tracking, tracking_uri_problem
 
 log = logging.getLogger("red.tracking")
 
@@ -130,7 +130,7 @@ def _auth_headers() -> dict[str, str]:
 
 def _tls_context() -> ssl.SSLContext:
     if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
-        return ssl._create_unverified_context()  # noqa: S323 - the user turned verification off for MLflow
+        return ssl._create_unverified_context()  # the user turned verification off for MLflow's client too
     return ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None)
 
 
@@ -163,11 +163,10 @@ def tracking_sinks(
     target = mlflow_target(fed, mlflow_uri)
     if target is None:
         return []
-    ml = fed.spec.tracking.mlflow
-    experiment = ml.experiment_for(fed.name) if ml is not None else fed.name
+    ml = Mlflow(uri=target[0], experiment=fed.spec.tracking.mlflow.experiment if fed.spec.tracking.mlflow else "")
+    params = flatten_params(dataclasses.replace(fed.spec, tracking=Tracking(mlflow=ml)))  # --mlflow shown too
     all_tags = {"red.federation": fed.name, "red.namespace": fed.namespace, **(tags or {})}
-    params = flatten_params(fed.spec)
-    return [MlflowSink(target[0], experiment, run_name or fed.name, params, all_tags, folder=folder)]
+    return [MlflowSink(ml.uri, ml.experiment_for(fed.name), run_name or fed.name, params, all_tags, folder=folder)]
 
 
 class MlflowSink(Sink):

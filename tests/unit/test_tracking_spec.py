@@ -149,3 +149,4 @@ def test_no_mlflow_no_mlflow_sink(tmp_path):
     [sink] = tracking_sinks(fed, tmp_path, mlflow_uri="http://mlflow:5000", run_name="trial-3")
     assert (sink.experiment, sink.run_name, sink.folder) == ("fed", "trial-3", tmp_path)
     assert sink.params["task.train.lr"] == "0.05" and sink.tags["red.federation"] == "fed"
+    assert sink.params["tracking.mlflow.uri"] == "http://mlflow:5000"  # the run says where it was tracked
