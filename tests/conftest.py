@@ -20,16 +20,22 @@ Cluster fixtures (used by tests marked ``cluster`` / ``e2e``):
 ``kubectl`` (session)
     ``kube.kubectl``: ``kubectl("get", "pods", "-n", ns)`` -> ``CompletedProcess`` (text).
 
+Servers for any tier: ``s3_server`` / ``s3`` (moto's S3) and ``mlflow_server`` (a real MLflow tracking
+server with a SQLite backend, its URL).
+
 Nothing cluster-related is imported, built or started unless a selected test requests
 one of these fixtures, so ``pytest -m unit`` / ``-m ray`` never touch it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -353,3 +359,72 @@ def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     bucket = f"red-{uuid.uuid4().hex[:10]}"
     fs.S3FileSystem(endpoint_override=s3_server, region="us-east-1", allow_bucket_creation=True).create_dir(bucket)
     return f"s3://{bucket}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow tracking server on 127.0.0.1 for the whole session: a SQLite backend, artifacts stored
+    by the server itself (clients upload over HTTP, as to a remote one). Its URL."""
+    import urllib.request
+
+    root = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    # The console script installed beside the interpreter running the tests, else the one on PATH.
+    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
+    cmd = [
+        mlflow or "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+        "--artifacts-destination", str(root / "artifacts"),
+        "--serve-artifacts",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    log = open(root / "server.log", "wb")  # noqa: SIM115 - the server writes it until the session ends
+    # A session of its own: the server's worker processes go with it.
+    # No job runner: it serves MLflow's GenAI jobs, which these tests never start, with a dozen processes.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
+    )
+
+    # A first start on a cold machine creates the SQLite schema: tens of seconds on two loaded cores.
+    deadline = time.monotonic() + 180
+    while True:
+        problem = f"mlflow server exited with {proc.returncode}" if proc.poll() is not None else None
+        if problem is None:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                problem = f"mlflow server at {url} not healthy within 180s"
+        if problem:
+            _stop_group(proc)
+            log.close()
+            pytest.fail(f"{problem}:\n{(root / 'server.log').read_text(errors='replace')[-4000:]}", pytrace=False)
+        time.sleep(0.25)
+    try:
+        yield url
+    finally:
+        _stop_group(proc)
+        log.close()
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the process group this fixture started, SIGKILL to whatever of it is left."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

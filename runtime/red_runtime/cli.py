@@ -11,25 +11,31 @@ import yaml
 from red_runtime.spec import SpecError, load_manifest
 
 
-def run_command(manifest: str, out: str | None, address: str | None, resume: bool = False) -> int:
-    """Run one Federation to completion with a progress bar and a run folder (local or s3://)."""
+def run_command(
+    manifest: str, out: str | None, address: str | None, resume: bool = False, mlflow: str | None = None
+) -> int:
+    """Run one Federation to completion with a progress bar and a run folder (local or s3://), tracked in
+    MLflow where `mlflow` (or spec.tracking.mlflow) names a server."""
     from red_runtime.artifacts import run_location
     from red_runtime.driver import EXIT_INVALID, check_references, execute_into
     from red_runtime.outputs import ConsoleSink, RunFolder
     from red_runtime.storage import StorageError
+    from red_runtime.tracking import TrackingError, check_tracking, tracking_sinks
 
     try:
         fed = load_manifest(manifest)
         check_references(fed)
+        check_tracking(fed, mlflow)
         location = out or (run_location(fed) if fed.spec.storage.uri else f"runs/{fed.name}")
         run = RunFolder(location, resume, manifest=yaml.safe_load(Path(manifest).read_text()))
-    except (SpecError, OSError, ValueError, StorageError) as err:
+    except (SpecError, OSError, ValueError, StorageError, TrackingError) as err:
         print(f"red: {err}", file=sys.stderr)
         return EXIT_INVALID
     if fed.spec.sweep is not None:  # as the RayJob's driver does: the sweep, its best model on top
         from red_runtime.tuning import execute_sweep
 
-        return execute_sweep(fed, yaml.safe_load(Path(manifest).read_text()), None, address, run)
+        return execute_sweep(fed, yaml.safe_load(Path(manifest).read_text()), None, address, run, mlflow)
+    run.sinks.extend(tracking_sinks(fed, run.folder, mlflow))
     code = execute_into(fed, [ConsoleSink()], address, run, resume)
     if code == 0:
         print(f"red: results in {location}/ (metrics.jsonl, summary.json, model.pt, metrics.png)", file=sys.stderr)
@@ -41,6 +47,7 @@ def tune_command(manifest: str, args: argparse.Namespace) -> int:
     from red_runtime.driver import EXIT_FAILED, EXIT_INVALID, check_references, ray_session
     from red_runtime.stopping import StopRequest
     from red_runtime.sweep import check_sweep, parse_sweep
+    from red_runtime.tracking import TrackingError, check_tracking
     from red_runtime.tuning import TRIALS_CSV, finish_sweep, tune_federations, without_sweep
 
     try:
@@ -53,11 +60,12 @@ def tune_command(manifest: str, args: argparse.Namespace) -> int:
         doc = without_sweep(doc)
         check_references(fed)
         check_sweep(doc, sweep)
+        check_tracking(fed, args.mlflow)
         out = Path(args.out or f"runs/{fed.name}-tune")
         if (out / TRIALS_CSV).exists():
             raise ValueError(f"--out {out}: holds an earlier sweep ({TRIALS_CSV}); choose another folder")
         out.mkdir(parents=True, exist_ok=True)
-    except (SpecError, OSError, ValueError) as err:
+    except (SpecError, OSError, ValueError, TrackingError) as err:
         print(f"red: {err}", file=sys.stderr)
         return EXIT_INVALID
     from red_runtime.trial_progress import TrialProgress
@@ -69,7 +77,8 @@ def tune_command(manifest: str, args: argparse.Namespace) -> int:
     )
     try:
         with ray_session(args.address, StopRequest()):
-            rows = tune_federations(doc, fed, sweep, out, [TrialProgress(sweep.trials, sweep.metric, sweep.mode)])
+            progress = TrialProgress(sweep.trials, sweep.metric, sweep.mode)
+            rows = tune_federations(doc, fed, sweep, out, [progress], args.mlflow)
     except SpecError as err:
         print(f"red: {err}", file=sys.stderr)
         return EXIT_INVALID
@@ -195,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     tune.add_argument("--concurrency", type=int, default=0, help="trials at once (default: as many as fit)")
     tune.add_argument("--out", help="sweep folder (default runs/<name>-tune/)")
     tune.add_argument("--address", help="connect to this Ray cluster instead of starting one")
+    tune.add_argument("--mlflow", metavar="URI", help="track each trial as an MLflow run on this server")
+    run.add_argument("--mlflow", metavar="URI", help="track the run on this MLflow server (spec.tracking.mlflow.uri)")
     check = sub.add_parser("validate", help="check a Federation manifest without running it")
     check.add_argument("file")
     fetch = sub.add_parser("fetch", help="download a Federation's model, metrics and checkpoints")
@@ -223,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_operator(args.namespace, args.kubeconfig, args.liveness, args.metrics_port, args.verbose)
     if args.command == "run":
-        return run_command(args.file, args.out, args.address, args.resume)
+        return run_command(args.file, args.out, args.address, args.resume, args.mlflow)
     if args.command == "tune":
         return tune_command(args.file, args)
     if args.command == "serve":

@@ -333,6 +333,7 @@ class Driver:
                 nodes_total=len(self.nodes),
                 seconds=time.monotonic() - started,
                 metrics=self._round_metrics(round_no, outcome),
+                node_losses=self._node_losses(outcome),
             )
             self.history.append(report.as_dict())
             self.reporter.round_done(report, self.nodes)
@@ -411,6 +412,12 @@ class Driver:
             **outcome.extra,
         }
         return published(metrics, spec.algorithm, round_no)
+
+    def _node_losses(self, outcome: RoundOutcome) -> dict[str, float]:
+        """Each trained node's train loss, for the run's own charts; none under privacy (see RoundReport)."""
+        if self.spec.algorithm.privacy is not None:
+            return {}
+        return {node_id(r["index"]): float(r["train_loss"]) for r in outcome.results if "train_loss" in r}
 
     def _relink(self, ctx: Context, schema, gone: list[str]) -> None:
         """Failed nodes leave the graph; the topology manager learns the re-linked one."""
@@ -521,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     from red_runtime.spec import SpecError
     from red_runtime.status_sink import StatusSink
     from red_runtime.storage import StorageError
+    from red_runtime.tracking import TrackingError, check_tracking, tracking_sinks
 
     parser = argparse.ArgumentParser(prog="python -m red_runtime.driver", description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -547,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
             fed, doc = read_federation(api, namespace, name)
             report = functools.partial(patch_status, api, namespace, name)
         check_references(fed)
+        check_tracking(fed)
         staging = Path(f"/tmp/red/{fed.name}")
         location = args.out or str(staging)
         if report:
@@ -554,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         # A retried RayJob continues from the newest checkpoint: on the Federation's storage (a claim, or
         # pulled from its s3:// folder), or spec.checkpoint.path on a volume of the user's.
         run = RunFolder(location, resume=True, staging=staging, manifest=doc)
-    except (SpecError, ValueError, StorageError) as err:
+    except (SpecError, ValueError, StorageError, TrackingError) as err:
         print(f"red: {err}", file=sys.stderr)
         return EXIT_INVALID
     if fed.spec.sweep is not None:
@@ -562,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
 
         status = next((s for s in sinks if isinstance(s, StatusSink)), None)
         return execute_sweep(fed, doc, status, args.address, run)
+    run.sinks.extend(tracking_sinks(fed, run.folder))  # spec.tracking.mlflow, if given
     return execute_into(fed, sinks, args.address, run, resume=True)
 
 

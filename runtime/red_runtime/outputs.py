@@ -1,4 +1,5 @@
-"""Local sinks: a live console progress bar and the run folder (metrics, summary, model, plot)."""
+"""Local sinks: a live console progress bar and the run folder (metrics, summary, model, plot, and
+TensorBoard event files under tensorboard/, written by red_runtime.tracking)."""
 
 from __future__ import annotations
 
@@ -172,7 +173,9 @@ class RunFolder:
                 self.mirror.pull()
             else:
                 self.mirror.check()
-        self.sinks: list[Sink] = [RunFolderSink(self.folder, resume=resume)]
+        from red_runtime.tracking import TensorBoardSink  # here: tracking imports this module's file names
+
+        self.sinks: list[Sink] = [RunFolderSink(self.folder, resume=resume), TensorBoardSink(self.folder)]
         if manifest is not None:  # the folder says what made it: `red fetch --evaluate` rebuilds the model
             atomic_write(self.folder / MANIFEST, yaml.safe_dump(plain_manifest(manifest), sort_keys=False).encode())
         if self.mirror:

@@ -50,9 +50,13 @@ class RoundReport:
     nodes_total: int
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
+    # Each node's train loss this round, by node id, for TensorBoard's histogram; empty under differential
+    # privacy, where a node's own loss is raw, unnoised information about its data. Not in as_dict: that row
+    # goes to metrics.jsonl, the checkpoint's history and the summary, which must not grow with nodes.count.
+    node_losses: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k != "metrics"}
+        out = {k: v for k, v in asdict(self).items() if k not in ("metrics", "node_losses")}
         out.update(self.metrics)
         return out
 

@@ -47,6 +47,10 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 # An S3 bucket (3-63 lowercase letters, digits, dots, hyphens) and an optional prefix.
 S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$")
+# An MLflow tracking server, a host required. Not file: (MLflow 3 refuses its file store unless told to) nor
+# sqlite: (the SQL stores are not in mlflow-skinny, which the runtime image carries): run `mlflow server`.
+TRACKING_URI = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
+MAX_EXPERIMENT_LENGTH = 256  # MLflow's SQL stores keep experiment names in a VARCHAR(256)
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 INT64_MAX = 2**63 - 1
 # The CRD's rules over a group's Pod fields are costed per group: the API server needs a bound.
@@ -276,6 +280,22 @@ class Communication:
 
 
 @dataclass(frozen=True)
+class Mlflow:
+    """An MLflow tracking server that gets one run per federation run."""
+
+    uri: str
+    experiment: str = ""  # "": the Federation's name
+
+    def experiment_for(self, name: str) -> str:
+        return self.experiment or name
+
+
+@dataclass(frozen=True)
+class Tracking:
+    mlflow: Mlflow | None = None
+
+
+@dataclass(frozen=True)
 class FederationSpec:
     rounds: int = 10
     topology: Topology = field(default_factory=Topology)
@@ -290,6 +310,7 @@ class FederationSpec:
     suspend: bool = False
     communication: Communication = field(default_factory=Communication)
     sweep: Any = None  # a red_runtime.sweep.Sweep: the driver runs a Ray Tune sweep of this spec instead
+    tracking: Tracking = field(default_factory=Tracking)
 
 
 @dataclass(frozen=True)
@@ -442,6 +463,7 @@ SPEC_FIELDS = (
     "suspend",
     "communication",
     "sweep",
+    "tracking",
 )
 
 
@@ -480,6 +502,7 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool 
     suspend = c.boolean(spec, "suspend", path, False)
     communication = _communication(c, spec, path, algorithm)
     sweep = _sweep(c, spec, path)
+    tracking = _tracking(c, spec, path)
     if c.problems:
         raise SpecError(c.problems)
     return FederationSpec(
@@ -496,6 +519,7 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool 
         suspend=suspend,
         communication=communication,
         sweep=sweep,
+        tracking=tracking,
     )
 
 
@@ -770,6 +794,33 @@ def _communication(c: _Checker, spec: Mapping, path: str, algorithm: Algorithm) 
     if kind != "none" and algorithm.privacy is not None:
         c.fail(f"{p}.kind", kind, "cannot be combined with algorithm.privacy: the error fed back is not noised")
     return Communication(compression=compression)
+
+
+def tracking_uri_problem(uri: object) -> str | None:
+    """Why `uri` cannot be a tracking URI, or None: for spec.tracking.mlflow.uri and `red run --mlflow` alike."""
+    if not isinstance(uri, str) or not uri:
+        return "is required: the MLflow tracking server, such as http://mlflow:5000"
+    if not TRACKING_URI.match(uri):
+        return "must be the http:// or https:// URL of an MLflow tracking server (start one with `mlflow server`)"
+    return None
+
+
+def _tracking(c: _Checker, spec: Mapping, path: str) -> Tracking:
+    raw = c.section(spec, "tracking", path, ("mlflow",))
+    if raw.get("mlflow") is None:
+        return Tracking()
+    p = f"{path}.tracking.mlflow"
+    ml = c.section(raw, "mlflow", f"{path}.tracking", ("uri", "experiment"))
+    uri = ml.get("uri")
+    problem = tracking_uri_problem(uri)
+    if problem:
+        c.fail(f"{p}.uri", uri, problem)
+    experiment = c.string(ml, "experiment", p, "")
+    if "experiment" in ml and not experiment.strip():
+        c.fail(f"{p}.experiment", experiment, "must not be blank (leave it out for the Federation's name)")
+    elif len(experiment) > MAX_EXPERIMENT_LENGTH:
+        c.fail(f"{p}.experiment", experiment, f"is longer than MLflow's {MAX_EXPERIMENT_LENGTH} characters")
+    return Tracking(mlflow=Mlflow(uri=uri if isinstance(uri, str) else "", experiment=experiment))
 
 
 def _checkpoint(c: _Checker, spec: Mapping, path: str) -> Checkpoint:

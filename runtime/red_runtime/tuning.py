@@ -24,25 +24,52 @@ TRIALS_CSV, TRIALS_PLOT, TRIALS, BEST = "trials.csv", "trials.png", "trials", "b
 
 
 class TuneSink(Sink):
-    """Reports each round to Tune one round late, and the last from `finished`, after the run-folder sinks
-    (listed before it) wrote the model: a report can end the trial (ASHA, or max_t reached), and a
-    finished trial must leave a complete run folder."""
+    """Reports each round to Tune one round late, and the last one from `close`, after every sink listed
+    before it has written and closed (the model, the MLflow artifacts): a report can end the trial (ASHA,
+    or max_t reached), and a finished trial must leave a complete run folder and a closed MLflow run."""
 
     def __init__(self, report: Callable[[dict[str, Any]], None]):
         self.report = report
         self.pending: dict[str, Any] | None = None
+        self.done = False
 
     def round_done(self, report: RoundReport, nodes: list[NodeStatus]) -> None:
         self._flush()
         self.pending = {"round": report.round, "accuracy": report.accuracy, "loss": report.loss}
 
     def finished(self, summary: Summary, params: Any, model: Any) -> None:
-        self._flush()
+        self.done = True
+
+    def close(self) -> None:
+        if self.done:
+            self._flush()
 
     def _flush(self) -> None:
         if self.pending is not None:
             pending, self.pending = self.pending, None
             self.report(pending)
+
+
+def trial_tracking(mlflow_uri: str | None, experiment: str, sweep_name: str):
+    """Per-trial MLflow sinks (one run per trial, named after it) in the sweep's experiment; None untracked."""
+    from red_runtime.tracking import tracking_sinks
+
+    def sinks(trial_fed: Any, folder: Path, name: str) -> list[Sink]:
+        return tracking_sinks(trial_fed, folder, mlflow_uri, run_name=name, tags={"red.sweep": sweep_name},
+                              experiment=experiment)  # fmt: skip
+
+    return sinks
+
+
+def sweep_experiment(fed: Any, mlflow_uri: str | None) -> tuple[str, str] | None:
+    """(uri, experiment) a sweep of `fed` is tracked in, or None."""
+    from red_runtime.tracking import mlflow_target
+
+    target = mlflow_target(fed, mlflow_uri)
+    if target is None:
+        return None
+    ml = fed.spec.tracking.mlflow
+    return target[0], (ml.experiment_for(fed.name) if ml else fed.name)
 
 
 def search_space(params: tuple[Param, ...]) -> dict[str, Any]:
@@ -112,9 +139,10 @@ def tune_federations(
     sweep: Sweep,
     out: Path,
     callbacks: list | None = None,
-    extra_sinks: Callable[[Any, Path, str], list[Sink]] | None = None,
+    mlflow_uri: str | None = None,
 ) -> list[TrialRow]:
-    """Run the sweep on the connected Ray cluster; one row per trial, in trial order."""
+    """Run the sweep on the connected Ray cluster; one row per trial, in trial order. Tracked (--mlflow or
+    spec.tracking.mlflow), each trial is one MLflow run in the Federation's experiment."""
     from ray import tune
     from ray.tune import PlacementGroupFactory
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -126,6 +154,8 @@ def tune_federations(
     out = Path(out).resolve()  # trials run in folders of Tune's choosing
     plan = trial_plan(spec, cluster_machines(), sweep.trials, sweep.concurrency)
     paths = tuple(p.path for p in sweep.params)
+    tracked = sweep_experiment(fed, mlflow_uri)
+    extra_sinks = trial_tracking(mlflow_uri, tracked[1], fed.name) if tracked else None
     trainable = tune.with_resources(
         tune.with_parameters(
             run_trial, manifest=dict(manifest), paths=paths, out=str(out), plan=plan, extra_sinks=extra_sinks
@@ -158,6 +188,11 @@ def tune_federations(
         config = {p: result.config.get(p) for p in paths}
         error = "" if result.error is None else _reason(result.error)
         rows.append(read_trial(out / TRIALS / name, name, config, spec.rounds, error))
+    if tracked:
+        from red_runtime.tracking import end_stopped_runs
+
+        end_stopped_runs(*tracked, [r.trial for r in rows if r.stopped_early])
+        end_stopped_runs(*tracked, [r.trial for r in rows if r.error], status="FAILED")
     return sorted(rows, key=lambda r: r.trial)
 
 
@@ -207,7 +242,9 @@ def without_sweep(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def execute_sweep(fed: Any, doc: Mapping[str, Any], status: Any, address: str | None, run: Any) -> int:
+def execute_sweep(
+    fed: Any, doc: Mapping[str, Any], status: Any, address: str | None, run: Any, mlflow_uri: str | None = None
+) -> int:
     """spec.sweep in a RayJob: the sweep on the Federation's own RayCluster, trials and the best trial in its
     status, the run folder holding trials.csv, trials.png, trials/, best/ and the best trial's model."""
     from red_runtime.driver import EXIT_FAILED, EXIT_INVALID, ray_session
@@ -236,7 +273,7 @@ def execute_sweep(fed: Any, doc: Mapping[str, Any], status: Any, address: str | 
     code = 0
     try:
         with ray_session(address, StopRequest()):
-            rows = tune_federations(manifest, fed, sweep, out, callbacks)
+            rows = tune_federations(manifest, fed, sweep, out, callbacks, mlflow_uri)
         best = finish_sweep(rows, sweep, out, f"{fed.name}: {sweep.trials} trials", promote=True, stream=sys.stdout)
         error = None if best else f"no trial of {len(rows)} finished; see trials.csv"
     except Exception as err:  # reported as the driver's error, like a failed federation

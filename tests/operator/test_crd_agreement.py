@@ -107,11 +107,15 @@ VALID = {
     f"{MAX_WORKER_GROUPS} worker groups": doc(
         {"ray": {"workerGroups": [{"name": f"g{i}"} for i in range(MAX_WORKER_GROUPS)]}}
     ),
+    "mlflow tracking": doc({"tracking": {"mlflow": {"uri": "http://mlflow.ml:5000", "experiment": "digits lr"}}}),
+    "mlflow tracking over https": doc({"tracking": {"mlflow": {"uri": "https://mlflow.example.com/team/"}}}),
 }
 VALID.update({f"example {p.name}": yaml.safe_load(p.read_text()) for p in EXAMPLES})
 # README's example of the Pod fields, as a reader would paste it.
 _README_POD = (ROOT / "README.md").read_text().split("### Ray Pods on a real cluster")[1].split("```yaml")[1]
 VALID["README's Ray Pods example"] = doc({"ray": yaml.safe_load(_README_POD.split("```")[0])["ray"]})
+_README_TRACKING = (ROOT / "README.md").read_text().split("### Tracking")[1].split("```yaml")[1].split("```")[0]
+VALID["README's tracking example"] = doc(yaml.safe_load(_README_TRACKING)["spec"])
 
 # (manifest, a field path both error messages must contain)
 INVALID = {
@@ -334,6 +338,14 @@ INVALID = {
     "service account annotations not strings": (
         doc(group(serviceAccountAnnotations={"eks.amazonaws.com/role-arn": 7})),
         "spec.ray.workerGroups[0].serviceAccountAnnotations",
+    ),
+    "mlflow without a uri": (doc({"tracking": {"mlflow": {"experiment": "e"}}}), "spec.tracking.mlflow.uri"),
+    "mlflow over ftp": (doc({"tracking": {"mlflow": {"uri": "ftp://mlflow:21"}}}), "spec.tracking.mlflow.uri"),
+    "mlflow in a file store": (doc({"tracking": {"mlflow": {"uri": "file:/red/mlruns"}}}), "spec.tracking.mlflow.uri"),
+    "mlflow uri without a host": (doc({"tracking": {"mlflow": {"uri": "http://"}}}), "spec.tracking.mlflow.uri"),
+    "a blank mlflow experiment": (
+        doc({"tracking": {"mlflow": {"uri": "http://mlflow:5000", "experiment": " "}}}),
+        "spec.tracking.mlflow.experiment",
     ),
     f"{MAX_WORKER_GROUPS + 1} worker groups": (
         doc({"ray": {"workerGroups": [{"name": f"g{i}"} for i in range(MAX_WORKER_GROUPS + 1)]}}),
