@@ -276,6 +276,15 @@ class Communication:
 
 
 @dataclass(frozen=True)
+class Serve:
+    """The finished model behind a Ray Serve endpoint (a KubeRay RayService); what each replica asks Ray for."""
+
+    replicas: int = 1
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass(frozen=True)
 class FederationSpec:
     rounds: int = 10
     topology: Topology = field(default_factory=Topology)
@@ -289,6 +298,7 @@ class FederationSpec:
     storage: Storage = field(default_factory=Storage)
     suspend: bool = False
     communication: Communication = field(default_factory=Communication)
+    serve: Serve | None = None  # None: nothing is served
 
 
 @dataclass(frozen=True)
@@ -440,6 +450,7 @@ SPEC_FIELDS = (
     "storage",
     "suspend",
     "communication",
+    "serve",
 )
 
 
@@ -477,6 +488,7 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool 
     storage = _storage(c, spec, path)
     suspend = c.boolean(spec, "suspend", path, False)
     communication = _communication(c, spec, path, algorithm)
+    serve = _serve(c, spec, path, ray)
     if c.problems:
         raise SpecError(c.problems)
     return FederationSpec(
@@ -492,6 +504,7 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool 
         storage=storage,
         suspend=suspend,
         communication=communication,
+        serve=serve,
     )
 
 
@@ -754,6 +767,26 @@ def _communication(c: _Checker, spec: Mapping, path: str, algorithm: Algorithm) 
     if kind != "none" and algorithm.privacy is not None:
         c.fail(f"{p}.kind", kind, "cannot be combined with algorithm.privacy: the error fed back is not noised")
     return Communication(compression=compression)
+
+
+def _serve(c: _Checker, spec: Mapping, path: str, ray: RaySpec) -> Serve | None:
+    if spec.get("serve") is None:
+        return None
+    raw = c.section(spec, "serve", path, ("replicas", "cpu", "gpu"))
+    p = f"{path}.serve"
+    serve = Serve(
+        replicas=c.integer(raw, "replicas", p, 1, minimum=1, maximum=1000),
+        cpu=c.number(raw, "cpu", p, 1.0, minimum=0, exclusive_min=True),
+        gpu=c.number(raw, "gpu", p, 0.0, minimum=0),
+    )
+    for key, value in (("cpu", serve.cpu), ("gpu", serve.gpu)):
+        # Ray's rule for a replica's resources, as for a node actor's
+        if value > 1 and value != int(value):
+            c.fail(f"{p}.{key}", value, "must be a fraction below 1 or a whole number")
+    # The RayService's Pods are the Federation's (spec.ray): a replica that needs GPUs needs a Pod that has them.
+    if serve.gpu and not any(g.replicas and g.gpu >= serve.gpu for g in ray.workerGroups):
+        c.fail(f"{p}.gpu", serve.gpu, "no worker group of spec.ray.workerGroups has a Pod with that many GPUs")
+    return serve
 
 
 def _checkpoint(c: _Checker, spec: Mapping, path: str) -> Checkpoint:

@@ -104,6 +104,10 @@ VALID = {
     "storage on an existing claim": doc({"storage": {"pvc": {"claimName": "results"}}}),
     "storage on a new claim": doc({"storage": {"pvc": {"size": "5Gi", "storageClassName": "fast"}, "retain": False}}),
     "storage in s3": doc({"storage": {"uri": "s3://team-bucket/federations", "secretRef": {"name": "s3"}}}),
+    "serving with the defaults": doc({"serve": {}}),
+    "serving on a GPU worker group": doc(
+        {"serve": {"replicas": 2, "cpu": 0.5, "gpu": 1}, "ray": {"workerGroups": [{"name": "gpu", "gpu": 2}]}}
+    ),
     f"{MAX_WORKER_GROUPS} worker groups": doc(
         {"ray": {"workerGroups": [{"name": f"g{i}"} for i in range(MAX_WORKER_GROUPS)]}}
     ),
@@ -334,6 +338,14 @@ INVALID = {
     "service account annotations not strings": (
         doc(group(serviceAccountAnnotations={"eks.amazonaws.com/role-arn": 7})),
         "spec.ray.workerGroups[0].serviceAccountAnnotations",
+    ),
+    "no serve replica": (doc({"serve": {"replicas": 0}}), "spec.serve.replicas"),
+    "a serve replica of no cpu": (doc({"serve": {"cpu": 0}}), "spec.serve.cpu"),
+    "a serve replica of one and a half cpus": (doc({"serve": {"cpu": 1.5}}), "spec.serve.cpu"),
+    "a serve field misspelt": (doc({"serve": {"replica": 2}}), "spec.serve.replica"),
+    "a GPU replica with no GPU Pod": (
+        doc({"serve": {"gpu": 1}, "ray": {"workerGroups": [{"name": "cpu"}, {"name": "off", "gpu": 1, "replicas": 0}]}}),
+        "spec.serve.gpu",
     ),
     f"{MAX_WORKER_GROUPS + 1} worker groups": (
         doc({"ray": {"workerGroups": [{"name": f"g{i}"} for i in range(MAX_WORKER_GROUPS + 1)]}}),
