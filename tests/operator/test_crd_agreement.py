@@ -344,7 +344,7 @@ INVALID = {
     "a serve replica of one and a half cpus": (doc({"serve": {"cpu": 1.5}}), "spec.serve.cpu"),
     "a serve field misspelt": (doc({"serve": {"replica": 2}}), "spec.serve.replica"),
     "a GPU replica with no GPU Pod": (
-        doc({"serve": {"gpu": 1}, "ray": {"workerGroups": [{"name": "cpu"}, {"name": "off", "gpu": 1, "replicas": 0}]}}),
+        doc({"serve": {"gpu": 1}, "ray": {"workerGroups": [{"name": "c"}, {"name": "off", "gpu": 1, "replicas": 0}]}}),
         "spec.serve.gpu",
     ),
     f"{MAX_WORKER_GROUPS + 1} worker groups": (
