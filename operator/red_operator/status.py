@@ -24,6 +24,7 @@ OPERATOR_FIELDS = (
     "dashboardURL",
     "attempts",
     "reason",
+    "serveURL",
 )
 CONDITION_TYPES = (
     "Ready",
@@ -61,6 +62,7 @@ class Observed:
     cluster_released: bool = False
     conflicts: tuple[str, ...] | list[str] = ()
     storage_problem: str = ""  # what the Federation's storage lacks before a RayCluster may start
+    serve_url: str = ""  # the Serve endpoint of the Federation's RayService, "" while none serves
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,7 @@ def compute_status(
         "rayJobName": obs.job_name,
         "dashboardURL": url,
         "attempts": obs.attempts,
+        "serveURL": obs.serve_url,
     }
 
 
