@@ -779,10 +779,9 @@ def _serve(c: _Checker, spec: Mapping, path: str, ray: RaySpec) -> Serve | None:
         cpu=c.number(raw, "cpu", p, 1.0, minimum=0, exclusive_min=True),
         gpu=c.number(raw, "gpu", p, 0.0, minimum=0),
     )
-    for key, value in (("cpu", serve.cpu), ("gpu", serve.gpu)):
-        # Ray's rule for a replica's resources, as for a node actor's
-        if value > 1 and value != int(value):
-            c.fail(f"{p}.{key}", value, "must be a fraction below 1 or a whole number")
+    # A GPU is a unit resource to Ray: a share of one, or whole ones (1.5 would never be scheduled).
+    if serve.gpu > 1 and serve.gpu != int(serve.gpu):
+        c.fail(f"{p}.gpu", serve.gpu, "must be a fraction below 1 or a whole number")
     # The RayService's Pods are the Federation's (spec.ray): a replica that needs GPUs needs a Pod that has them.
     if serve.gpu and not any(g.replicas and g.gpu >= serve.gpu for g in ray.workerGroups):
         c.fail(f"{p}.gpu", serve.gpu, "no worker group of spec.ray.workerGroups has a Pod with that many GPUs")

@@ -106,7 +106,7 @@ VALID = {
     "storage in s3": doc({"storage": {"uri": "s3://team-bucket/federations", "secretRef": {"name": "s3"}}}),
     "serving with the defaults": doc({"serve": {}}),
     "serving on a GPU worker group": doc(
-        {"serve": {"replicas": 2, "cpu": 0.5, "gpu": 1}, "ray": {"workerGroups": [{"name": "gpu", "gpu": 2}]}}
+        {"serve": {"replicas": 2, "cpu": 1.5, "gpu": 1}, "ray": {"workerGroups": [{"name": "gpu", "gpu": 2}]}}
     ),
     f"{MAX_WORKER_GROUPS} worker groups": doc(
         {"ray": {"workerGroups": [{"name": f"g{i}"} for i in range(MAX_WORKER_GROUPS)]}}
@@ -341,7 +341,10 @@ INVALID = {
     ),
     "no serve replica": (doc({"serve": {"replicas": 0}}), "spec.serve.replicas"),
     "a serve replica of no cpu": (doc({"serve": {"cpu": 0}}), "spec.serve.cpu"),
-    "a serve replica of one and a half cpus": (doc({"serve": {"cpu": 1.5}}), "spec.serve.cpu"),
+    "a serve replica of one and a half GPUs": (
+        doc({"serve": {"gpu": 1.5}, "ray": {"workerGroups": [{"name": "gpu", "gpu": 2}]}}),
+        "spec.serve.gpu",
+    ),
     "a serve field misspelt": (doc({"serve": {"replica": 2}}), "spec.serve.replica"),
     "a GPU replica with no GPU Pod": (
         doc({"serve": {"gpu": 1}, "ray": {"workerGroups": [{"name": "c"}, {"name": "off", "gpu": 1, "replicas": 0}]}}),

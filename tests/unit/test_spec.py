@@ -203,9 +203,9 @@ def test_serve_is_off_unless_given_and_gets_defaults():
     assert parse_spec({}).serve is None and parse_spec({"serve": None}).serve is None
     serve = parse_spec({"serve": {}}).serve
     assert (serve.replicas, serve.cpu, serve.gpu) == (1, 1.0, 0.0)
-    gpu = {"serve": {"replicas": 2, "cpu": 0.5, "gpu": 1}, "ray": {"workerGroups": [{"name": "g", "gpu": 1}]}}
+    gpu = {"serve": {"replicas": 2, "cpu": 1.5, "gpu": 1}, "ray": {"workerGroups": [{"name": "g", "gpu": 1}]}}
     served = parse_spec(gpu).serve
-    assert (served.replicas, served.cpu, served.gpu) == (2, 0.5, 1.0)
+    assert (served.replicas, served.cpu, served.gpu) == (2, 1.5, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -214,7 +214,7 @@ def test_serve_is_off_unless_given_and_gets_defaults():
         ({"replicas": 0}, "spec.serve.replicas", "0"),
         ({"replicas": "two"}, "spec.serve.replicas", "'two'"),
         ({"cpu": 0}, "spec.serve.cpu", "0"),
-        ({"cpu": 1.5}, "spec.serve.cpu", "1.5"),
+        ({"gpu": 1.5}, "spec.serve.gpu", "1.5"),
         ({"gpu": -1}, "spec.serve.gpu", "-1"),
         ({"gpu": 1}, "spec.serve.gpu", "1.0"),  # no worker group has a GPU
         ({"port": 80}, "spec.serve.port", "80"),
@@ -222,5 +222,6 @@ def test_serve_is_off_unless_given_and_gets_defaults():
     ],
 )
 def test_a_bad_serve_names_the_field_and_value(serve, field, value):
-    (problem,) = problems({"serve": serve})
-    assert problem.startswith(f"{field}: {value}: "), problem
+    found = problems({"serve": serve})
+    assert any(p.startswith(f"{field}: {value}: ") for p in found), found
+    assert all(p.startswith(field) for p in found), found
