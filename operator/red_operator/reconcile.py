@@ -161,21 +161,25 @@ def _stop_serving(p: _Pass, service: Mapping[str, Any] | None, why: str) -> None
         p.delete("RayService", _name(service), why)
 
 
-def _serve(p: _Pass, service: Mapping[str, Any] | None, fed: Federation, phase: str) -> str:
+def _serve(
+    p: _Pass, service: Mapping[str, Any] | None, fed: Federation, phase: str
+) -> tuple[str, Mapping[str, Any] | None]:
     """Serve the model while the Federation has Succeeded and spec.serve asks for it: the RayService created,
-    or patched when what shapes it changed, else deleted. Returns the served URL, "" while none is served."""
+    or patched when what shapes it changed, else deleted. Returns the served URL ("" while none is served)
+    and the RayService."""
     if fed.spec.serve is None or phase != SUCCEEDED:
         why = "spec.serve removed" if fed.spec.serve is None else f"the Federation is {phase}, not Succeeded"
         _stop_serving(p, service, why)
-        return ""
+        return "", None
     desired = builders.build_rayservice(fed)
     if service is None:
-        return builders.serve_url(fed) if p.create(desired) else ""
+        created = p.create(desired)
+        return (builders.serve_url(fed), created) if created else ("", None)
     if not owned(service, fed.uid):
         p.conflict("RayService", service)
-        return ""
+        return "", None
     if terminating(service):  # spec.serve removed and given back: its deletion's event brings the next pass
-        return ""
+        return "", None
     digest = desired["metadata"]["labels"][LABEL_SERVE_HASH]
     if _label(service, LABEL_SERVE_HASH) != digest:
         # KubeRay applies a new serveConfigV2 to the running cluster, and replaces the cluster (new one first)
@@ -189,7 +193,7 @@ def _serve(p: _Pass, service: Mapping[str, Any] | None, fed: Federation, phase: 
         ]
         p.rest.json_patch("RayService", fed.namespace, _name(service), ops)
         p.actions.append(Action("UpdatedRayService", f"updated RayService {_name(service)} to the spec"))
-    return builders.serve_url(fed)
+    return builders.serve_url(fed), service
 
 
 def _problems(err: Exception) -> str:
@@ -297,8 +301,8 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
         storage_problem="" if finished else storage_problem,
     )
     # Serving follows the phase this pass computes (Succeeded only with the driver's final report in).
-    url = _serve(p, service, fed, compute_status(body, obs)["phase"])
-    obs = replace(obs, serve_url=url, conflicts=p.conflicts)
+    url, served = _serve(p, service, fed, compute_status(body, obs)["phase"])
+    obs = replace(obs, serve_url=url, service=served, conflicts=p.conflicts)
     return Result(compute_status(body, obs), actions=p.actions, conflicts=p.conflicts)
 
 

@@ -521,6 +521,14 @@ def test_the_model_is_served_once_the_federation_has_succeeded():
     assert result.status["serveURL"] == "http://f-serve-serve-svc.ns.svc:8000"
     assert args(rest) == {"run": "/red/storage/f", "replicas": 2, "cpu": 1.0, "gpu": 0.0}
     assert ("CreatedRayService", "created RayService f-serve") in [(a.reason, a.message) for a in result.actions]
+    serving = conditions(result.status)["Serving"]
+    assert (serving["status"], serving["reason"]) == ("False", "Deploying")
+    ready = {"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints", "message": "2 endpoints"}
+    rest.set_status("RayService", "f-serve", conditions=[ready])
+    serving = conditions(reconcile(federation(SERVED, status=DRIVER_DONE), rest).status)["Serving"]
+    assert (serving["status"], serving["reason"]) == ("True", "NonZeroServeEndpoints")
+    assert serving["message"] == "RayService f-serve: 2 endpoints"
+    assert "Serving" not in conditions(running), "a Federation that serves nothing has no such condition"
     created = [e for e in rest.log if e[0] == "create"]
     settle(rest, federation(SERVED, status=DRIVER_DONE))
     assert [e for e in rest.log if e[0] == "create"] == created and rest.names("RayJob") == [job]
@@ -554,7 +562,7 @@ def test_serving_stops_when_serve_goes_or_the_federation_is_suspended(change):
     rest = FakeRest()
     succeeded(rest, SERVED)
     status = reconcile(federation(change, 2, status=DRIVER_DONE), rest).status
-    assert rest.names("RayService") == [] and status["serveURL"] == ""
+    assert rest.names("RayService") == [] and status["serveURL"] == "" and "Serving" not in conditions(status)
 
 
 def test_retraining_stops_serving_the_old_model():
