@@ -30,6 +30,7 @@ LABEL_SPEC_HASH = "red.dev/spec-hash"
 LABEL_ATTEMPT = "red.dev/attempt"
 LABEL_GENERATION = "red.dev/generation"
 LABEL_RAY_HASH = "red.dev/ray-hash"
+LABEL_SERVE_HASH = "red.dev/serve-hash"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "red-operator", "app.kubernetes.io/part-of": "red"}
 
 RAY_API_VERSION = "ray.io/v1"
@@ -37,6 +38,14 @@ RAY_API_VERSION = "ray.io/v1"
 # DNS-1035 labels: a letter first.
 MAX_RAYCLUSTER_NAME = 53
 MAX_RAYJOB_NAME = 47
+# utils.MaxRayServiceNameLength: KubeRay names a RayService's RayCluster "<name>-xxxxx", itself at most 53.
+MAX_RAYSERVICE_NAME = 47
+# KubeRay's Serve Service of a RayService (utils.GenerateServeServiceName) and its port (utils.DefaultServingPort).
+SERVE_SERVICE_SUFFIX = "-serve-svc"
+SERVE_PORT = 8000
+# The Ray Serve application that loads a run folder's model (red_runtime.serving).
+SERVE_APP = "model"
+SERVE_IMPORT_PATH = "red_runtime.serving:build_app"
 HEAD_CONTAINER = "ray-head"
 WORKER_CONTAINER = "ray-worker"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -84,6 +93,15 @@ def rayjob_name(fed_name: str, spec_hash: str, attempt: int) -> str:
     return _bounded(fed_name, f"-{spec_hash[:5]}-{attempt}", MAX_RAYJOB_NAME)
 
 
+def rayservice_name(fed_name: str) -> str:
+    return _bounded(fed_name, "-serve", MAX_RAYSERVICE_NAME)
+
+
+def serve_url(fed: Federation) -> str:
+    """The in-cluster address of the RayService's Serve endpoint, as status.serveURL gives it."""
+    return f"http://{rayservice_name(fed.name)}{SERVE_SERVICE_SUFFIX}.{fed.namespace}.svc:{SERVE_PORT}"
+
+
 def driver_name(fed_name: str) -> str:
     """The ServiceAccount, Role and RoleBinding of the driver share this name."""
     return f"{fed_name}-driver"
@@ -124,13 +142,25 @@ def _hash(data: Any) -> str:
 
 
 def spec_hash(spec: FederationSpec) -> str:
-    """What the driver runs: the spec as the user wrote it, less the switches that only start or stop compute."""
+    """What the driver runs: the spec as the user wrote it, less the switches that only start or stop compute
+    and spec.serve (serving a finished model must not train it again)."""
     data = intent(spec)
     data.pop("suspend", None)
+    data.pop("serve", None)
     ray = data.pop("ray", {})
     ray.pop("keepCluster", None)
     if ray:
         data["ray"] = ray
+    return _hash(data)
+
+
+def serve_hash(spec: FederationSpec) -> str:
+    """What shapes the RayService: spec.serve, the Pods of spec.ray (less the RayJob's switches) and the
+    storage the model is read from."""
+    ray = intent(spec.ray)
+    for job_only in ("keepCluster", "submissionMode"):
+        ray.pop(job_only, None)
+    data = {"serve": intent(spec.serve), "ray": ray, "image": spec.ray.image, "storage": intent(spec.storage)}
     return _hash(data)
 
 
@@ -264,20 +294,23 @@ def _worker_account(fed: Federation, group: WorkerGroup) -> dict[str, Any]:
     return spec
 
 
-def _with_storage(fed: Federation, template: dict[str, Any]) -> dict[str, Any]:
-    """The head Pod with the Federation's storage: its claim mounted at STORAGE_MOUNT, or the object-storage
-    Secret's keys in the environment (where the S3 client looks for credentials and an endpoint)."""
+def _with_storage(fed: Federation, template: dict[str, Any], read_only: bool = False) -> dict[str, Any]:
+    """A Pod with the Federation's storage: its claim mounted at STORAGE_MOUNT, or the object-storage Secret's
+    keys in the environment (where the S3 client looks for credentials and an endpoint)."""
     storage = fed.spec.storage
     pod = template["spec"]
-    head = pod["containers"][0]
+    container = pod["containers"][0]
     if storage.uri:
         if storage.secretRef:
-            head["envFrom"] = [{"secretRef": {"name": storage.secretRef}}]
+            container["envFrom"] = [{"secretRef": {"name": storage.secretRef}}]
         return template
     pod.setdefault("volumes", []).append(
         {"name": STORAGE_VOLUME, "persistentVolumeClaim": {"claimName": claim_name(fed)}}
     )
-    head.setdefault("volumeMounts", []).append({"name": STORAGE_VOLUME, "mountPath": STORAGE_MOUNT})
+    mount: dict[str, Any] = {"name": STORAGE_VOLUME, "mountPath": STORAGE_MOUNT}
+    if read_only:
+        mount["readOnly"] = True
+    container.setdefault("volumeMounts", []).append(mount)
     return template
 
 
@@ -305,51 +338,88 @@ def claimed_by(obj: Mapping[str, Any] | None, fed: Federation) -> bool:
     return owned(obj, fed.uid) or (bool(made_for) and (meta.get("labels") or {}).get(LABEL_FEDERATION) == fed.name)
 
 
-def build_raycluster(fed: Federation) -> dict[str, Any]:
-    """The compute: a head (where the driver runs, under the driver's ServiceAccount) and the worker groups."""
+def _head_group(fed: Federation, account: Mapping[str, Any], read_only: bool = False) -> dict[str, Any]:
+    """The head group (under `account`, its Pod's ServiceAccount fields), with the Federation's storage."""
     ray = fed.spec.ray
-    head_container = _container(HEAD_CONTAINER, ray.image, ray.head.cpu, ray.head.memory, 0, fed, ray.head)
-    head = {
+    container = _container(HEAD_CONTAINER, ray.image, ray.head.cpu, ray.head.memory, 0, fed, ray.head)
+    return {
         "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": ray_cpus(ray.head.cpu), "num-gpus": "0"},
-        "template": _with_storage(
-            fed,
-            _template(fed, ray.head, 0, {"serviceAccountName": driver_name(fed.name), "containers": [head_container]}),
-        ),
+        "template": _with_storage(fed, _template(fed, ray.head, 0, {**account, "containers": [container]}), read_only),
     }
-    workers = [
-        {
-            "groupName": group.name,
-            "replicas": group.replicas,
-            "minReplicas": group.replicas,
-            "maxReplicas": max(group.replicas, 1),
-            "rayStartParams": {"num-cpus": ray_cpus(group.cpu), "num-gpus": str(group.gpu)},
-            "template": _template(
-                fed,
-                group,
-                group.gpu,
-                {
-                    **_worker_account(fed, group),
-                    "containers": [
-                        _container(WORKER_CONTAINER, ray.image, group.cpu, group.memory, group.gpu, fed, group)
-                    ],
-                },
-            ),
-        }
-        for group in ray.workerGroups
-    ]
+
+
+def _worker_groups(fed: Federation, storage: bool = False) -> list[dict[str, Any]]:
+    """The worker groups of spec.ray; with `storage`, each Pod also mounts the Federation's storage, read-only."""
+    ray = fed.spec.ray
+    groups = []
+    for group in ray.workerGroups:
+        container = _container(WORKER_CONTAINER, ray.image, group.cpu, group.memory, group.gpu, fed, group)
+        template = _template(fed, group, group.gpu, {**_worker_account(fed, group), "containers": [container]})
+        groups.append(
+            {
+                "groupName": group.name,
+                "replicas": group.replicas,
+                "minReplicas": group.replicas,
+                "maxReplicas": max(group.replicas, 1),
+                "rayStartParams": {"num-cpus": ray_cpus(group.cpu), "num-gpus": str(group.gpu)},
+                "template": _with_storage(fed, template, read_only=True) if storage else template,
+            }
+        )
+    return groups
+
+
+def _cluster_spec(head: dict[str, Any], workers: list[dict[str, Any]]) -> dict[str, Any]:
     # Token authentication (Ray >= 2.52): KubeRay keeps the token in a Secret, puts it into every Ray
     # container's env and sends it on its own dashboard calls, so no one else can submit jobs to the cluster.
-    spec: dict[str, Any] = {
+    return {
         "rayVersion": RAY_VERSION,
         "authOptions": {"mode": "token"},
         "headGroupSpec": head,
         "workerGroupSpecs": workers,
     }
+
+
+def build_raycluster(fed: Federation) -> dict[str, Any]:
+    """The compute: a head (where the driver runs, under the driver's ServiceAccount) and the worker groups."""
+    head = _head_group(fed, {"serviceAccountName": driver_name(fed.name)})
     return {
         "apiVersion": RAY_API_VERSION,
         "kind": "RayCluster",
         "metadata": _metadata(fed, raycluster_name(fed.name), {LABEL_RAY_HASH: ray_hash(fed.spec)}),
-        "spec": spec,
+        "spec": _cluster_spec(head, _worker_groups(fed)),
+    }
+
+
+def serve_config(fed: Federation) -> str:
+    """serveConfigV2: one application, at "/", loading the run folder the driver wrote. The runtime env is the
+    RayJob's (a user's model class may need its packages), less the variable that names a RayJob."""
+    serve = fed.spec.serve
+    if serve is None:
+        raise ValueError(f"Federation {fed.namespace}/{fed.name} has no spec.serve")
+    app: dict[str, Any] = {
+        "name": SERVE_APP,
+        "route_prefix": "/",
+        "import_path": SERVE_IMPORT_PATH,
+        "args": {"run": run_location(fed), "replicas": serve.replicas, "cpu": serve.cpu, "gpu": serve.gpu},
+    }
+    if fed.spec.ray.runtimeEnv:
+        app["runtime_env"] = copy.deepcopy(dict(fed.spec.ray.runtimeEnv))
+    return yaml.safe_dump({"applications": [app]}, sort_keys=True)
+
+
+def build_rayservice(fed: Federation) -> dict[str, Any]:
+    """The finished model behind Ray Serve: a KubeRay RayService on Pods shaped as the RayCluster's, each with
+    the Federation's storage (read-only). The head keeps the driver's ServiceAccount, for a cloud identity
+    its annotations may give, but mounts no token: serving never calls the API."""
+    head = _head_group(fed, {"serviceAccountName": driver_name(fed.name), "automountServiceAccountToken": False}, True)
+    return {
+        "apiVersion": RAY_API_VERSION,
+        "kind": "RayService",
+        "metadata": _metadata(fed, rayservice_name(fed.name), {LABEL_SERVE_HASH: serve_hash(fed.spec)}),
+        "spec": {
+            "serveConfigV2": serve_config(fed),
+            "rayClusterConfig": _cluster_spec(head, _worker_groups(fed, storage=True)),
+        },
     }
 
 

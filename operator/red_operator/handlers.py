@@ -42,6 +42,7 @@ OURS = {LABEL_FEDERATION: kopf.PRESENT}
 CHILD_INDICES = {
     "RayCluster": ("ray.io", "v1", "rayclusters"),
     "RayJob": ("ray.io", "v1", "rayjobs"),
+    "RayService": ("ray.io", "v1", "rayservices"),
     "ServiceAccount": ("", "v1", "serviceaccounts"),
     "Role": ("rbac.authorization.k8s.io", "v1", "roles"),
     "RoleBinding": ("rbac.authorization.k8s.io", "v1", "rolebindings"),
@@ -161,10 +162,13 @@ def _parent(body: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+@kopf.on.event("ray.io", "v1", "rayservices", labels=OURS)
 @kopf.on.event("ray.io", "v1", "rayjobs", labels=OURS)
 @kopf.on.event("ray.io", "v1", "rayclusters", labels=OURS)
 def on_child_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
-    """KubeRay changed a child's status (or it went away): reconcile the parent now, not at the next resync."""
+    """KubeRay changed a child's status (or it went away): reconcile the parent now, not at the next resync.
+    A RayService's own RayCluster carries our labels too (KubeRay copies them), but the RayService controls it:
+    it has no parent here."""
     parent = _parent(body)
     if type is None or parent is None:  # the initial listing: resume handlers cover the parents
         return

@@ -24,6 +24,7 @@ PATHS = {
     "Secret": "/api/v1/namespaces/{namespace}/secrets",
     "RayCluster": "/apis/ray.io/v1/namespaces/{namespace}/rayclusters",
     "RayJob": "/apis/ray.io/v1/namespaces/{namespace}/rayjobs",
+    "RayService": "/apis/ray.io/v1/namespaces/{namespace}/rayservices",
     "Federation": FEDERATIONS,
     "Event": "/api/v1/namespaces/{namespace}/events",
 }
@@ -127,6 +128,12 @@ class Rest:
         """A JSON merge patch: only the keys in `body` change (a list, such as conditions, is replaced whole)."""
         path = self.path(kind, namespace, name, subresource)
         return self._call("PATCH", path, body=body, content_type="application/merge-patch+json")
+
+    def json_patch(self, kind: str, namespace: str, name: str, ops: list[Mapping[str, Any]]) -> dict:
+        """A JSON patch (RFC 6902): what must go goes (a merge patch keeps keys it does not name), and a `test`
+        op makes the whole patch fail, touching nothing, if the object is not the one the caller checked."""
+        path = self.path(kind, namespace, name)
+        return self._call("PATCH", path, body=list(ops), content_type="application/json-patch+json")
 
     def delete(self, kind: str, namespace: str, name: str) -> bool:
         """Background propagation: the call returns at once and GC removes what the object owns."""

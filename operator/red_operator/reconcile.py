@@ -10,14 +10,21 @@ that is someone else's is reported as a Conflict and left alone.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from red_operator import builders
-from red_operator.builders import LABEL_ATTEMPT, LABEL_GENERATION, LABEL_RAY_HASH, LABEL_SPEC_HASH, owned
+from red_operator.builders import (
+    LABEL_ATTEMPT,
+    LABEL_GENERATION,
+    LABEL_RAY_HASH,
+    LABEL_SERVE_HASH,
+    LABEL_SPEC_HASH,
+    owned,
+)
 from red_operator.children import ApiSeen, Seen, terminating
 from red_operator.kube import Rest
-from red_operator.status import FAILED, Observed, compute_status, job_outcome
+from red_operator.status import FAILED, SUCCEEDED, Observed, compute_status, job_outcome
 from red_runtime.artifacts import claim_name, owns_claim
 from red_runtime.spec import Federation, SpecError, parse_manifest
 
@@ -148,6 +155,47 @@ def _storage_problem(p: _Pass, seen: Seen, fed: Federation, needs_cluster: bool)
     return ""
 
 
+def _stop_serving(p: _Pass, service: Mapping[str, Any] | None, why: str) -> None:
+    """Delete the Federation's RayService, if it has one (a same-named one of someone else's is left alone)."""
+    if service is not None and owned(service, p.uid) and not terminating(service):
+        p.delete("RayService", _name(service), why)
+
+
+def _serve(
+    p: _Pass, service: Mapping[str, Any] | None, fed: Federation, phase: str
+) -> tuple[str, Mapping[str, Any] | None]:
+    """Serve the model while the Federation has Succeeded and spec.serve asks for it: the RayService created,
+    or patched when what shapes it changed, else deleted. Returns the served URL ("" while none is served)
+    and the RayService."""
+    if fed.spec.serve is None or phase != SUCCEEDED:
+        why = "spec.serve removed" if fed.spec.serve is None else f"the Federation is {phase}, not Succeeded"
+        _stop_serving(p, service, why)
+        return "", None
+    desired = builders.build_rayservice(fed)
+    if service is None:
+        created = p.create(desired)
+        return (builders.serve_url(fed), created) if created else ("", None)
+    if not owned(service, fed.uid):
+        p.conflict("RayService", service)
+        return "", None
+    if terminating(service):  # spec.serve removed and given back: its deletion's event brings the next pass
+        return "", None
+    digest = desired["metadata"]["labels"][LABEL_SERVE_HASH]
+    if _label(service, LABEL_SERVE_HASH) != digest:
+        # KubeRay applies a new serveConfigV2 to the running cluster, and replaces the cluster (new one first)
+        # only if its Pods changed; `test` refuses the patch if the name now holds another object.
+        uid = str((service.get("metadata") or {}).get("uid") or "")
+        labels = {**((service.get("metadata") or {}).get("labels") or {}), **desired["metadata"]["labels"]}
+        ops = [
+            {"op": "test", "path": "/metadata/uid", "value": uid},
+            {"op": "replace", "path": "/metadata/labels", "value": labels},
+            {"op": "replace", "path": "/spec", "value": desired["spec"]},
+        ]
+        p.rest.json_patch("RayService", fed.namespace, _name(service), ops)
+        p.actions.append(Action("UpdatedRayService", f"updated RayService {_name(service)} to the spec"))
+    return builders.serve_url(fed), service
+
+
 def _problems(err: Exception) -> str:
     if isinstance(err, SpecError):
         return "; ".join(err.problems)
@@ -173,9 +221,11 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
     if cluster is not None and not owned(cluster, uid):
         p.conflict("RayCluster", cluster)
         cluster = None
+    service = seen.get("RayService", namespace, builders.rayservice_name(name))
     try:
         fed = parse_manifest({**body, "metadata": {**meta, "namespace": namespace}}, stored=True)
     except (SpecError, ValueError, TypeError) as err:
+        _stop_serving(p, service, "the spec is invalid")
         return _release(body, p, jobs, cluster, cluster_name, _problems(err))
 
     _ensure_rbac(p, seen, fed)
@@ -186,6 +236,7 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
                 p.delete("RayJob", _name(job), "suspended")
         if cluster and not terminating(cluster):
             p.delete("RayCluster", cluster_name, "suspended")
+        _stop_serving(p, service, "suspended")
         obs = Observed(cluster_name=cluster_name, suspended=True, attempts=_attempts(body), conflicts=p.conflicts)
         return Result(compute_status(body, obs), actions=p.actions, conflicts=p.conflicts)
 
@@ -249,6 +300,9 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
         conflicts=p.conflicts,
         storage_problem="" if finished else storage_problem,
     )
+    # Serving follows the phase this pass computes (Succeeded only with the driver's final report in).
+    url, served = _serve(p, service, fed, compute_status(body, obs)["phase"])
+    obs = replace(obs, serve_url=url, service=served, conflicts=p.conflicts)
     return Result(compute_status(body, obs), actions=p.actions, conflicts=p.conflicts)
 
 

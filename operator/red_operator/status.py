@@ -24,6 +24,7 @@ OPERATOR_FIELDS = (
     "dashboardURL",
     "attempts",
     "reason",
+    "serveURL",
 )
 CONDITION_TYPES = (
     "Ready",
@@ -34,6 +35,7 @@ CONDITION_TYPES = (
     "Succeeded",
     "Failed",
     "Stalled",
+    "Serving",
 )
 # KubeRay's RayJob status.jobDeploymentStatus values that end a RayJob.
 FAILED_DEPLOYMENTS = ("Failed", "ValidationFailed")
@@ -61,6 +63,8 @@ class Observed:
     cluster_released: bool = False
     conflicts: tuple[str, ...] | list[str] = ()
     storage_problem: str = ""  # what the Federation's storage lacks before a RayCluster may start
+    serve_url: str = ""  # the Serve endpoint of the Federation's RayService, "" while none serves
+    service: Mapping[str, Any] | None = None  # that RayService, as KubeRay reports it
 
 
 @dataclass(frozen=True)
@@ -213,7 +217,21 @@ def _conditions(outcome: Outcome, obs: Observed, previous: Mapping[str, Any]) ->
     # kstatus (Flux) calls a resource Failed only through Stalled=True: a failed Federation makes no more
     # progress until its spec changes.
     conditions.append(("Stalled", "True" if phase == FAILED else "False", outcome.reason, outcome.message))
+    if obs.serve_url:
+        conditions.append(("Serving", *_serving(obs.service)))
     return conditions
+
+
+def _serving(service: Mapping[str, Any] | None) -> tuple[str, str, str]:
+    """Whether the RayService answers, as KubeRay's Ready condition says (Serve endpoints behind its Service)."""
+    name = ((service or {}).get("metadata") or {}).get("name") or "the RayService"
+    ready = next(
+        (c for c in ((service or {}).get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), {}
+    )
+    if ready.get("status") == "True":
+        return "True", ready.get("reason") or "Ready", f"RayService {name}: {ready.get('message') or 'ready'}"
+    why = ready.get("message") or "waiting for KubeRay to start it"
+    return "False", ready.get("reason") or "Deploying", f"RayService {name} is not serving yet: {why}"
 
 
 def compute_status(
@@ -253,6 +271,7 @@ def compute_status(
         "rayJobName": obs.job_name,
         "dashboardURL": url,
         "attempts": obs.attempts,
+        "serveURL": obs.serve_url,
     }
 
 

@@ -296,6 +296,15 @@ class Tracking:
 
 
 @dataclass(frozen=True)
+class Serve:
+    """The finished model behind a Ray Serve endpoint (a KubeRay RayService); what each replica asks Ray for."""
+
+    replicas: int = 1
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass(frozen=True)
 class FederationSpec:
     rounds: int = 10
     topology: Topology = field(default_factory=Topology)
@@ -311,6 +320,7 @@ class FederationSpec:
     communication: Communication = field(default_factory=Communication)
     sweep: Any = None  # a red_runtime.sweep.Sweep: the driver runs a Ray Tune sweep of this spec instead
     tracking: Tracking = field(default_factory=Tracking)
+    serve: Serve | None = None  # None: nothing is served
 
 
 @dataclass(frozen=True)
@@ -464,6 +474,7 @@ SPEC_FIELDS = (
     "communication",
     "sweep",
     "tracking",
+    "serve",
 )
 
 
@@ -503,6 +514,7 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool 
     communication = _communication(c, spec, path, algorithm)
     sweep = _sweep(c, spec, path)
     tracking = _tracking(c, spec, path)
+    serve = _serve(c, spec, path, ray)
     if c.problems:
         raise SpecError(c.problems)
     return FederationSpec(
@@ -520,6 +532,7 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool 
         communication=communication,
         sweep=sweep,
         tracking=tracking,
+        serve=serve,
     )
 
 
@@ -821,6 +834,25 @@ def _tracking(c: _Checker, spec: Mapping, path: str) -> Tracking:
     elif len(experiment) > MAX_EXPERIMENT_LENGTH:
         c.fail(f"{p}.experiment", experiment, f"is longer than MLflow's {MAX_EXPERIMENT_LENGTH} characters")
     return Tracking(mlflow=Mlflow(uri=uri if isinstance(uri, str) else "", experiment=experiment))
+
+
+def _serve(c: _Checker, spec: Mapping, path: str, ray: RaySpec) -> Serve | None:
+    if spec.get("serve") is None:
+        return None
+    raw = c.section(spec, "serve", path, ("replicas", "cpu", "gpu"))
+    p = f"{path}.serve"
+    serve = Serve(
+        replicas=c.integer(raw, "replicas", p, 1, minimum=1, maximum=1000),
+        cpu=c.number(raw, "cpu", p, 1.0, minimum=0, exclusive_min=True),
+        gpu=c.number(raw, "gpu", p, 0.0, minimum=0),
+    )
+    # A GPU is a unit resource to Ray: a share of one, or whole ones (1.5 would never be scheduled).
+    if serve.gpu > 1 and serve.gpu != int(serve.gpu):
+        c.fail(f"{p}.gpu", serve.gpu, "must be a fraction below 1 or a whole number")
+    # The RayService's Pods are the Federation's (spec.ray): a replica that needs GPUs needs a Pod that has them.
+    if serve.gpu and not any(g.replicas and g.gpu >= serve.gpu for g in ray.workerGroups):
+        c.fail(f"{p}.gpu", serve.gpu, "no worker group of spec.ray.workerGroups has a Pod with that many GPUs")
+    return serve
 
 
 def _checkpoint(c: _Checker, spec: Mapping, path: str) -> Checkpoint:

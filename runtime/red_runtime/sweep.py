@@ -98,13 +98,14 @@ def parse_sweep(
 ) -> Sweep:
     """The sweep of `red tune`'s flags (or spec.sweep's fields, named under `where`)."""
     flag = (lambda name: f"{where}.{name}") if where else (lambda name: f"--{name}")
+    params_field = f"{where}.params" if where else "--param"
     if not params:
-        raise ValueError(f"{flag('param')}: a sweep needs at least one parameter")
+        raise ValueError(f"{params_field}: a sweep needs at least one parameter")
     parsed = tuple(parse_param(p, f"{where}.params[{i}]" if where else "--param") for i, p in enumerate(params))
     seen = [p.path for p in parsed]
     dupes = sorted({p for p in seen if seen.count(p) > 1})
     if dupes:
-        raise ValueError(f"{flag('param')}: {', '.join(dupes)}: swept twice")
+        raise ValueError(f"{params_field}: {', '.join(dupes)}: swept twice")
     checks = (
         (isinstance(samples, int) and not isinstance(samples, bool) and 1 <= samples <= 10000, "samples", samples),
         (metric in METRICS, "metric", metric),

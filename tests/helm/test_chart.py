@@ -214,6 +214,8 @@ OPERATOR_GRANTS = (
     | {("red.dev", "federations/status", v) for v in ("get", "patch", "update")}
     | {("red.dev", "federations/finalizers", "update")}
     | {("ray.io", x, v) for x in ("rayclusters", "rayjobs") for v in ("get", "list", "watch", "create", "delete")}
+    # patch: a RayService follows spec.serve in place (a new serveConfigV2 retrains nothing, restarts no Pod)
+    | {("ray.io", "rayservices", v) for v in ("get", "list", "watch", "create", "patch", "delete")}
     # patch: the spec's serviceAccountAnnotations; delete: a worker group's account no group asks for any more
     | {("", "serviceaccounts", v) for v in ("get", "list", "watch", "create", "patch", "delete")}
     | {("rbac.authorization.k8s.io", "roles", v) for v in ("get", "list", "watch", "create", "patch")}

@@ -372,3 +372,102 @@ def test_a_uri_with_shell_characters_stays_one_argument_of_the_entrypoint():
     f = fed({"storage": {"uri": "s3://team/a;touch$IFS/tmp/x"}})
     entry = builders.build_rayjob(f, 1, 1)["spec"]["entrypoint"]
     assert "--out 's3://team/a;touch$IFS/tmp/x/digits'" in entry
+
+
+SERVED = {
+    "rounds": 5,
+    "ray": {
+        "image": "example/red:1",
+        "head": {"cpu": "2", "memory": "8Gi", "nodeSelector": {"pool": "cpu"}},
+        "workerGroups": [{"name": "gpu", "replicas": 2, "cpu": "8", "gpu": 1, "memory": "32Gi"}],
+        "runtimeEnv": {"pip": ["my-models"]},
+    },
+    "serve": {"replicas": 3, "cpu": 0.5, "gpu": 1},
+}
+
+
+def test_the_rayservice_serves_the_run_folder_the_driver_wrote():
+    f = fed(copy.deepcopy(SERVED))
+    service = builders.build_rayservice(f)
+    meta = service["metadata"]
+    assert (service["apiVersion"], service["kind"]) == ("ray.io/v1", "RayService")
+    assert meta["name"] == "digits-serve" and meta["namespace"] == "team-a"
+    assert meta["ownerReferences"] == [builders.owner_reference(f)] and meta["ownerReferences"][0]["controller"]
+    assert meta["labels"][builders.LABEL_FEDERATION] == "digits" and "argocd" not in meta["labels"]
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    assert config == {
+        "applications": [
+            {
+                "name": "model",
+                "route_prefix": "/",
+                "import_path": "red_runtime.serving:build_app",
+                "args": {"run": "/red/storage/digits", "replicas": 3, "cpu": 0.5, "gpu": 1.0},
+                "runtime_env": {"pip": ["my-models"]},
+            }
+        ]
+    }
+    assert builders.serve_url(f) == "http://digits-serve-serve-svc.team-a.svc:8000"
+
+
+def test_the_rayservice_runs_on_the_rayclusters_pods_with_the_storage_on_each():
+    f = fed(copy.deepcopy(SERVED))
+    cluster = builders.build_raycluster(f)["spec"]
+    served = builders.build_rayservice(f)["spec"]["rayClusterConfig"]
+    assert served["rayVersion"] == cluster["rayVersion"] and served["authOptions"] == {"mode": "token"}
+    head, trained = served["headGroupSpec"], cluster["headGroupSpec"]
+    assert head["rayStartParams"] == trained["rayStartParams"]
+    pod = head["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "cpu"} and pod["containers"][0]["image"] == "example/red:1"
+    # the driver's account (its cloud identity), but no API token: serving only reads the model
+    assert pod["serviceAccountName"] == "digits-driver" and pod["automountServiceAccountToken"] is False
+    claim = {"name": "red-storage", "persistentVolumeClaim": {"claimName": "digits-storage"}}
+    mount = {"name": "red-storage", "mountPath": "/red/storage", "readOnly": True}
+    (gpu,) = served["workerGroupSpecs"]
+    (trained_gpu,) = cluster["workerGroupSpecs"]
+    assert gpu["replicas"] == 2 and gpu["rayStartParams"] == trained_gpu["rayStartParams"]
+    assert gpu["template"]["spec"]["tolerations"] == [builders.GPU_TOLERATION]
+    assert gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    for template in (head["template"], gpu["template"]):
+        assert claim in template["spec"]["volumes"]
+        assert mount in template["spec"]["containers"][0]["volumeMounts"]
+    # the RayCluster's worker Pods still mount nothing: only the driver, on the head, writes
+    assert "volumes" not in trained_gpu["template"]["spec"]
+
+
+def test_the_rayservice_reads_object_storage_with_the_secrets_keys():
+    spec = {"storage": {"uri": "s3://team/feds", "secretRef": {"name": "s3-creds"}}, "serve": {}}
+    spec["ray"] = {"workerGroups": [{"name": "cpu"}]}
+    service = builders.build_rayservice(fed(spec))
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]
+    assert config["args"] == {"run": "s3://team/feds/digits", "replicas": 1, "cpu": 1.0, "gpu": 0.0}
+    assert "runtime_env" not in config
+    cluster = service["spec"]["rayClusterConfig"]
+    for template in (cluster["headGroupSpec"]["template"], cluster["workerGroupSpecs"][0]["template"]):
+        container = template["spec"]["containers"][0]
+        assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+        assert "volumeMounts" not in container
+
+
+@pytest.mark.parametrize("length", [1, 41, 42, MAX_NAME_LENGTH])
+def test_rayservice_names_fit_kuberay_at_every_length(length):
+    name = "a" * length
+    service = builders.rayservice_name(name)
+    assert len(service) <= builders.MAX_RAYSERVICE_NAME == 47
+    assert service[0].isalpha() and service.endswith("-serve")
+    # KubeRay's Serve Service, "<name>-serve-svc", is a DNS label too
+    assert len(service + builders.SERVE_SERVICE_SUFFIX) <= 63
+    assert builders.rayservice_name("a" * 50) != builders.rayservice_name("a" * 49 + "b")
+
+
+def test_spec_serve_changes_the_rayservice_but_never_the_rayjob():
+    plain = fed({"rounds": 5})
+    job = builders.build_rayjob(plain, 1, 1)["metadata"]["name"]
+    served = [fed({"rounds": 5, "serve": s}) for s in ({}, {"replicas": 2}, {"cpu": 2}, {"replicas": 2, "cpu": 2})]
+    assert {builders.spec_hash(f.spec) for f in served} == {builders.spec_hash(plain.spec)}
+    assert {builders.build_rayjob(f, 1, 2)["metadata"]["name"] for f in served} == {job}
+    assert len({builders.serve_hash(f.spec) for f in served}) == len(served)
+    # what shapes the service's Pods or where it reads the model changes it too; the RayJob's switches do not
+    base = builders.serve_hash(served[0].spec)
+    assert builders.serve_hash(fed({"rounds": 5, "serve": {}, "ray": {"image": "x/y:2"}}).spec) != base
+    assert builders.serve_hash(fed({"rounds": 5, "serve": {}, "storage": {"uri": "s3://team/p"}}).spec) != base
+    assert builders.serve_hash(fed({"rounds": 5, "serve": {}, "ray": {"keepCluster": True}}).spec) == base

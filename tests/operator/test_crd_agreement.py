@@ -104,11 +104,16 @@ VALID = {
     "storage on an existing claim": doc({"storage": {"pvc": {"claimName": "results"}}}),
     "storage on a new claim": doc({"storage": {"pvc": {"size": "5Gi", "storageClassName": "fast"}, "retain": False}}),
     "storage in s3": doc({"storage": {"uri": "s3://team-bucket/federations", "secretRef": {"name": "s3"}}}),
+    "serving with the defaults": doc({"serve": {}}),
+    "serving on a GPU worker group": doc(
+        {"serve": {"replicas": 2, "cpu": 1.5, "gpu": 1}, "ray": {"workerGroups": [{"name": "gpu", "gpu": 2}]}}
+    ),
     f"{MAX_WORKER_GROUPS} worker groups": doc(
         {"ray": {"workerGroups": [{"name": f"g{i}"} for i in range(MAX_WORKER_GROUPS)]}}
     ),
     "mlflow tracking": doc({"tracking": {"mlflow": {"uri": "http://mlflow.ml:5000", "experiment": "digits lr"}}}),
     "mlflow tracking over https": doc({"tracking": {"mlflow": {"uri": "https://mlflow.example.com/team/"}}}),
+    "a sweep": doc({"sweep": {"params": ["task.train.lr=loguniform:1e-3:0.3", "task.train.epochs=grid:1,2"]}}),
 }
 VALID.update({f"example {p.name}": yaml.safe_load(p.read_text()) for p in EXAMPLES})
 # README's example of the Pod fields, as a reader would paste it.
@@ -346,6 +351,22 @@ INVALID = {
     "a blank mlflow experiment": (
         doc({"tracking": {"mlflow": {"uri": "http://mlflow:5000", "experiment": " "}}}),
         "spec.tracking.mlflow.experiment",
+    ),
+    "a sweep without params": (doc({"sweep": {"samples": 4}}), "spec.sweep.params"),
+    "a sweep by an unknown scheduler": (
+        doc({"sweep": {"params": ["task.train.lr=uniform:0.01:0.1"], "scheduler": "pbt"}}),
+        "spec.sweep.scheduler",
+    ),
+    "no serve replica": (doc({"serve": {"replicas": 0}}), "spec.serve.replicas"),
+    "a serve replica of no cpu": (doc({"serve": {"cpu": 0}}), "spec.serve.cpu"),
+    "a serve replica of one and a half GPUs": (
+        doc({"serve": {"gpu": 1.5}, "ray": {"workerGroups": [{"name": "gpu", "gpu": 2}]}}),
+        "spec.serve.gpu",
+    ),
+    "a serve field misspelt": (doc({"serve": {"replica": 2}}), "spec.serve.replica"),
+    "a GPU replica with no GPU Pod": (
+        doc({"serve": {"gpu": 1}, "ray": {"workerGroups": [{"name": "c"}, {"name": "off", "gpu": 1, "replicas": 0}]}}),
+        "spec.serve.gpu",
     ),
     f"{MAX_WORKER_GROUPS + 1} worker groups": (
         doc({"ray": {"workerGroups": [{"name": f"g{i}"} for i in range(MAX_WORKER_GROUPS + 1)]}}),

@@ -126,7 +126,7 @@ def test_each_example_gets_its_children_and_a_head_pod(kube, namespace, operator
         )
     table = kube.kubectl("get", "fed", "-o", "wide", namespace=namespace).stdout
     header = table.splitlines()[0].split()
-    wide = ["RAYJOB", "RAYCLUSTER", "REASON", "MODEL"]
+    wide = ["RAYJOB", "RAYCLUSTER", "REASON", "MODEL", "SERVE"]
     assert header == ["NAME", "READY", "PHASE", "ROUND", "NODES", "ACCURACY", "AGE", *wide]
     for line in table.splitlines()[1:]:
         assert line.split()[1] in ("True", "False") and line.split()[2] in ("Provisioning", "Running", "Failed")

@@ -13,7 +13,7 @@ from tests.operator.test_reconcile import DRIVER_DONE, FakeRest, federation
 
 pytestmark = pytest.mark.unit
 
-KINDS = ("RayCluster", "RayJob", "ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim")
+KINDS = ("RayCluster", "RayJob", "RayService", "ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim")
 
 
 class NoReads(FakeRest):

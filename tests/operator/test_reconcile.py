@@ -43,14 +43,33 @@ class FakeRest:
         if key in self.objects:
             return copy.deepcopy(self.objects[key]), False
         self.objects[key] = copy.deepcopy(obj)
+        self.objects[key]["metadata"].setdefault("uid", f"uid-{len(self.log)}")  # as the API server gives one
         self.log.append(("create", *key))
-        return copy.deepcopy(obj), True
+        return copy.deepcopy(self.objects[key]), True
 
     def patch(self, kind, namespace, name, body, subresource=""):
         """A JSON merge patch (RFC 7386): mappings merge, None removes a key, anything else replaces."""
         merge(self.objects[(kind, name)], copy.deepcopy(body))
         self.log.append(("patch", kind, name))
         return self.objects[(kind, name)]
+
+    def json_patch(self, kind, namespace, name, ops):
+        """The ops reconcile sends (RFC 6902 test, replace, add, on paths of plain keys); a failed test changes
+        nothing and raises, as the API server answers 422."""
+        obj = copy.deepcopy(self.objects[(kind, name)])
+        for op in ops:
+            *parents, leaf = [part.replace("~1", "/").replace("~0", "~") for part in op["path"].split("/")[1:]]
+            target = obj
+            for part in parents:
+                target = target[part]
+            if op["op"] == "test":
+                if target.get(leaf) != op["value"]:
+                    raise ValueError(f"test failed at {op['path']}")
+            else:
+                target[leaf] = copy.deepcopy(op["value"])
+        self.objects[(kind, name)] = obj
+        self.log.append(("patch", kind, name))
+        return copy.deepcopy(obj)
 
     def delete(self, kind, namespace, name):
         if (kind, name) not in self.objects:
@@ -219,7 +238,7 @@ def test_rbac_drift_is_put_back():
 
 def foreign(kind, name, **extra):
     """An object of a child's name that this Federation does not control (a user's, or another's)."""
-    api = {"RayCluster": "ray.io/v1", "RayJob": "ray.io/v1", "ServiceAccount": "v1"}.get(
+    api = {"RayCluster": "ray.io/v1", "RayJob": "ray.io/v1", "RayService": "ray.io/v1", "ServiceAccount": "v1"}.get(
         kind, "rbac.authorization.k8s.io/v1"
     )
     return {"apiVersion": api, "kind": kind, "metadata": {"name": name, "namespace": "ns", "uid": "theirs"}, **extra}
@@ -468,3 +487,108 @@ def test_an_unretained_claim_is_owned_so_it_goes_with_its_federation():
     claim = rest.objects[("PersistentVolumeClaim", "f-storage")]
     assert [r["uid"] for r in claim["metadata"]["ownerReferences"]] == ["u1"]
     assert claim["spec"]["storageClassName"] == "fast" and claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+
+
+SERVED = {"rounds": 3, "serve": {"replicas": 2}}
+
+
+def succeeded(rest, spec, generation=1):
+    """The Federation's RayJob run to success, and the pass that sees it (the driver's final report in)."""
+    settle(rest, federation(spec, generation))
+    rest.set_status("RayJob", rest.names("RayJob")[0], jobDeploymentStatus="Complete", jobStatus="SUCCEEDED")
+    return reconcile(federation(spec, generation, status=DRIVER_DONE), rest)
+
+
+def args(rest):
+    import yaml
+
+    service = rest.objects[("RayService", "f-serve")]
+    return yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["args"]
+
+
+def test_the_model_is_served_once_the_federation_has_succeeded():
+    rest = FakeRest()
+    running = settle(rest, federation(SERVED))
+    assert rest.names("RayService") == [] and running["serveURL"] == ""
+    job = rest.names("RayJob")[0]
+    rest.set_status("RayJob", job, jobDeploymentStatus="Complete", jobStatus="SUCCEEDED")
+    # KubeRay says done, but the driver's final report has not landed: not Succeeded yet, nothing served
+    awaiting = reconcile(federation(SERVED), rest).status
+    assert awaiting["phase"] == "Running" and rest.names("RayService") == []
+    result = reconcile(federation(SERVED, status=DRIVER_DONE), rest)
+    assert result.status["phase"] == "Succeeded" and result.conflicts == []
+    assert rest.names("RayService") == ["f-serve"] and rest.names("RayCluster") == []
+    assert result.status["serveURL"] == "http://f-serve-serve-svc.ns.svc:8000"
+    assert args(rest) == {"run": "/red/storage/f", "replicas": 2, "cpu": 1.0, "gpu": 0.0}
+    assert ("CreatedRayService", "created RayService f-serve") in [(a.reason, a.message) for a in result.actions]
+    serving = conditions(result.status)["Serving"]
+    assert (serving["status"], serving["reason"]) == ("False", "Deploying")
+    ready = {"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints", "message": "2 endpoints"}
+    rest.set_status("RayService", "f-serve", conditions=[ready])
+    serving = conditions(reconcile(federation(SERVED, status=DRIVER_DONE), rest).status)["Serving"]
+    assert (serving["status"], serving["reason"]) == ("True", "NonZeroServeEndpoints")
+    assert serving["message"] == "RayService f-serve: 2 endpoints"
+    assert "Serving" not in conditions(running), "a Federation that serves nothing has no such condition"
+    created = [e for e in rest.log if e[0] == "create"]
+    settle(rest, federation(SERVED, status=DRIVER_DONE))
+    assert [e for e in rest.log if e[0] == "create"] == created and rest.names("RayJob") == [job]
+
+
+def test_a_serve_change_patches_the_service_and_trains_nothing():
+    rest = FakeRest()
+    succeeded(rest, SERVED)
+    job, uid = rest.names("RayJob"), rest.objects[("RayService", "f-serve")]["metadata"].get("uid")
+    resized = {"rounds": 3, "serve": {"replicas": 5, "cpu": 0.5}}
+    status = reconcile(federation(resized, 2, status=DRIVER_DONE), rest).status
+    assert status["phase"] == "Succeeded" and status["observedGeneration"] == 2
+    assert rest.names("RayJob") == job, "serving must not retrain"
+    assert args(rest) == {"run": "/red/storage/f", "replicas": 5, "cpu": 0.5, "gpu": 0.0}
+    service = rest.objects[("RayService", "f-serve")]
+    assert service["metadata"].get("uid") == uid
+    assert service["metadata"]["labels"][builders.LABEL_SERVE_HASH] == builders.serve_hash(
+        parse_manifest(federation(resized)).spec
+    )
+    patches = [e for e in rest.log if e[0] == "patch" and e[1] == "RayService"]
+    reconcile(federation(resized, 2, status=DRIVER_DONE), rest)
+    assert [e for e in rest.log if e[0] == "patch" and e[1] == "RayService"] == patches, "patched once"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"rounds": 3}, {"rounds": 3, "serve": None}, {"rounds": 3, "serve": {"replicas": 2}, "suspend": True}],
+    ids=["serve removed", "serve null", "suspended"],
+)
+def test_serving_stops_when_serve_goes_or_the_federation_is_suspended(change):
+    rest = FakeRest()
+    succeeded(rest, SERVED)
+    status = reconcile(federation(change, 2, status=DRIVER_DONE), rest).status
+    assert rest.names("RayService") == [] and status["serveURL"] == "" and "Serving" not in conditions(status)
+
+
+def test_retraining_stops_serving_the_old_model():
+    rest = FakeRest()
+    succeeded(rest, SERVED)
+    status = reconcile(federation({**SERVED, "rounds": 4}, 2, status=DRIVER_DONE), rest).status
+    assert status["phase"] != "Succeeded" and rest.names("RayService") == [] and status["serveURL"] == ""
+
+
+def test_an_invalid_spec_stops_serving():
+    rest = FakeRest()
+    succeeded(rest, SERVED)
+    status = reconcile(federation({**SERVED, "rounds": -1}, 2, status=DRIVER_DONE), rest).status
+    assert status["reason"] == "InvalidSpec" and rest.names("RayService") == []
+
+
+def test_a_rayservice_of_someone_else_is_never_touched_and_is_a_conflict():
+    rest = FakeRest()
+    theirs = foreign("RayService", "f-serve", spec={"serveConfigV2": "applications: []"})
+    rest.objects[("RayService", "f-serve")] = copy.deepcopy(theirs)
+    status = succeeded(rest, SERVED).status
+    assert rest.objects[("RayService", "f-serve")] == theirs and status["serveURL"] == ""
+    assert status["phase"] == "Succeeded" and status["reason"] == "Conflict"
+    assert "RayService f-serve exists and is controlled by nothing" in conditions(status)["Ready"]["message"]
+    for spec in ({"rounds": 3}, {**SERVED, "suspend": True}, {**SERVED, "rounds": -1}):
+        reconcile(federation(spec, 2, status=DRIVER_DONE), rest)
+        assert rest.objects[("RayService", "f-serve")] == theirs, "never deleted, whatever the spec says"
+    # a Federation that serves nothing does not claim the name: no conflict
+    assert reconcile(federation({"rounds": 3}, 2, status=DRIVER_DONE), rest).conflicts == []

@@ -197,3 +197,31 @@ def test_a_field_of_a_newer_crd_is_ignored_in_a_stored_object_but_refused_in_a_f
     assert fed.spec.rounds == 3
     with pytest.raises(SpecError, match=r"spec.faultTolerance.someFutureField: 'x': unknown field"):
         parse_manifest(doc)
+
+
+def test_serve_is_off_unless_given_and_gets_defaults():
+    assert parse_spec({}).serve is None and parse_spec({"serve": None}).serve is None
+    serve = parse_spec({"serve": {}}).serve
+    assert (serve.replicas, serve.cpu, serve.gpu) == (1, 1.0, 0.0)
+    gpu = {"serve": {"replicas": 2, "cpu": 1.5, "gpu": 1}, "ray": {"workerGroups": [{"name": "g", "gpu": 1}]}}
+    served = parse_spec(gpu).serve
+    assert (served.replicas, served.cpu, served.gpu) == (2, 1.5, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("serve", "field", "value"),
+    [
+        ({"replicas": 0}, "spec.serve.replicas", "0"),
+        ({"replicas": "two"}, "spec.serve.replicas", "'two'"),
+        ({"cpu": 0}, "spec.serve.cpu", "0"),
+        ({"gpu": 1.5}, "spec.serve.gpu", "1.5"),
+        ({"gpu": -1}, "spec.serve.gpu", "-1"),
+        ({"gpu": 1}, "spec.serve.gpu", "1.0"),  # no worker group has a GPU
+        ({"port": 80}, "spec.serve.port", "80"),
+        ("yes", "spec.serve", "'yes'"),
+    ],
+)
+def test_a_bad_serve_names_the_field_and_value(serve, field, value):
+    found = problems({"serve": serve})
+    assert any(p.startswith(f"{field}: {value}: ") for p in found), found
+    assert all(p.startswith(field) for p in found), found

@@ -61,6 +61,10 @@ events: one per child change.
 - apiGroups: [ray.io]
   resources: [rayclusters, rayjobs]
   verbs: [get, list, watch, create, delete]
+# A Federation's RayService (spec.serve): patched when spec.serve or the Pods change, deleted when serving stops.
+- apiGroups: [ray.io]
+  resources: [rayservices]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [serviceaccounts]
   verbs: [get, list, watch, create, patch, delete]
