@@ -11,12 +11,14 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
+import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from red_runtime.reporting import NodeStatus, RoundReport, Sink, Summary
+from red_runtime.stopping import Interrupted
 from red_runtime.sweep import Param, Sweep, apply_values, trial_manifest
 from red_runtime.trials import TrialRow, best_trial, format_table, read_trial, write_csv
 
@@ -47,7 +49,18 @@ class TuneSink(Sink):
     def _flush(self) -> None:
         if self.pending is not None:
             pending, self.pending = self.pending, None
-            self.report(pending)
+            try:
+                self.report(pending)
+            except SystemExit:  # Tune ends a trial it stops (ASHA) by exiting the reporting thread
+                raise TrialStopped() from None
+
+
+class TrialStopped(Interrupted):
+    """The sweep's scheduler stopped this trial: the driver ends it as stopped, not failed (sinks hear
+    `stopped`, its MLflow run ends KILLED), then Tune's thread exits as Tune expects."""
+
+    def __init__(self) -> None:
+        super().__init__(signal.SIGTERM, "stopped early by the sweep's scheduler")
 
 
 def trial_tracking(mlflow_uri: str | None, experiment: str, sweep_name: str):
@@ -121,7 +134,10 @@ def run_trial(
     run = RunFolder(folder, resume=False, manifest=doc)
     sinks = [*run.sinks, *(extra_sinks(fed, folder, name) if extra_sinks else []), TuneSink(tune.report)]
     reserved = Reservation(ray.util.get_current_placement_group(), plan)
-    Driver(fed, Reporter(sinks), checkpoint_dir=run.checkpoints, reserved=reserved).run()
+    try:
+        Driver(fed, Reporter(sinks), checkpoint_dir=run.checkpoints, reserved=reserved).run()
+    except TrialStopped:
+        sys.exit(0)
 
 
 def scheduler_for(sweep: Sweep, rounds: int):

@@ -69,3 +69,40 @@ def test_status_counts_trials_and_names_the_best(tmp_path):
     assert fields["best"] == {"trial": "a", "config": {"task.train.lr": "0.1"}, "accuracy": 0.8}
     assert fields["metrics"]["accuracy"] == 0.8 and fields["progress"] == "2/4 trials"
     assert "best" not in trial_fields(4, 2, [], sweep)
+
+
+def report(round_no, accuracy):
+    from red_runtime.reporting import RoundReport
+
+    return RoundReport(round_no, 3, 1 - accuracy, accuracy, 4, 4, 0.1)
+
+
+def test_tune_hears_each_round_one_late_and_the_last_only_after_every_sink_closed():
+    from red_runtime.tuning import TuneSink
+
+    sent = []
+    sink = TuneSink(sent.append)
+    sink.round_done(report(1, 0.5), [])
+    assert sent == []  # a report can end the trial: round 1 goes when round 2 is in
+    sink.round_done(report(2, 0.7), [])
+    assert [s["round"] for s in sent] == [1]
+    sink.round_done(report(3, 0.9), [])
+    sink.finished(None, None, None)
+    assert [s["round"] for s in sent] == [1, 2]  # the last waits for close, after the model and MLflow
+    sink.close()
+    assert sent[-1] == {"round": 3, "accuracy": 0.9, "loss": pytest.approx(0.1)}
+
+
+def test_a_trial_the_scheduler_stops_ends_as_stopped_not_failed():
+    from red_runtime.tuning import TrialStopped, TuneSink
+
+    def stopping(_):
+        raise SystemExit(0)  # what Tune's report does to a trial it stops
+
+    sink = TuneSink(stopping)
+    sink.round_done(report(1, 0.5), [])
+    with pytest.raises(TrialStopped, match="stopped early by the sweep's scheduler"):
+        sink.round_done(report(2, 0.6), [])
+    failed_run = TuneSink(stopping)
+    failed_run.round_done(report(1, 0.5), [])
+    failed_run.close()  # a run that failed never reports its last round
