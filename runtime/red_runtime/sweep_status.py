@@ -66,5 +66,6 @@ class SweepStatus(Callback):
         self.ended[name] = read_trial(self.out / "trials" / name, name, config, self.rounds, error)
 
     def _send(self, trials: list) -> None:
-        running = sum(1 for t in trials if t.status == "RUNNING")
+        # Tune calls on_trial_complete while the trial is still RUNNING: the ones that ended are not counted.
+        running = sum(1 for t in trials if t.status == "RUNNING" and self.name_of(t.trial_id) not in self.ended)
         self.sink.update(**trial_fields(self.sweep.trials, running, list(self.ended.values()), self.sweep))

@@ -286,7 +286,7 @@ def execute_sweep(
     callbacks: list = [TrialProgress(sweep.trials, sweep.metric, sweep.mode, stream=sys.stdout)]
     if status:
         callbacks.append(SweepStatus(status, sweep, out, fed.spec.rounds, lambda tid: trial_name(fed.name, tid)))
-    code = 0
+    code, rows = 0, []
     try:
         with ray_session(address, StopRequest()):
             rows = tune_federations(manifest, fed, sweep, out, callbacks, mlflow_uri)
@@ -300,7 +300,9 @@ def execute_sweep(
         print(f"red: sweep {fed.name} failed: {error}", file=sys.stderr)
         code = EXIT_FAILED
     if status:
-        done = {"completionTime": now_iso()}
+        from red_runtime.sweep_status import trial_fields
+
+        done = {"completionTime": now_iso(), **(trial_fields(sweep.trials, 0, rows, sweep) if rows else {})}
         status.update(**done, **({"driverError": error[:1000]} if error else {"artifacts": status.artifacts}))
         status.close()
     try:

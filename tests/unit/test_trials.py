@@ -106,3 +106,30 @@ def test_a_trial_the_scheduler_stops_ends_as_stopped_not_failed():
     failed_run = TuneSink(stopping)
     failed_run.round_done(report(1, 0.5), [])
     failed_run.close()  # a run that failed never reports its last round
+
+
+def test_the_status_callback_does_not_count_a_trial_tune_is_completing_as_running(tmp_path):
+    import types
+
+    from red_runtime.sweep import parse_sweep
+    from red_runtime.sweep_status import SweepStatus
+
+    class Sink:
+        def __init__(self):
+            self.fields = {}
+
+        def update(self, **fields):
+            self.fields.update(fields)
+
+    sweep = parse_sweep(["task.train.lr=uniform:0.01:0.5"], 2, "accuracy", "max", "asha", 0)
+    (tmp_path / "trials").mkdir()
+    folder(tmp_path / "trials", "fed-00000", [0.4, 0.9], True)
+    sink = Sink()
+    callback = SweepStatus(sink, sweep, tmp_path, 2, lambda tid: f"fed-{tid.split('_')[1]}")
+    callback.setup()
+    assert sink.fields["trials"]["total"] == 2 and sink.fields["progress"] == "0/2 trials"
+    done = types.SimpleNamespace(trial_id="ab_00000", status="RUNNING", config={"task.train.lr": 0.2})
+    other = types.SimpleNamespace(trial_id="ab_00001", status="RUNNING", config={"task.train.lr": 0.1})
+    callback.on_trial_complete(0, [done, other], done)  # Tune's order: the callback, then TERMINATED
+    assert sink.fields["trials"] == {"total": 2, "running": 1, "done": 1, "stopped": 0, "failed": 0}
+    assert sink.fields["best"]["trial"] == "fed-00000" and sink.fields["metrics"]["accuracy"] == 0.9
