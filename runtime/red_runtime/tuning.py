@@ -64,7 +64,7 @@ class TrialStopped(Interrupted):
 
 
 def trial_tracking(mlflow_uri: str | None, experiment: str, sweep_name: str):
-    """Per-trial MLflow sinks (one run per trial, named after it) in the sweep's experiment; None untracked."""
+    """The factory of a trial's MLflow sinks: one run per trial, named after it, in the sweep's experiment."""
     from red_runtime.tracking import tracking_sinks
 
     def sinks(trial_fed: Any, folder: Path, name: str) -> list[Sink]:
@@ -128,6 +128,9 @@ def run_trial(
     fed = trial_manifest(manifest, values, f"trial {values}")
     name = trial_name(fed.name, tune.get_context().get_trial_id())
     fed = dataclasses.replace(fed, name=name)
+    if fed.spec.checkpoint.path:  # trials must not share (and resume from) one another's checkpoints
+        own = dataclasses.replace(fed.spec.checkpoint, path=str(Path(fed.spec.checkpoint.path) / name))
+        fed = dataclasses.replace(fed, spec=dataclasses.replace(fed.spec, checkpoint=own))
     doc = apply_values(manifest, values)
     doc["metadata"] = {**doc.get("metadata", {}), "name": name}
     folder = Path(out) / TRIALS / name
