@@ -46,6 +46,11 @@ class SweepStatus(Callback):
         self.sink, self.sweep, self.out, self.rounds, self.name_of = sink, sweep, Path(out), rounds, name_of
         self.ended: dict[str, TrialRow] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks into the experiment's state; the sink holds the API client's socket and
+        # threads, which only the live callback in this process uses.
+        return {**self.__dict__, "sink": None, "name_of": None}
+
     def setup(self, **info: Any) -> None:
         self.sink.update(**trial_fields(self.sweep.trials, 0, [], self.sweep), startTime=now_iso(), completionTime=None)
 

@@ -2,6 +2,8 @@
 
 import csv
 import json
+import pickle
+import threading
 
 import pytest
 
@@ -125,7 +127,9 @@ def test_the_status_callback_does_not_count_a_trial_tune_is_completing_as_runnin
     (tmp_path / "trials").mkdir()
     folder(tmp_path / "trials", "fed-00000", [0.4, 0.9], True)
     sink = Sink()
+    sink.lock = threading.Lock()  # a StatusSink holds locks, threads and the API client's socket
     callback = SweepStatus(sink, sweep, tmp_path, 2, lambda tid: f"fed-{tid.split('_')[1]}")
+    pickle.dumps(callback)  # Tune pickles its callbacks into the experiment's state
     callback.setup()
     assert sink.fields["trials"]["total"] == 2 and sink.fields["progress"] == "0/2 trials"
     done = types.SimpleNamespace(trial_id="ab_00000", status="RUNNING", config={"task.train.lr": 0.2})
