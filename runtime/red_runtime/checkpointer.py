@@ -34,8 +34,12 @@ class Checkpointer:
     def enabled(self) -> bool:
         return bool(self.folder and self.fed.spec.checkpoint.every)
 
-    def due(self, round_no: int, last: bool) -> bool:
-        """Every `checkpoint.every` rounds, and always after the last round the run will do."""
+    def due(self, round_no: int, last: bool, stopping: bool = False) -> bool:
+        """Every `checkpoint.every` rounds, and always after the last round the run will do; and whenever a
+        stop was asked for (a preemption, a suspension, a Pod going), with checkpoints on or not, so that
+        the next attempt resumes where this one stopped."""
+        if stopping:
+            return bool(self.folder)
         return self.enabled and (last or round_no % self.fed.spec.checkpoint.every == 0)
 
     def save(

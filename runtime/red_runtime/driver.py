@@ -40,7 +40,7 @@ from red_runtime.privacy import published, summary_metrics
 from red_runtime.reporting import FAILED, HEALTHY, NodeStatus, Reporter, RoundReport, RunInfo, Summary
 from red_runtime.schemas import Context, RoundOutcome, schema_for
 from red_runtime.spec import Federation, SpecError
-from red_runtime.stopping import Interrupted, RoundAbandoned, StopRequest
+from red_runtime.stopping import STOP_FILE, Interrupted, RoundAbandoned, StopRequest
 from red_runtime.strategies import make_strategy
 from red_runtime.strategies.catalog import CATALOG
 from red_runtime.topology import build_graph, node_id, relink
@@ -339,7 +339,7 @@ class Driver:
             self.reporter.round_done(report, self.nodes)
             reached = spec.algorithm.targetAccuracy is not None and accuracy >= spec.algorithm.targetAccuracy
             last = reached or round_no == spec.rounds or self.stop.requested
-            if self.checkpoints.due(round_no, last):
+            if self.checkpoints.due(round_no, last, stopping=self.stop.requested):
                 path = self.checkpoints.save(
                     round_no,
                     ctx.params,
@@ -488,9 +488,14 @@ def ray_session(address: str | None, stop: StopRequest) -> Iterator[None]:
         ray.shutdown()
 
 
-def execute(fed: Federation, sinks: list, address: str | None, checkpoint_dir: Path, resume: bool) -> int:
-    """Run `fed` to the end on Ray at `address` (embedded if None); the exit code says how it ended."""
+def execute(
+    fed: Federation, sinks: list, address: str | None, checkpoint_dir: Path, resume: bool, stop_file: Path | None = None
+) -> int:
+    """Run `fed` to the end on Ray at `address` (embedded if None); the exit code says how it ended. With
+    `stop_file`, its appearance stops the run as a SIGTERM would (the head Pod's preStop hook)."""
     stop = StopRequest()
+    if stop_file is not None:
+        stop.watch_file(stop_file)
     try:
         with ray_session(address, stop):
             Driver(fed, Reporter(sinks), checkpoint_dir=checkpoint_dir, resume=resume, stop=stop).run()
@@ -508,11 +513,13 @@ def execute(fed: Federation, sinks: list, address: str | None, checkpoint_dir: P
     return 0
 
 
-def execute_into(fed: Federation, sinks: list, address: str | None, run, resume: bool) -> int:
+def execute_into(
+    fed: Federation, sinks: list, address: str | None, run, resume: bool, stop_file: Path | None = None
+) -> int:
     """`execute` writing into a RunFolder; its last push to object storage failing fails the run."""
     from red_runtime.storage import StorageError
 
-    code = execute(fed, [*sinks, *run.sinks], address, run.checkpoints, resume)
+    code = execute(fed, [*sinks, *run.sinks], address, run.checkpoints, resume, stop_file)
     try:
         run.finish()
     except StorageError as err:
@@ -572,7 +579,8 @@ def main(argv: list[str] | None = None) -> int:
         status = next((s for s in sinks if isinstance(s, StatusSink)), None)
         return execute_sweep(fed, doc, status, args.address, run)
     run.sinks.extend(tracking_sinks(fed, run.folder))  # spec.tracking.mlflow, if given
-    return execute_into(fed, sinks, args.address, run, resume=True)
+    # On Kubernetes (--federation) the head Pod's preStop hook asks for a stop through STOP_FILE.
+    return execute_into(fed, sinks, args.address, run, resume=True, stop_file=STOP_FILE if report else None)
 
 
 if __name__ == "__main__":

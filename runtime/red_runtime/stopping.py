@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -23,6 +24,9 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # How long a stopping run waits for the round in flight. Kubernetes kills a Pod 30 s after SIGTERM by
 # default, and the checkpoint, the last status patch and Ray's shutdown must fit in what is left.
 GRACE_S = float(os.environ.get("RED_STOP_GRACE_S", "10"))
+# The head Pod's preStop hook (red_runtime.drain) asks the driver to stop by creating this file. A file, not a
+# signal: KubeRay stopping the Ray job sends SIGTERM too, and that one must not count as a second signal.
+STOP_FILE = Path(os.environ.get("RED_STOP_FILE", "/tmp/red-driver.stop"))
 
 
 class Interrupted(KeyboardInterrupt):
@@ -49,6 +53,7 @@ class StopRequest:
         self.requested_at: float | None = None
         self._event = threading.Event()
         self._previous: dict[int, Any] = {}
+        self._by_signal = False  # whether the request in effect came from a signal (not the stop file)
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
@@ -62,18 +67,43 @@ class StopRequest:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None:
+        if self.signum is not None and self._by_signal:
             self.repeated = True
             raise Interrupted(signum, self.describe())
+        if self.signum is not None:  # the stop file came first: this is the first signal, the stop goes on
+            self._by_signal = True
+            log.warning("%s while stopping for the Pod's preStop hook: still stopping", signal.Signals(signum).name)
+            return
         self.request(signum)
+
+    def watch_file(self, path: Path = STOP_FILE, every_s: float = 0.5) -> None:
+        """Stop as a SIGTERM would once `path` exists (the preStop hook's request). A file left by an earlier
+        driver in this container is removed first: it asked that one to stop, not this one."""
+        path.unlink(missing_ok=True)
+
+        def poll() -> None:
+            while not self._event.is_set():
+                if path.exists() and not self._event.is_set():
+                    self._record(signal.SIGTERM)
+                    log.warning(
+                        "%s: the Pod is going; stopping after the current round (at most %.0fs)", path, self.grace_s
+                    )
+                    return
+                time.sleep(every_s)
+
+        threading.Thread(target=poll, name="red-stop-file", daemon=True).start()
 
     def request(self, signum: int) -> None:
         """Ask the run to stop, as the first signal does (tests and callers may call it directly)."""
+        self._by_signal = True
+        self._record(signum)
+        action = self.action or f"stopping after the current round (at most {self.grace_s:.0f}s)"
+        log.warning("%s: %s; send it again to stop at once", signal.Signals(signum).name, action)
+
+    def _record(self, signum: int) -> None:
         self.signum = signum
         self.requested_at = time.monotonic()
         self._event.set()
-        action = self.action or f"stopping after the current round (at most {self.grace_s:.0f}s)"
-        log.warning("%s: %s; send it again to stop at once", signal.Signals(signum).name, action)
 
     @property
     def name(self) -> str:
