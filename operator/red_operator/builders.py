@@ -23,7 +23,16 @@ import yaml
 from red_runtime import RAY_VERSION
 from red_runtime.artifacts import STORAGE_MOUNT, artifacts_base, claim_name, owns_claim, run_location
 from red_runtime.pod_options import CONTAINER_SECURITY, POD_SECURITY, STORAGE_VOLUME
-from red_runtime.spec import API_VERSION, KIND, Federation, FederationSpec, PodOptions, WorkerGroup
+from red_runtime.spec import (
+    API_VERSION,
+    KIND,
+    PRIORITY_LABEL,
+    QUEUE_LABEL,
+    Federation,
+    FederationSpec,
+    PodOptions,
+    WorkerGroup,
+)
 
 LABEL_FEDERATION = "red.dev/federation"
 LABEL_SPEC_HASH = "red.dev/spec-hash"
@@ -56,6 +65,9 @@ DRIVER_RAYJOB_ENV = "RED_RAYJOB"
 # Seconds a stopped RayJob's driver gets between SIGTERM and SIGKILL: its stop grace period (10 s by default)
 # plus a checkpoint and the last status patch, inside the 30 s a Pod gets after its own SIGTERM.
 JOB_STOP_WAIT_S = 25
+# The head Pod's preStop hook (red_runtime.drain) waits that long for the driver to stop and checkpoint
+# before the container is signalled; the Pod's grace period leaves Ray's own shutdown room after it.
+HEAD_GRACE_S = JOB_STOP_WAIT_S + 15
 # GKE's and EKS's GPU nodes carry this taint; a group with GPUs tolerates it unless it sets tolerations.
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 # KubeRay's K8sJobMode submitter (utils.SubmitterContainerName) and the resources of its default template.
@@ -147,6 +159,7 @@ def spec_hash(spec: FederationSpec) -> str:
     data = intent(spec)
     data.pop("suspend", None)
     data.pop("serve", None)
+    data.pop("priorityClassName", None)
     ray = data.pop("ray", {})
     ray.pop("keepCluster", None)
     if ray:
@@ -253,6 +266,10 @@ def _container(
         # Ray's job supervisor (on the head) sends a stopped job's driver SIGTERM and, by default, SIGKILL 3 s
         # later: too soon for the driver to finish its round, checkpoint and report (red_runtime.stopping).
         container["env"].append({"name": "RAY_JOB_STOP_WAIT_TIME_S", "value": str(JOB_STOP_WAIT_S)})
+        # However the head Pod goes (Kueue preempts, spec.suspend, a drain), the driver first stops after its
+        # round and checkpoints, so that the next attempt loses nothing.
+        drain = ["python", "-m", "red_runtime.drain", "--timeout", str(JOB_STOP_WAIT_S)]
+        container["lifecycle"] = {"preStop": {"exec": {"command": drain}}}
     return container
 
 
@@ -342,9 +359,10 @@ def _head_group(fed: Federation, account: Mapping[str, Any], read_only: bool = F
     """The head group (under `account`, its Pod's ServiceAccount fields), with the Federation's storage."""
     ray = fed.spec.ray
     container = _container(HEAD_CONTAINER, ray.image, ray.head.cpu, ray.head.memory, 0, fed, ray.head)
+    pod = {**account, "containers": [container], "terminationGracePeriodSeconds": HEAD_GRACE_S}
     return {
         "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": ray_cpus(ray.head.cpu), "num-gpus": "0"},
-        "template": _with_storage(fed, _template(fed, ray.head, 0, {**account, "containers": [container]}), read_only),
+        "template": _with_storage(fed, _template(fed, ray.head, 0, pod), read_only),
     }
 
 
@@ -382,12 +400,28 @@ def _cluster_spec(head: dict[str, Any], workers: list[dict[str, Any]]) -> dict[s
 def build_raycluster(fed: Federation) -> dict[str, Any]:
     """The compute: a head (where the driver runs, under the driver's ServiceAccount) and the worker groups."""
     head = _head_group(fed, {"serviceAccountName": driver_name(fed.name)})
+    spec = _cluster_spec(head, _worker_groups(fed))
+    extra = {LABEL_RAY_HASH: ray_hash(fed.spec), **queue_labels(fed)}
+    if fed.queue:
+        # Kueue's RayCluster integration admits it against the queue's quota: created suspended (as Kueue's
+        # webhook would make it), it gets Pods only once Kueue admits its Workload and lifts the suspension.
+        spec["suspend"] = True
     return {
         "apiVersion": RAY_API_VERSION,
         "kind": "RayCluster",
-        "metadata": _metadata(fed, raycluster_name(fed.name), {LABEL_RAY_HASH: ray_hash(fed.spec)}),
-        "spec": _cluster_spec(head, _worker_groups(fed)),
+        "metadata": _metadata(fed, raycluster_name(fed.name), extra),
+        "spec": spec,
     }
+
+
+def queue_labels(fed: Federation) -> dict[str, str]:
+    """The labels that hand a RayCluster to Kueue: its LocalQueue, and its WorkloadPriorityClass if any."""
+    if not fed.queue:
+        return {}
+    out = {QUEUE_LABEL: fed.queue}
+    if fed.spec.priorityClassName:
+        out[PRIORITY_LABEL] = fed.spec.priorityClassName
+    return out
 
 
 def serve_config(fed: Federation) -> str:

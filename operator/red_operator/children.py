@@ -74,6 +74,9 @@ def trim(body: Mapping[str, Any]) -> dict[str, Any]:
     for k in ("status", "rules", "subjects", "roleRef", "automountServiceAccountToken"):
         if k in body:
             out[k] = copy.deepcopy(body[k])
+    spec = body.get("spec")
+    if isinstance(spec, Mapping) and "suspend" in spec:  # a RayCluster that Kueue holds (or has admitted)
+        out["spec"] = {"suspend": spec["suspend"]}
     return out
 
 

@@ -25,6 +25,7 @@ PATHS = {
     "RayCluster": "/apis/ray.io/v1/namespaces/{namespace}/rayclusters",
     "RayJob": "/apis/ray.io/v1/namespaces/{namespace}/rayjobs",
     "RayService": "/apis/ray.io/v1/namespaces/{namespace}/rayservices",
+    "Workload": "/apis/kueue.x-k8s.io/v1beta2/namespaces/{namespace}/workloads",
     "Federation": FEDERATIONS,
     "Event": "/api/v1/namespaces/{namespace}/events",
 }

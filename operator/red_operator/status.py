@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-PENDING, PROVISIONING, RUNNING = "Pending", "Provisioning", "Running"
+PENDING, QUEUED, PROVISIONING, RUNNING = "Pending", "Queued", "Provisioning", "Running"
 SUCCEEDED, FAILED, SUSPENDED = "Succeeded", "Failed", "Suspended"
-PHASES = (PENDING, PROVISIONING, RUNNING, SUCCEEDED, FAILED, SUSPENDED)
+PHASES = (PENDING, QUEUED, PROVISIONING, RUNNING, SUCCEEDED, FAILED, SUSPENDED)
 
 OPERATOR_FIELDS = (
     "observedGeneration",
@@ -36,6 +36,7 @@ CONDITION_TYPES = (
     "Failed",
     "Stalled",
     "Serving",
+    "Queued",
 )
 # KubeRay's RayJob status.jobDeploymentStatus values that end a RayJob.
 FAILED_DEPLOYMENTS = ("Failed", "ValidationFailed")
@@ -47,6 +48,16 @@ REPORT_GRACE_S = 90.0
 
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class QueueWait:
+    """A queued Federation whose RayCluster Kueue holds suspended: not admitted yet, or evicted."""
+
+    queue: str  # the LocalQueue
+    workload: str  # Kueue's Workload for the RayCluster, "" until Kueue has made it
+    reason: str  # Queued (not admitted yet) or Kueue's eviction reason (Preempted, ...)
+    message: str  # why it waits, in Kueue's words
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,8 @@ class Observed:
     storage_problem: str = ""  # what the Federation's storage lacks before a RayCluster may start
     serve_url: str = ""  # the Serve endpoint of the Federation's RayService, "" while none serves
     service: Mapping[str, Any] | None = None  # that RayService, as KubeRay reports it
+    queue: str = ""  # the LocalQueue of a queued Federation
+    waiting: QueueWait | None = None  # while Kueue holds its RayCluster
 
 
 @dataclass(frozen=True)
@@ -151,6 +164,8 @@ def _phase(obs: Observed, previous: Mapping[str, Any], now: str) -> Outcome:
         return Outcome(FAILED, "InvalidSpec", f"{obs.invalid} (no RayJob or RayCluster runs until the spec is fixed)")
     if obs.suspended:
         return Outcome(SUSPENDED, "Suspended", "spec.suspend is true: RayJob and RayCluster removed")
+    if obs.waiting:
+        return Outcome(QUEUED, obs.waiting.reason, queued_message(obs.waiting, previous))
     outcome = job_outcome(obs.job)
     if outcome:
         return _with_driver_report(outcome, obs, previous, now)
@@ -167,6 +182,23 @@ def _phase(obs: Observed, previous: Mapping[str, Any], now: str) -> Outcome:
         state = (obs.cluster.get("status") or {}).get("state") or "new"
         return Outcome(PROVISIONING, "ClusterProvisioning", f"RayCluster {obs.cluster_name} is {state}")
     return Outcome(PENDING, "CreatingCluster", f"creating RayCluster {obs.cluster_name}")
+
+
+def queued_message(wait: QueueWait, previous: Mapping[str, Any]) -> str:
+    """Where it waits and why; after a preemption, also what it keeps (the next attempt resumes there)."""
+    workload = f"Workload {wait.workload}" if wait.workload else "no Workload yet"
+    kept = (previous.get("lastCheckpoint") or {}).get("round") if wait.reason != "Queued" else None
+    resumes = f"; resumes after round {kept}" if kept else ""
+    return f"waiting in LocalQueue {wait.queue} ({workload}): {wait.message}{resumes}"
+
+
+def _queued(obs: Observed, outcome: Outcome) -> tuple[str, str, str, str] | None:
+    """The Queued condition of a queued Federation: True while Kueue holds it, False once admitted."""
+    if obs.waiting:
+        return ("Queued", "True", outcome.reason, outcome.message)
+    if obs.queue and not obs.invalid and not obs.suspended:
+        return ("Queued", "False", "Admitted", f"admitted by Kueue from LocalQueue {obs.queue}")
+    return None
 
 
 def _nodes_healthy(previous: Mapping[str, Any]) -> tuple[str, str, str] | None:
@@ -199,6 +231,9 @@ def _conditions(outcome: Outcome, obs: Observed, previous: Mapping[str, Any]) ->
         conditions.append(("ClusterProvisioned", "True", "RayClusterReady", f"RayCluster {obs.cluster_name} is ready"))
     elif obs.suspended:
         conditions.append(("ClusterProvisioned", "False", "Suspended", "RayCluster removed while suspended"))
+    elif obs.waiting:
+        held = f"RayCluster {obs.cluster_name} is suspended until Kueue admits it"
+        conditions.append(("ClusterProvisioned", "False", "Queued", held))
     elif obs.cluster_released:
         conditions.append(("ClusterProvisioned", "False", "ClusterReleased", "RayCluster removed: the job finished"))
     else:
@@ -219,6 +254,9 @@ def _conditions(outcome: Outcome, obs: Observed, previous: Mapping[str, Any]) ->
     conditions.append(("Stalled", "True" if phase == FAILED else "False", outcome.reason, outcome.message))
     if obs.serve_url:
         conditions.append(("Serving", *_serving(obs.service)))
+    queued = _queued(obs, outcome)
+    if queued:
+        conditions.append(queued)
     return conditions
 
 

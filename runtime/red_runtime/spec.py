@@ -41,6 +41,11 @@ ATTACK_SCALES = {"signflip": 5.0, "gaussian": 1.0, "labelflip": None, "scale": 1
 # KubeRay names the head Service "<cluster>-head-svc" and Pods "<cluster>-head-xxxxx"; Services are
 # DNS labels (63 chars). Red names the RayCluster "<federation>-ray", so 63 - len("-ray-head-svc").
 MAX_NAME_LENGTH = 50
+# Kueue: the label that queues a Federation, the one that gives its Workload a priority, and what Kueue
+# admits of a RayCluster (one PodSet per group: the head and at most seven worker groups).
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
+MAX_QUEUED_WORKER_GROUPS = 7
 # "pkg.module:attr" points at a user's dataset factory or model class.
 IMPORT_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -321,6 +326,7 @@ class FederationSpec:
     sweep: Any = None  # a red_runtime.sweep.Sweep: the driver runs a Ray Tune sweep of this spec instead
     tracking: Tracking = field(default_factory=Tracking)
     serve: Serve | None = None  # None: nothing is served
+    priorityClassName: str = ""  # a Kueue WorkloadPriorityClass, for a queued Federation
 
 
 @dataclass(frozen=True)
@@ -329,6 +335,7 @@ class Federation:
     namespace: str
     spec: FederationSpec
     uid: str = ""
+    queue: str = ""  # the Kueue LocalQueue (metadata.labels[QUEUE_LABEL]); "": not queued
 
 
 log = logging.getLogger("red.spec")
@@ -475,6 +482,7 @@ SPEC_FIELDS = (
     "sweep",
     "tracking",
     "serve",
+    "priorityClassName",
 )
 
 
@@ -515,6 +523,9 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool 
     sweep = _sweep(c, spec, path)
     tracking = _tracking(c, spec, path)
     serve = _serve(c, spec, path, ray)
+    priority = c.string(spec, "priorityClassName", path, "")
+    if priority and not DNS_SUBDOMAIN.match(priority):
+        c.fail(f"{path}.priorityClassName", priority, "must be the name of a Kueue WorkloadPriorityClass")
     if c.problems:
         raise SpecError(c.problems)
     return FederationSpec(
@@ -533,6 +544,7 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool 
         sweep=sweep,
         tracking=tracking,
         serve=serve,
+        priorityClassName=priority,
     )
 
 
@@ -975,10 +987,15 @@ def parse_manifest(doc: Mapping[str, Any], stored: bool = False) -> Federation:
             f"metadata.name: {name!r}: is {len(name)} characters; at most {MAX_NAME_LENGTH} leave room "
             "for the names KubeRay gives the RayCluster's Services"
         )
+    spec = None
     try:
         spec = parse_spec(doc.get("spec"), stored=stored)
     except SpecError as err:
         problems.extend(err.problems)
+    labels = (meta.get("labels") if isinstance(meta, Mapping) else None) or {}
+    queue = labels.get(QUEUE_LABEL, "") if isinstance(labels, Mapping) else ""
+    if spec is not None:
+        problems.extend(queue_problems(queue, spec))
     if problems:
         raise SpecError(problems)
     return Federation(
@@ -986,7 +1003,34 @@ def parse_manifest(doc: Mapping[str, Any], stored: bool = False) -> Federation:
         namespace=str(meta.get("namespace") or "default"),
         spec=spec,
         uid=str(meta.get("uid") or ""),
+        queue=queue,
     )
+
+
+def queue_problems(queue: Any, spec: FederationSpec) -> list[str]:
+    """What keeps Kueue from queueing this Federation, each naming its field: Kueue admits the RayCluster as
+    one Workload of at most 8 PodSets, and a priority means something only to a queue."""
+    where = f"metadata.labels[{QUEUE_LABEL!r}]"
+    if not queue:
+        if spec.priorityClassName:
+            return [
+                f"spec.priorityClassName: {spec.priorityClassName!r}: a Kueue priority needs a queue; "
+                f"set {where} to a LocalQueue"
+            ]
+        return []
+    if not isinstance(queue, str) or not DNS_SUBDOMAIN.match(queue):
+        return [f"{where}: {queue!r}: must be the name of a Kueue LocalQueue"]
+    groups = len(spec.ray.workerGroups)
+    if groups > MAX_QUEUED_WORKER_GROUPS:
+        return [
+            f"spec.ray.workerGroups: {groups} groups: a Federation queued by Kueue ({where}) has at most "
+            f"{MAX_QUEUED_WORKER_GROUPS} worker groups, as Kueue admits at most 8 PodSets (the head is one)"
+        ]
+    return [
+        f"spec.ray.workerGroups[{i}].name: 'head': Kueue names the head's PodSet so; pick another name"
+        for i, group in enumerate(spec.ray.workerGroups)
+        if group.name == "head"
+    ]
 
 
 class _ManifestLoader(yaml.SafeLoader):

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from red_operator.status import Observed, compute_status
+from red_operator.status import Observed, QueueWait, compute_status
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "digits-star.yaml"
 NOW = "2026-01-01T00:00:00Z"
@@ -70,5 +70,13 @@ def states() -> dict[str, dict[str, Any]]:
             )
         ),
         "suspended": reconciled(Observed(cluster_name=CLUSTER, suspended=True)),
+        "queued": reconciled(
+            Observed(
+                cluster={"spec": {"suspend": True}},
+                cluster_name=CLUSTER,
+                queue="team-a",
+                waiting=QueueWait("team-a", "raycluster-digits-star-ray-3c9a1", "Queued", "insufficient quota"),
+            )
+        ),
         "stale": stale,
     }

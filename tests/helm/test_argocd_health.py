@@ -35,6 +35,7 @@ def argocd_health(obj: dict[str, Any]) -> tuple[str, str]:
         ("succeeded", "Healthy", "Succeeded: Ray job SUCCEEDED (round 20/20)"),
         ("failed", "Degraded", "Failed: the RayJob exceeded activeDeadlineSeconds"),
         ("suspended", "Suspended", "Suspended: spec.suspend is true"),
+        ("queued", "Progressing", "Queued: waiting in LocalQueue team-a"),
         ("stale", "Progressing", "not yet observed generation 2"),
     ],
 )

@@ -43,6 +43,7 @@ def compute(binary: str, obj: dict[str, Any]) -> tuple[str, str]:
         ("succeeded", "Current"),
         ("failed", "Failed"),
         ("suspended", "InProgress"),
+        ("queued", "InProgress"),
         ("stale", "InProgress"),
     ],
 )

@@ -85,4 +85,8 @@ events: one per child change.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+# A queued Federation (label kueue.x-k8s.io/queue-name): why Kueue holds its RayCluster, from the Workload.
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads]
+  verbs: [get, list]
 {{- end -}}
