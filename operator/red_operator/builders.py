@@ -65,8 +65,8 @@ DRIVER_RAYJOB_ENV = "RED_RAYJOB"
 # Seconds a stopped RayJob's driver gets between SIGTERM and SIGKILL: its stop grace period (10 s by default)
 # plus a checkpoint and the last status patch, inside the 30 s a Pod gets after its own SIGTERM.
 JOB_STOP_WAIT_S = 25
-# The head Pod's preStop hook (red_runtime.drain) waits that long for the driver to stop and checkpoint
-# before the container is signalled; the Pod's grace period leaves Ray's own shutdown room after it.
+# The Ray Pods' preStop hook (red_runtime.drain) waits that long for the driver to stop and checkpoint
+# before the container is signalled; the Pods' grace period leaves Ray's own shutdown room after it.
 HEAD_GRACE_S = JOB_STOP_WAIT_S + 15
 # GKE's and EKS's GPU nodes carry this taint; a group with GPUs tolerates it unless it sets tolerations.
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
@@ -266,10 +266,13 @@ def _container(
         # Ray's job supervisor (on the head) sends a stopped job's driver SIGTERM and, by default, SIGKILL 3 s
         # later: too soon for the driver to finish its round, checkpoint and report (red_runtime.stopping).
         container["env"].append({"name": "RAY_JOB_STOP_WAIT_TIME_S", "value": str(JOB_STOP_WAIT_S)})
-        # However the head Pod goes (Kueue preempts, spec.suspend, a drain), the driver first stops after its
-        # round and checkpoints, so that the next attempt loses nothing.
-        drain = ["python", "-m", "red_runtime.drain", "--timeout", str(JOB_STOP_WAIT_S)]
-        container["lifecycle"] = {"preStop": {"exec": {"command": drain}}}
+    # However the Pods go (Kueue preempts, spec.suspend, a drain), the driver first stops after its round and
+    # checkpoints, so that the next attempt loses nothing: the head's hook asks it to, and a worker's keeps the
+    # node actors there until it has (red_runtime.drain).
+    drain = ["python", "-m", "red_runtime.drain", "--timeout", str(JOB_STOP_WAIT_S)]
+    container["lifecycle"] = {
+        "preStop": {"exec": {"command": drain if name == HEAD_CONTAINER else [*drain, "--actors"]}}
+    }
     return container
 
 
@@ -372,7 +375,8 @@ def _worker_groups(fed: Federation, storage: bool = False) -> list[dict[str, Any
     groups = []
     for group in ray.workerGroups:
         container = _container(WORKER_CONTAINER, ray.image, group.cpu, group.memory, group.gpu, fed, group)
-        template = _template(fed, group, group.gpu, {**_worker_account(fed, group), "containers": [container]})
+        pod = {**_worker_account(fed, group), "containers": [container], "terminationGracePeriodSeconds": HEAD_GRACE_S}
+        template = _template(fed, group, group.gpu, pod)
         groups.append(
             {
                 "groupName": group.name,

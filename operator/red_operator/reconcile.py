@@ -28,7 +28,7 @@ from red_operator.children import ApiSeen, Seen, terminating
 from red_operator.kube import Rest
 from red_operator.status import FAILED, SUCCEEDED, Observed, QueueWait, compute_status, job_outcome
 from red_runtime.artifacts import claim_name, owns_claim
-from red_runtime.spec import Federation, SpecError, parse_manifest
+from red_runtime.spec import QUEUE_LABEL, Federation, SpecError, parse_manifest
 
 # Kueue's label on the Workload it makes for a job: the job's uid.
 KUEUE_JOB_UID = "kueue.x-k8s.io/job-uid"
@@ -256,13 +256,14 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
         and (_label(j, LABEL_SPEC_HASH) == digest or _int_label(j, LABEL_GENERATION) == generation)
     ]
     current = max(mine, key=lambda j: _int_label(j, LABEL_ATTEMPT), default=None)
-    held = held_by_queue(fed, cluster)
+    queue = queue_of(fed, cluster)
+    held = held_by_queue(queue, cluster)
     if held:
         # Kueue holds the RayCluster: not admitted yet, or evicted (its Pods go, and the head's preStop hook
         # has the driver checkpoint). No RayJob runs until Kueue admits it again; the next one resumes.
         for job in jobs:
             if not terminating(job):
-                p.delete("RayJob", _name(job), f"Kueue holds RayCluster {cluster_name} (LocalQueue {fed.queue})")
+                p.delete("RayJob", _name(job), f"Kueue holds RayCluster {cluster_name} (LocalQueue {queue})")
         current = None
     attempt = _int_label(current, LABEL_ATTEMPT) if current else 1
     outcome = job_outcome(current)
@@ -283,7 +284,7 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
     elif cluster is None:
         if not finished and not p.conflicts and not storage_problem:
             cluster = p.create(builders.build_raycluster(fed))
-            held = held_by_queue(fed, cluster)  # a queued one is created suspended
+            held = held_by_queue(queue, cluster)  # a queued one is created suspended
     elif (
         current is None
         and not finished
@@ -313,8 +314,8 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
         cluster_released=released,
         conflicts=p.conflicts,
         storage_problem="" if finished else storage_problem,
-        queue=fed.queue,
-        waiting=queue_wait(p.rest, fed, cluster) if held and cluster else None,
+        queue=queue,
+        waiting=queue_wait(p.rest, fed.namespace, queue, cluster) if held and cluster else None,
     )
     # Serving follows the phase this pass computes (Succeeded only with the driver's final report in).
     url, served = _serve(p, service, fed, compute_status(body, obs)["phase"])
@@ -322,36 +323,42 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
     return Result(compute_status(body, obs), actions=p.actions, conflicts=p.conflicts)
 
 
-def held_by_queue(fed: Federation, cluster: Mapping[str, Any] | None) -> bool:
+def queue_of(fed: Federation, cluster: Mapping[str, Any] | None) -> str:
+    """The LocalQueue: the Federation's label, else the one Kueue gave its RayCluster (Kueue labels a job with
+    no queue for a namespace's LocalQueue named `default`)."""
+    return fed.queue or _label(cluster, QUEUE_LABEL)
+
+
+def held_by_queue(queue: str, cluster: Mapping[str, Any] | None) -> bool:
     """Whether Kueue holds the Federation's RayCluster: queued, and suspended (until admitted, or evicted)."""
-    if not fed.queue or cluster is None or terminating(cluster):
+    if not queue or cluster is None or terminating(cluster):
         return False
     return bool((cluster.get("spec") or {}).get("suspend"))
 
 
-def queue_wait(rest: Rest, fed: Federation, cluster: Mapping[str, Any]) -> QueueWait:
+def queue_wait(rest: Rest, namespace: str, queue: str, cluster: Mapping[str, Any]) -> QueueWait:
     """Why Kueue holds the RayCluster, as its Workload says (QuotaReserved's message, or the eviction's)."""
     uid = str((cluster.get("metadata") or {}).get("uid") or "")
     try:
-        workloads = rest.list("Workload", fed.namespace, f"{KUEUE_JOB_UID}={uid}") if uid else []
+        workloads = rest.list("Workload", namespace, f"{KUEUE_JOB_UID}={uid}") if uid else []
     except ApiException as err:
         if err.status not in (403, 404):
             raise
         why = "Kueue's Workload API is not served" if err.status == 404 else "the operator may not read Workloads"
-        return QueueWait(fed.queue, "", "Queued", f"{why}; is Kueue installed, with its RayCluster integration?")
+        return QueueWait(queue, "", "Queued", f"{why}; is Kueue installed, with its RayCluster integration?")
     if not workloads:
-        return QueueWait(fed.queue, "", "Queued", "waiting for Kueue to create the Workload")
+        return QueueWait(queue, "", "Queued", "waiting for Kueue to create the Workload")
     workload = max(workloads, key=lambda w: str((w.get("metadata") or {}).get("creationTimestamp") or ""))
     conditions = {c.get("type"): c for c in (workload.get("status") or {}).get("conditions") or []}
     name = _name(workload)
     evicted = conditions.get("Evicted") or {}
     if evicted.get("status") == "True":
-        return QueueWait(fed.queue, name, str(evicted.get("reason") or "Evicted"), str(evicted.get("message") or ""))
+        return QueueWait(queue, name, str(evicted.get("reason") or "Evicted"), str(evicted.get("message") or ""))
     reserved = conditions.get("QuotaReserved") or {}
     if reserved.get("status") == "True":
-        return QueueWait(fed.queue, name, "Queued", "quota reserved; waiting for admission checks")
+        return QueueWait(queue, name, "Queued", "quota reserved; waiting for admission checks")
     message = reserved.get("message") or "waiting for quota in the ClusterQueue"
-    return QueueWait(fed.queue, name, "Queued", str(message))
+    return QueueWait(queue, name, "Queued", str(message))
 
 
 def _release(

@@ -1,10 +1,13 @@
-"""The head Pod's preStop hook: ask the driver to stop after its current round, and wait until it has.
+"""The Ray Pods' preStop hook: the head's asks the driver to stop after its current round and waits until it
+has; a worker's waits while the node actors it hosts still serve that driver.
 
 A Pod goes for many reasons (Kueue preempting its Workload, `spec.suspend`, a node drain), and the kubelet
 runs this hook before it signals the container. The driver sees STOP_FILE, finishes or abandons the round
 within its grace period, writes a checkpoint to the Federation's storage and reports; the next attempt
-resumes after that checkpoint. The hook returns once no driver runs, or after `--timeout` seconds, so the
-Pod's termination grace period must be longer than that.
+resumes after that checkpoint. The round and the checkpoint need the node actors in the worker Pods, which
+are going too (`ray start` stops Ray at once on SIGTERM): their hook (`--actors`) holds the signal back until
+the driver has let its actors go. Each returns once there is nothing to wait for, or after `--timeout`
+seconds, so the Pods' termination grace period must be longer than that.
 """
 
 from __future__ import annotations
@@ -18,21 +21,31 @@ from pathlib import Path
 from red_runtime.stopping import STOP_FILE
 
 DRIVER_MODULE = "red_runtime.driver"
+# Ray titles an actor's worker process after its class: `ray::NodeHost`, `ray::NodeHost.train`, ...
+NODE_ACTOR = b"ray::NodeHost"
 
 
-def drivers(proc: Path = Path("/proc")) -> list[int]:
-    """The pids of this container's drivers (`python -m red_runtime.driver ...`), this process excluded."""
+def _processes(proc: Path) -> list[tuple[int, list[bytes]]]:
+    """This container's processes and their command lines, this process excluded."""
     found = []
     for entry in proc.iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
+            found.append((int(entry.name), (entry / "cmdline").read_bytes().split(b"\0")))
         except OSError:  # gone meanwhile, or not ours to read
             continue
-        if b"-m" in args and DRIVER_MODULE.encode() in args:
-            found.append(int(entry.name))
     return found
+
+
+def drivers(proc: Path = Path("/proc")) -> list[int]:
+    """The pids of this container's drivers (`python -m red_runtime.driver ...`)."""
+    return [pid for pid, args in _processes(proc) if b"-m" in args and DRIVER_MODULE.encode() in args]
+
+
+def node_actors(proc: Path = Path("/proc")) -> list[int]:
+    """The pids of the node actors (NodeHost) that this container's Ray runs."""
+    return [pid for pid, args in _processes(proc) if args and args[0].startswith(NODE_ACTOR)]
 
 
 def alive(pid: int) -> bool:
@@ -52,27 +65,35 @@ def alive(pid: int) -> bool:
 def drain(timeout_s: float, stop_file: Path = STOP_FILE, poll_s: float = 0.2, proc: Path = Path("/proc")) -> list[int]:
     """Ask every driver to stop and wait up to `timeout_s` for them to exit; returns those still running."""
     running = drivers(proc)
-    if not running:
-        return []
-    stop_file.write_text(f"preStop at {time.time():.0f}\n")
+    if running:
+        stop_file.write_text(f"preStop at {time.time():.0f}\n")
+    return wait_gone(running, timeout_s, poll_s)
+
+
+def wait_gone(pids: list[int], timeout_s: float, poll_s: float = 0.2) -> list[int]:
+    """Wait up to `timeout_s` for `pids` to exit; returns those still running."""
     deadline = time.monotonic() + timeout_s
-    while running and time.monotonic() < deadline:
+    while pids and time.monotonic() < deadline:
         time.sleep(poll_s)
-        running = [p for p in running if alive(p)]
-    return running
+        pids = [p for p in pids if alive(p)]
+    return pids
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m red_runtime.drain", description=__doc__.splitlines()[0])
-    parser.add_argument("--timeout", type=float, default=25.0, help="seconds to wait for the driver (default 25)")
+    parser.add_argument("--timeout", type=float, default=25.0, help="seconds to wait (default 25)")
+    parser.add_argument(
+        "--actors", action="store_true", help="a worker Pod: wait while its node actors run, ask nothing"
+    )
     args = parser.parse_args(argv)
     began = time.monotonic()
-    left = drain(args.timeout)
+    what = "node actor" if args.actors else "driver"
+    left = wait_gone(node_actors(), args.timeout) if args.actors else drain(args.timeout)
     took = time.monotonic() - began
     if left:
-        print(f"red drain: driver {left} still running after {took:.0f}s", file=sys.stderr)
+        print(f"red drain: {what} {left} still running after {took:.0f}s", file=sys.stderr)
     else:
-        print(f"red drain: no driver running ({took:.1f}s)", file=sys.stderr)
+        print(f"red drain: no {what} running ({took:.1f}s)", file=sys.stderr)
     return 0  # a failing preStop hook only adds an Event: the Pod goes either way
 
 

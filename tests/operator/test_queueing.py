@@ -137,11 +137,33 @@ def test_a_refused_spec_runs_nothing_and_keeps_the_storage():
 
 
 def test_priority_does_not_retrain_and_the_head_drains_its_driver_before_it_goes():
-    fed = parse_manifest(manifest({QUEUE_LABEL: "q"}, priorityClassName="high"))
-    plain = parse_manifest(manifest({QUEUE_LABEL: "q"}))
+    fed = parse_manifest(manifest({QUEUE_LABEL: "q"}, priorityClassName="high", ray=groups(2)))
+    plain = parse_manifest(manifest({QUEUE_LABEL: "q"}, ray=groups(2)))
     assert builders.spec_hash(fed.spec) == builders.spec_hash(plain.spec)
-    head = builders.build_raycluster(fed)["spec"]["headGroupSpec"]["template"]["spec"]
+    cluster = builders.build_raycluster(fed)["spec"]
+    head = cluster["headGroupSpec"]["template"]["spec"]
     (container,) = head["containers"]
     assert container["lifecycle"]["preStop"]["exec"]["command"][:3] == ["python", "-m", "red_runtime.drain"]
     # The hook's wait fits in the Pod's grace period, with room for Ray's own shutdown.
     assert head["terminationGracePeriodSeconds"] > builders.JOB_STOP_WAIT_S
+    # A worker's hook keeps its node actors until the driver has let them go (its last round, the checkpoint).
+    for group in cluster["workerGroupSpecs"]:
+        worker = group["template"]["spec"]
+        assert worker["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][-1] == "--actors"
+        assert worker["terminationGracePeriodSeconds"] > builders.JOB_STOP_WAIT_S
+
+
+def test_a_cluster_that_kueue_queued_by_its_namespace_default_is_held_too():
+    """Kueue labels a job that names no queue for a LocalQueue called `default`, and suspends it: the operator
+    then waits as for a Federation that asked for the queue, rather than submit to a cluster with no Pods."""
+    rest = FakeRest()
+    settle(rest, federation())
+    for (kind, _), obj in list(rest.objects.items()):
+        if kind == "RayJob":
+            del rest.objects[(kind, obj["metadata"]["name"])]
+    cluster = rest.objects[("RayCluster", "f-ray")]
+    cluster["metadata"]["labels"][QUEUE_LABEL] = "default"
+    cluster["spec"]["suspend"] = True
+    status = reconcile(federation(), rest).status
+    assert rest.names("RayJob") == [] and status["phase"] == "Queued"
+    assert "LocalQueue default" in condition(status, "Queued")["message"]

@@ -57,6 +57,18 @@ def test_with_no_driver_the_hook_returns_at_once_and_leaves_no_file(tmp_path: Pa
     (proc / "9").mkdir()
     (proc / "9" / "cmdline").write_bytes(b"python\0-m\0red_runtime.driver\0--federation\0ns/f\0")
     assert drain.drivers(proc) == [9]
+    # A worker Pod's node actors, as Ray titles their processes.
+    (proc / "10").mkdir()
+    (proc / "10" / "cmdline").write_bytes(b"ray::NodeHost.train\0\0\0")
+    assert drain.node_actors(proc) == [10]
+
+
+def test_a_workers_hook_waits_while_its_node_actors_run(tmp_path: Path):
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    began = time.monotonic()
+    assert drain.wait_gone([proc.pid], 10) == []
+    assert 0.3 < time.monotonic() - began < 9
+    proc.wait()
 
 
 def test_the_stop_file_stops_the_run_and_a_later_sigterm_does_not_stop_it_at_once(tmp_path: Path):
