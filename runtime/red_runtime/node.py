@@ -52,6 +52,23 @@ def round_generator(seed: int, index: int, round_no: int, *turn: int) -> torch.G
     return torch.Generator().manual_seed(int(state))
 
 
+@dataclasses.dataclass
+class Prepared:
+    """A node's round up to its training: what _after_training needs of what came before it."""
+
+    index: int
+    state: LocalState
+    received: np.ndarray
+    start: np.ndarray  # the model it trains from: the received one with its own layers put in
+    result: dict[str, Any]
+    update_metrics: dict[str, float]
+    server_control: np.ndarray | None
+    own_control: np.ndarray | None
+    correction: np.ndarray | None  # SCAFFOLD's c - c_i, added to every gradient
+    generator: torch.Generator
+    began: float  # perf_counter when its round began here
+
+
 class PoolFlusher:
     """Sums the updates bound for one receiver and posts them, with their nodes' result rows.
 
@@ -236,8 +253,18 @@ class NodeHost:
         self, index: int, round_no: int, received: np.ndarray, proximal_mu: float, *turn: int
     ) -> tuple[Update, dict[str, Any]]:
         """Train one node from what the server sent; returns its update as it goes up, and its result row."""
+        prep = self._before_training(index, round_no, received, *turn)
+        cfg = self.spec.task.train
+        params, loss = train_local(
+            self.model, prep.start, prep.state, cfg, prep.generator, self.device, proximal_mu, prep.correction
+        )
+        return self._after_training(prep, round_no, params, loss)
+
+    def _before_training(self, index: int, round_no: int, received: np.ndarray, *turn: int) -> Prepared:
+        """What a node does with the model it received before it trains: its own layers put in, the local
+        evaluation, SCAFFOLD's correction, and its shuffling RNG for the round."""
         began = time.perf_counter()
-        entry, cfg, privacy = CATALOG[self.spec.algorithm.name], self.spec.task.train, self.spec.algorithm.privacy
+        entry = CATALOG[self.spec.algorithm.name]
         state = self._state(index)
         start, server_control = split(received) if entry.control_variates else (received, None)
         start = self._personalised(start, state)
@@ -250,14 +277,25 @@ class NodeHost:
             own_control = np.zeros_like(server_control) if state.control is None else state.control
             correction = server_control - own_control
         gen = round_generator(self.spec.task.seed, index, round_no, *turn)
-        params, loss = train_local(self.model, start, state, cfg, gen, self.device, proximal_mu, correction)
+        return Prepared(
+            index, state, received, start, result, update_metrics, server_control, own_control, correction, gen, began
+        )
+
+    def _after_training(
+        self, prep: Prepared, round_no: int, params: np.ndarray, loss: float
+    ) -> tuple[Update, dict[str, Any]]:
+        """What a node does with what it trained: a straggler's wait, its own layers and control variate kept,
+        clipping, an attacker's poisoning and compression; returns its update as it goes up and its result row."""
+        index, state, start, cfg = prep.index, prep.state, prep.start, self.spec.task.train
+        privacy = self.spec.algorithm.privacy
         if index in self.slow:
-            hold_back(self.spec.nodes.stragglers, began)
+            hold_back(self.spec.nodes.stragglers, prep.began)
         if self.local_idx.size:
             state.personal = params[self.local_idx].copy()
         control_change = None
-        if own_control is not None:
+        if prep.own_control is not None:
             # SCAFFOLD's option II: the drift this node's K steps showed, as its new control variate.
+            own_control, server_control = prep.own_control, prep.server_control
             steps = local_steps(len(state.train), cfg)
             new_control = own_control - server_control + (start.astype(np.float64) - params) / (steps * cfg.lr)
             control_change = (new_control - own_control).astype(np.float32)
@@ -279,9 +317,10 @@ class NodeHost:
             params = np.concatenate([params, control_change])
             sent_bytes += dense_bytes(control_change.size)
         update = Update.single(node_id(index), params, weight)
-        update.metrics.update(update_metrics)
-        result.update(train_loss=loss, samples=len(state.train), seconds=time.perf_counter() - began)
-        result.update(bytes_up=sent_bytes, bytes_down=dense_bytes(received.size), incarnation=self.incarnation)
+        update.metrics.update(prep.update_metrics)
+        result = prep.result
+        result.update(train_loss=loss, samples=len(state.train), seconds=time.perf_counter() - prep.began)
+        result.update(bytes_up=sent_bytes, bytes_down=dense_bytes(prep.received.size), incarnation=self.incarnation)
         return update, result
 
     def _personalised(self, params: np.ndarray, state: LocalState) -> np.ndarray:
