@@ -8,6 +8,7 @@ thousand nodes cost a thousand partitions, not a thousand Python processes.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 import time
@@ -18,13 +19,14 @@ import numpy as np
 import ray
 import torch
 
+from red_runtime import vectorized
 from red_runtime.adversaries import attack_generator, chosen, flipped_labels, poisoned
 from red_runtime.compression import dense_bytes, with_error_feedback
 from red_runtime.data import Arrays, DataSource
 from red_runtime.messages import readable
 from red_runtime.models import build_model, get_flat, local_indices
 from red_runtime.privacy import clip_update, counted
-from red_runtime.spec import FederationSpec
+from red_runtime.spec import MODELS, FederationSpec
 from red_runtime.stragglers import hold_back, slow_nodes
 from red_runtime.strategies import Update
 from red_runtime.strategies.catalog import CATALOG
@@ -36,6 +38,8 @@ from red_runtime.training import LocalState, evaluate, local_splits, local_steps
 # What a checkpoint keeps of each virtual node (LocalState fields): its own model (decentralised), optimizer
 # moments, SCAFFOLD variate, local layers and compression error.
 KEPT_STATE = ("params", "optimizer_state", "control", "personal", "residual")
+
+log = logging.getLogger("red.node")
 
 
 def pick_device() -> torch.device:
@@ -125,6 +129,9 @@ class NodeHost:
         self.device = pick_device()
         self.model = build_model(spec.task.model, self.source.input_shape, self.source.classes, spec.task.seed)
         self.model.to(self.device)
+        # Why this actor never trains its nodes together (None: it may), and the reasons already logged.
+        self.unbatched = self._unbatched()
+        self._said: set[str] = set()
         self._warm_up()
         self.states: dict[int, LocalState] = {}
         self.adversaries = chosen(spec.nodes.adversaries, spec.task.seed, spec.nodes.count)
@@ -148,6 +155,11 @@ class NodeHost:
             torch.Generator().manual_seed(0),
             self.device,
         )
+        if self.unbatched is None:  # and vmap's first use
+            job = vectorized.Job(get_flat(probe), LocalState(train=blank), torch.Generator().manual_seed(0))
+            vectorized.train_many(
+                probe, [job], dataclasses.replace(self.spec.task.train, epochs=1, batchSize=2), self.device
+            )
 
     def info(self) -> dict[str, Any]:
         return {
@@ -219,26 +231,127 @@ class NodeHost:
         receiver gets one message per flush instead of one per node. Each message carries the result
         rows of the nodes in it, and the pool is flushed just before the round's wall-clock `deadline`,
         so a slow node costs only its own update, not those of every node this actor trained before it.
+
+        Nodes that can be trained together (task.train.vectorize, see _batched) train first as one batch,
+        then every node is posted in the order given, the others trained one by one in between. The deadline
+        is checked before the batch and before each node, not inside the batch: a batch that runs past the
+        deadline loses all its updates, where the serial loop would lose those of the nodes after it.
         Returns how many nodes trained.
         """
         inbox = self._inbox(round_no, indices)
+        # A node without messages: a straggler's call for a round the server already closed, nothing to do.
+        work = {index: inbox[index][-1][1][0] for index in indices if inbox[index]}
         cache: dict[Any, np.ndarray] = {}
-        flusher = PoolFlusher(self, round_no, deadline)
-        trained = 0
-        for index in indices:
-            messages = inbox[index]
-            if not messages:
-                continue  # a straggler's call for a round the server already closed: nothing to do
-            if time.time() >= deadline:
-                break  # the server has closed the round: later updates would be dropped unread
-            ref = messages[-1][1][0]
+
+        def received(index: int) -> np.ndarray:
+            ref = work[index]
             if ref not in cache:
                 cache[ref] = ray.get(ref)
-            update, result = self._train_node(index, round_no, cache[ref], proximal_mu)
+            return cache[ref]
+
+        flusher = PoolFlusher(self, round_no, deadline)
+        together = self._train_together(round_no, list(work), proximal_mu, deadline, received)
+        trained = 0
+        for index in work:
+            if time.time() >= deadline:
+                break  # the server has closed the round: later updates would be dropped unread
+            if index in together:
+                prep, params, loss, seconds = together[index]
+                prep.began = time.perf_counter() - seconds  # its share of the batch, for stragglers and its row
+                update, result = self._after_training(prep, round_no, params, loss)
+            else:
+                update, result = self._train_node(index, round_no, received(index), proximal_mu)
             flusher.add(upstream[index], update, result, pooled=pool)
             trained += 1
         ray.get(flusher.close())
         return trained
+
+    def _train_together(
+        self, round_no: int, indices: list[int], proximal_mu: float, deadline: float, received: Any
+    ) -> dict[int, tuple[Prepared, np.ndarray, float, float]]:
+        """Train the nodes _batched picks in one batched computation; per node what _after_training needs and
+        the seconds that count as its own (its preparation and its share of the batch). Empty where none is
+        picked, or the batch fails: then this actor trains one by one from now on, and says why."""
+        chosen = self._batched(indices, proximal_mu)
+        if not chosen or time.time() >= deadline:
+            return {}
+        preps, spent = [], []
+        for index in chosen:
+            preps.append(self._before_training(index, round_no, received(index)))
+            spent.append(time.perf_counter() - preps[-1].began)
+        began = time.perf_counter()
+        jobs = [vectorized.Job(p.start, p.state, p.generator) for p in preps]
+        try:
+            trained = vectorized.train_many(self.model, jobs, self.spec.task.train, self.device)
+        except Exception as err:  # whatever vmap refuses, the serial loop still trains
+            # The states are as they were (train_many changes them only at the end); each node draws its
+            # shuffles afresh from a new generator in the serial loop.
+            self.unbatched = f"training them together failed: {type(err).__name__}: {err}"
+            self._say(self.unbatched)
+            return {}
+        share = (time.perf_counter() - began) / len(preps)
+        return {p.index: (p, params, loss, s + share) for p, (params, loss), s in zip(preps, trained, spent)}
+
+    def _batched(self, indices: list[int], proximal_mu: float) -> list[int]:
+        """Which of `indices` to train together (vectorized.py); the others train one by one. Vectorising
+        needs plain training: no term or correction that acts on every step."""
+        if self.unbatched is not None:
+            self._say(self.unbatched)
+            return []
+        if proximal_mu > 0:
+            self._say("FedProx's proximal term acts on every step")
+            return []
+        if CATALOG[self.spec.algorithm.name].control_variates:
+            self._say("SCAFFOLD's correction acts on every gradient")
+            return []
+        cfg = self.spec.task.train
+        count = sum(1 for _ in self.model.parameters())
+        fit = []
+        for index in indices:
+            state = self._state(index)
+            if not len(state.train):
+                continue
+            if vectorized.fits(state.optimizer_state, cfg, count):
+                fit.append(index)
+            else:
+                self._say("a node's saved optimizer state has other settings than task.train (from a checkpoint?)")
+        # Under auto, only groups of like-sized nodes large enough to pay off (vectorized.auto_group).
+        least = 1 if cfg.vectorize == "always" else vectorized.auto_group(self.model, cfg, self.device)
+        if least is None:  # _unbatched has said so already
+            return []
+        steps = [vectorized.steps_per_epoch(len(self._state(i).train), cfg) for i in fit]
+        picked = set()
+        for group in vectorized.groups(steps, vectorized.group_limit(self.model)):
+            if len(group) >= least:
+                picked.update(fit[j] for j in group)
+            else:
+                self._say(f"fewer than {least} nodes of like size in a call do not pay off")
+        return [i for i in indices if i in picked]
+
+    def _unbatched(self) -> str | None:
+        """Why this actor never trains its nodes together, or None where it may (decided per call)."""
+        cfg = self.spec.task.train
+        if cfg.vectorize == "never":
+            return "task.train.vectorize is never"
+        reason = vectorized.unsupported(self.model)
+        if reason is not None:
+            return f"the model cannot be vectorised: {reason}"
+        if cfg.vectorize == "always":
+            return None
+        if self.spec.task.model.name not in MODELS:
+            # Its forward runs once per step for a whole batch of nodes, not once per node.
+            return "auto vectorises the built-in models only (a user's model may count, log or sleep): set always"
+        if vectorized.auto_group(self.model, cfg, self.device) is None:
+            return "on a CPU this model's parameters times task.train.batchSize are too many for it to pay off"
+        return None
+
+    def _say(self, reason: str) -> None:
+        """Log once per actor why it trains (some) nodes one by one: a warning where `always` asked otherwise."""
+        if reason in self._said or reason == "task.train.vectorize is never":
+            return
+        self._said.add(reason)
+        level = logging.WARNING if self.spec.task.train.vectorize == "always" else logging.INFO
+        log.log(level, "node actor %d trains nodes one by one: %s", self.slot, reason)
 
     def train_async(self, version: int, turn: int, index: int, start_ref: list[Any]) -> tuple[Update, dict[str, Any]]:
         """One asynchronous turn (FedBuff): train node `index` from global model `version` and return its

@@ -11,6 +11,7 @@ others finish theirs. Plain PyTorch, no Ray.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,18 @@ MAX_STACK_BYTES = 256 * 2**20
 # Nodes in one group take at least this share of its longest node's steps, so that at most a fifth of the
 # lockstep computation is spent on padding for nodes that have already finished.
 SLACK = 0.8
+# When `auto` vectorises, measured with bench/bench_vectorize.py on a loaded 2-core AMD EPYC with one torch
+# thread (an actor with cpu: 1 has one), MLPs on 64 samples per node, batch 32, SGD. A batched step saves the
+# serial loop's per-step overhead (zero_grad, optimizer.step, autograd's bookkeeping: about half a millisecond)
+# but none of its arithmetic, and its stacked tensors fall out of cache. So on a CPU it pays off for small models
+# and several nodes: with parameters x batch up to about a million, 1.3-1.6x at 4 nodes and 1.5-4.8x at 10 to 50
+# (digits' 64-64-10 MLP: 1.6x, 3x, 4.8x); at 1.6 million (784-64-10) it breaks even, and the reference 784-128-10
+# MLP (3.3 million) runs at 0.6-0.9x; at 2 nodes it is about even for any model.
+AUTO_CPU_NODES = 4
+AUTO_CPU_WORK = 2**20
+# On a GPU the serial loop launches a few small kernels per step and node, so batching pays off from two nodes
+# for any model that fits (not measured with this code: the benchmark machine has no GPU).
+AUTO_GPU_NODES = 2
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, which make_optimizer keeps
 ADAM_EPS = 1e-8
 
@@ -57,9 +70,18 @@ def unsupported(model: nn.Module) -> str | None:
     return None
 
 
-def fits(saved: dict[str, Any] | None, cfg: Train) -> bool:
-    """Whether a node's saved optimizer state is one `cfg`'s optimizer would carry on from unchanged (the serial
-    loop's load_state_dict would restore other settings, such as a checkpoint's older learning rate)."""
+def auto_group(model: nn.Module, cfg: Train, device: torch.device) -> int | None:
+    """Under `auto`, the fewest nodes a lockstep group needs for vectorising it to pay off; None: it never does."""
+    if device.type != "cpu":
+        return AUTO_GPU_NODES
+    work = sum(p.numel() for p in model.parameters()) * cfg.batchSize
+    return AUTO_CPU_NODES if work <= AUTO_CPU_WORK else None
+
+
+def fits(saved: dict[str, Any] | None, cfg: Train, count: int) -> bool:
+    """Whether a node's saved optimizer state is one `cfg`'s optimizer carries on from unchanged, for a model of
+    `count` parameters (the serial loop's load_state_dict would restore other settings, such as a checkpoint's
+    older learning rate, and the stacked update keeps one step count per node)."""
     if saved is None:
         return True
     groups = saved.get("param_groups", [])
@@ -68,8 +90,13 @@ def fits(saved: dict[str, Any] | None, cfg: Train) -> bool:
     reference = make_optimizer(nn.Linear(1, 1), cfg).param_groups[0]
     if any(groups[0].get(key) != value for key, value in reference.items() if key != "params"):
         return False
+    entries = saved.get("state", {})
+    if sorted(entries) != list(range(count)):
+        return False
     expected = {"momentum_buffer"} if cfg.optimizer == "sgd" else {"step", "exp_avg", "exp_avg_sq"}
-    return all(set(entry) == expected for entry in saved.get("state", {}).values())
+    if any(set(entry) != expected for entry in entries.values()):
+        return False
+    return cfg.optimizer == "sgd" or len({float(entry["step"]) for entry in entries.values()}) == 1
 
 
 def groups(steps: list[int], limit: int) -> list[list[int]]:
@@ -83,6 +110,10 @@ def groups(steps: list[int], limit: int) -> list[list[int]]:
         else:
             out.append([i])
     return out
+
+
+def steps_per_epoch(samples: int, cfg: Train) -> int:
+    return math.ceil(samples / cfg.batchSize)
 
 
 def group_limit(model: nn.Module) -> int:
@@ -102,31 +133,39 @@ def train_many(model: nn.Module, jobs: list[Job], cfg: Train, device: torch.devi
         raise ValueError("a node without training data has nothing to vectorise")
     # One randperm per epoch from each node's own generator, as the serial loop draws them.
     orders = [[torch.randperm(n, generator=job.generator) for _ in range(cfg.epochs)] for n, job in zip(sizes, jobs)]
-    steps = [math.ceil(n / cfg.batchSize) for n in sizes]
+    steps = [steps_per_epoch(n, cfg) for n in sizes]
     model.train()
     results: list[tuple[np.ndarray, float] | None] = [None] * len(jobs)
-    moments: list[dict[str, dict[str, torch.Tensor]] | None] = [None] * len(jobs)
+    states: list[dict[int, dict[str, torch.Tensor]] | None] = [None] * len(jobs)
     for members in groups(steps, group_limit(model)):
         trained = _train_group(model, [jobs[i] for i in members], [orders[i] for i in members], cfg, device)
         for i, (params, loss, state) in zip(members, trained):
-            results[i], moments[i] = (params, loss), state
-    for job, state in zip(jobs, moments):
-        if state:
-            job.state.optimizer_state = _state_dict(model, cfg, state)
+            results[i], states[i] = (params, loss), state
+    # What train_local's optimizer.state_dict() holds, so that either path resumes from what the other saved.
+    param_groups = make_optimizer(model, cfg).state_dict()["param_groups"]
+    for job, state in zip(jobs, states):
+        if state:  # plain SGD keeps no state, and train_local then leaves optimizer_state as it was
+            job.state.optimizer_state = {"state": state, "param_groups": copy.deepcopy(param_groups)}
         job.state.rounds_trained += 1
     return results  # type: ignore[return-value]
 
 
-def _schedule(
-    orders: list[list[torch.Tensor]], offsets: list[int], batch: int
-) -> tuple[torch.Tensor, torch.Tensor, list[int], list[bool]]:
-    """Every lockstep step's sample indices into the concatenated data, [steps, nodes, batch], a mask of
-    those that are real (not padding), each step's width (its widest real batch), and whether every node
-    has a minibatch in it (so that the update needs no mask).
+@dataclass
+class _Schedule:
+    """Every lockstep step's sample indices into a group's concatenated data, [steps, nodes, batch], and a mask
+    of those that are real (not padding); per step, its width (its widest real minibatch), whether every node
+    has a minibatch in it (so that the update needs no mask) and whether none is padded (no mask at all)."""
 
-    A node's epoch e occupies steps e*S to (e+1)*S, S its group's longest epoch: a node whose epoch is
-    shorter idles until the others finish, so a later epoch starts at the same step for all.
-    """
+    index: torch.Tensor
+    real: torch.Tensor
+    widths: list[int]
+    everyone: list[bool]
+    dense: list[bool]
+
+
+def _schedule(orders: list[list[torch.Tensor]], offsets: list[int], batch: int) -> _Schedule:
+    """A node's epoch e occupies steps e*S to (e+1)*S, S the group's longest epoch: a node whose epoch is
+    shorter idles until the others finish, so that every epoch starts at the same step for all."""
     longest = max(math.ceil(len(order[0]) / batch) for order in orders)
     span = longest * batch
     epochs = len(orders[0])
@@ -136,142 +175,126 @@ def _schedule(
         for e, perm in enumerate(order):
             padded = np.full(span, offset, dtype=np.int64)  # padding points at a real sample: finite values
             padded[: len(perm)] = perm.numpy() + offset
-            mask = np.arange(span) < len(perm)
             index[e, :, k] = padded.reshape(longest, batch)
-            real[e, :, k] = mask.reshape(longest, batch)
+            real[e, :, k] = (np.arange(span) < len(perm)).reshape(longest, batch)
     index = index.reshape(epochs * longest, len(orders), batch)
     real = real.reshape(epochs * longest, len(orders), batch)
     counts = real.sum(axis=2)
-    widths = [int(w) for w in counts.max(axis=1)]
-    everyone = [bool(c) for c in (counts > 0).all(axis=1)]
-    return torch.from_numpy(index), torch.from_numpy(real), widths, everyone
+    widths = counts.max(axis=1)
+    return _Schedule(
+        torch.from_numpy(index),
+        torch.from_numpy(real),
+        [int(w) for w in widths],
+        [bool(c) for c in (counts > 0).all(axis=1)],
+        [bool(d) for d in (counts == widths[:, None]).all(axis=1)],
+    )
 
 
 def _train_group(
     model: nn.Module, jobs: list[Job], orders: list[list[torch.Tensor]], cfg: Train, device: torch.device
-) -> list[tuple[np.ndarray, float, dict[str, dict[str, torch.Tensor]]]]:
-    """Train one lockstep group; per node its flat parameters, mean loss and optimizer moments by name."""
+) -> list[tuple[np.ndarray, float, dict[int, dict[str, torch.Tensor]]]]:
+    """Train one lockstep group; per node its flat parameters, mean loss and optimizer state (state_dict's)."""
     k = len(jobs)
     sizes = [len(job.state.train) for job in jobs]
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
     x = torch.cat([torch.from_numpy(job.state.train.x) for job in jobs]).to(device)
     y = torch.cat([torch.from_numpy(job.state.train.y) for job in jobs]).to(device)
-    index, real, widths, everyone = _schedule(orders, offsets, cfg.batchSize)
-    index, real = index.to(device), real.to(device)
-    tensors = layout(model)
+    plan = _schedule(orders, offsets, cfg.batchSize)
+    index, real = plan.index.to(device), plan.real.to(device)
     starts = torch.from_numpy(np.stack([np.asarray(job.start, dtype=np.float32) for job in jobs])).to(device)
+    tensors = layout(model)
     params = {t.name: starts[:, t.where].reshape(k, *t.shape).clone().requires_grad_(True) for t in tensors}
-    opt = _Optimizer(cfg, params, [job.state.optimizer_state for job in jobs], device)
+    leaves = list(params.values())
+    opt = _Optimizer(cfg, leaves, [job.state.optimizer_state for job in jobs])
     forward = vmap(lambda p, xb: functional_call(model, p, (xb,)))
     loss_sum = torch.zeros(k, dtype=torch.float64, device=device)
     batches = torch.zeros(k, dtype=torch.float64, device=device)
-    for t, (width, full) in enumerate(zip(widths, everyone)):
-        idx, mask = index[t, :, :width], real[t, :, :width].float()
+    for t, width in enumerate(plan.widths):
+        idx = index[t, :, :width]
         out = forward(params, x[idx])
         ce = F.cross_entropy(out.flatten(0, 1), y[idx].flatten(), reduction="none").view(k, width)
-        count = mask.sum(dim=1)
-        # The mean over each node's real samples: CrossEntropyLoss's mean over its minibatch.
-        loss = (ce * mask).sum(dim=1) / count.clamp(min=1)
-        grads = torch.autograd.grad(loss.sum(), list(params.values()), allow_unused=True)
-        active = count > 0
+        if plan.dense[t]:
+            loss, active = ce.mean(dim=1), None
+        else:
+            # The mean over each node's real samples: CrossEntropyLoss's mean over its minibatch.
+            mask = real[t, :, :width].float()
+            count = mask.sum(dim=1)
+            loss, active = (ce * mask).sum(dim=1) / count.clamp(min=1), count > 0
+        grads = torch.autograd.grad(loss.sum(), leaves, allow_unused=True)
+        if any(g is None for g in grads):
+            # torch.optim would skip such a parameter and keep no state for it; one step count per node cannot.
+            raise ValueError("a parameter the forward does not use has no gradient")
         with torch.no_grad():
-            opt.step(dict(zip(params, grads)), None if full else active)
-        loss_sum += loss.detach().double() * active
-        batches += active
-    flat = torch.cat([p.detach().reshape(k, -1) for p in params.values()], dim=1).cpu().numpy()
+            opt.step(list(grads), None if plan.everyone[t] else active)
+        loss_sum += loss.detach().double() if active is None else loss.detach().double() * active
+        batches += 1 if active is None else active
+    flat = torch.cat([p.detach().reshape(k, -1) for p in leaves], dim=1).cpu().numpy()
     losses = (loss_sum / batches.clamp(min=1)).tolist()
     return [(flat[i].copy(), losses[i], opt.node_state(i)) for i in range(k)]
 
 
 class _Optimizer:
     """torch.optim's SGD (dampening 0, not Nesterov) or Adam (not AMSGrad) over stacked parameters: the same
-    arithmetic, in the same order, as their single-tensor implementations, with the step masked to the nodes
-    that had a minibatch in it."""
+    arithmetic, in the same order, as their single-tensor implementations, stepping only the nodes that had a
+    minibatch in the step."""
 
-    def __init__(
-        self,
-        cfg: Train,
-        params: dict[str, torch.Tensor],
-        saved: list[dict[str, Any] | None],
-        device: torch.device,
-    ):
+    def __init__(self, cfg: Train, params: list[torch.Tensor], saved: list[dict[str, Any] | None]):
         self.cfg = cfg
         self.params = params
-        self.moments: dict[str, dict[str, torch.Tensor]] = {}
-        names = list(params)
-        if cfg.optimizer == "sgd" and cfg.momentum == 0:
-            kinds: tuple[str, ...] = ()
-        elif cfg.optimizer == "sgd":
-            kinds = ("momentum_buffer",)
-        else:
-            kinds = ("exp_avg", "exp_avg_sq")
-        # A node with no saved moment starts from zeros: momentum * 0 + grad is grad, as torch's first step.
-        for kind in kinds:
-            self.moments[kind] = {
-                name: torch.stack([_saved(s, i, kind, p[0], device) for s in saved])
-                for i, (name, p) in enumerate(params.items())
-            }
         self.adam = cfg.optimizer == "adam"
-        # Adam's step counts, per node and parameter; doubles, as torch works out its bias correction in Python.
-        self.steps = {
-            name: torch.tensor(
-                [float(_entry(s, i).get("step", 0.0)) for s in saved], dtype=torch.float64, device=device
-            )
-            for i, name in enumerate(names)
-        }
-        # Which parameters each node has state for (a parameter torch never saw a gradient for has none).
-        self.seen = {
-            name: torch.tensor([bool(_entry(s, i)) for s in saved], device=device) for i, name in enumerate(names)
-        }
+        if self.adam:
+            kinds: tuple[str, ...] = ("exp_avg", "exp_avg_sq")
+        else:
+            kinds = ("momentum_buffer",) if cfg.momentum != 0 else ()
+        # A node with no saved moment starts from zeros: momentum * 0 + grad is grad, as torch's first step.
+        self.moments = {kind: [_stacked(saved, i, kind, p) for i, p in enumerate(params)] for kind in kinds}
+        # Adam's step count per node (fits() saw it is the same for every parameter); doubles, as torch works
+        # its bias correction out in Python.
+        self.steps = torch.tensor(
+            [float(_entry(s, 0).get("step", 0.0)) for s in saved], dtype=torch.float64, device=params[0].device
+        )
 
-    def step(self, grads: dict[str, torch.Tensor | None], active: torch.Tensor | None) -> None:
-        cfg = self.cfg
-        for name, p in self.params.items():
-            grad = grads[name]
-            if grad is None:
-                continue  # torch skips a parameter without a gradient: no decay, no state
-            if cfg.weightDecay != 0:
-                grad = grad.add(p, alpha=cfg.weightDecay)
-            news = self._adam(name, p, grad, active) if self.adam else self._sgd(name, p, grad)
-            on = torch.ones_like(self.seen[name]) if active is None else active
-            self.seen[name] |= on
-            for tensor, new in news:
-                tensor.copy_(new if active is None else torch.where(_across(active, new), new, tensor))
-
-    def _sgd(self, name: str, p: torch.Tensor, grad: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        if self.cfg.momentum == 0:
-            return [(p, p.add(grad, alpha=-self.cfg.lr))]
-        buf = self.moments["momentum_buffer"][name]
-        new_buf = buf.mul(self.cfg.momentum).add(grad)
-        return [(buf, new_buf), (p, p.add(new_buf, alpha=-self.cfg.lr))]
-
-    def _adam(
-        self, name: str, p: torch.Tensor, grad: torch.Tensor, active: torch.Tensor | None
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        beta1, beta2 = ADAM_BETAS
-        steps = self.steps[name]
-        steps += 1 if active is None else active.double()
-        m, v = self.moments["exp_avg"][name], self.moments["exp_avg_sq"][name]
-        new_m = m.lerp(grad, 1 - beta1)
-        new_v = v.mul(beta2).addcmul(grad, grad, value=1 - beta2)
-        counted = steps.clamp(min=1)  # an idle node's count may still be 0; its result is masked away
-        step_size = (self.cfg.lr / (1 - beta1**counted)).float()
-        correction2 = (1 - beta2**counted).sqrt().float()
-        denom = (new_v.sqrt() / _across(correction2, new_v)).add(ADAM_EPS)
-        new_p = p - _across(step_size, p) * new_m / denom
-        return [(m, new_m), (v, new_v), (p, new_p)]
-
-    def node_state(self, i: int) -> dict[str, dict[str, torch.Tensor]]:
-        """Node i's optimizer state by parameter name, as torch.optim keeps it (empty for plain SGD)."""
-        out = {}
-        for name in self.params:
-            if not self.moments or not bool(self.seen[name][i]):
-                continue
-            entry = {kind: tensors[name][i].clone() for kind, tensors in self.moments.items()}
+    def step(self, grads: list[torch.Tensor], active: torch.Tensor | None) -> None:
+        """One step, in place, of the nodes `active` marks (None: every node)."""
+        idle = None if active is None else ~active
+        if self.adam:
+            self.steps += 1 if active is None else active.double()
+            beta1, beta2 = ADAM_BETAS
+            counted = self.steps.clamp(min=1)  # an idle node's count may still be 0; its values are put back
+            step_size = (self.cfg.lr / (1 - beta1**counted)).float()
+            correction2 = (1 - beta2**counted).sqrt().float()
+        for i, (p, grad) in enumerate(zip(self.params, grads)):
+            touched = [p, *(tensors[i] for tensors in self.moments.values())]
+            # In place for all, then the few idle nodes put back: cheaper than building every new value apart.
+            kept = None if idle is None else [t[idle].clone() for t in touched]
+            if self.cfg.weightDecay != 0:
+                grad = grad.add(p, alpha=self.cfg.weightDecay)
             if self.adam:
-                # torch keeps Adam's step as a float32 scalar on the CPU.
-                entry = {"step": torch.tensor(float(self.steps[name][i]), dtype=torch.float32), **entry}
-            out[name] = entry
+                m, v = self.moments["exp_avg"][i], self.moments["exp_avg_sq"][i]
+                m.lerp_(grad, 1 - ADAM_BETAS[0])
+                v.mul_(ADAM_BETAS[1]).addcmul_(grad, grad, value=1 - ADAM_BETAS[1])
+                denom = v.sqrt().div_(_across(correction2, v)).add_(ADAM_EPS)
+                # torch's addcdiv_(m, denom, value=-step_size): (step_size * m) / denom, in that order.
+                p.sub_(m.mul(_across(step_size, m)).div_(denom))
+            else:
+                if self.cfg.momentum != 0:
+                    grad = self.moments["momentum_buffer"][i].mul_(self.cfg.momentum).add_(grad)
+                p.add_(grad, alpha=-self.cfg.lr)
+            for t, old in zip(touched, kept or []):
+                t[idle] = old
+
+    def node_state(self, k: int) -> dict[int, dict[str, torch.Tensor]]:
+        """Node k's optimizer state as torch.optim's state_dict holds it, by parameter index (empty for plain
+        SGD). Copies: a view would keep, and pickle into a checkpoint, the whole group's stack."""
+        if not self.moments:
+            return {}
+        out = {}
+        for i in range(len(self.params)):
+            entry = {kind: tensors[i][k].clone() for kind, tensors in self.moments.items()}
+            if self.adam:
+                # torch keeps Adam's step as a float32 scalar on the CPU, first in the entry.
+                entry = {"step": torch.tensor(float(self.steps[k]), dtype=torch.float32), **entry}
+            out[i] = entry
         return out
 
 
@@ -279,23 +302,16 @@ def _entry(saved: dict[str, Any] | None, i: int) -> dict[str, Any]:
     return {} if saved is None else saved.get("state", {}).get(i, {})
 
 
-def _saved(saved: dict[str, Any] | None, i: int, kind: str, like: torch.Tensor, device: torch.device) -> torch.Tensor:
-    value = _entry(saved, i).get(kind)
-    if value is None:
-        return torch.zeros_like(like, device=device)
-    return value.detach().to(device=device, dtype=like.dtype).reshape(like.shape)
+def _stacked(saved: list[dict[str, Any] | None], i: int, kind: str, like: torch.Tensor) -> torch.Tensor:
+    """Parameter i's moment `kind` of every node, stacked like the parameters `like`; zeros where none is saved."""
+    if all(_entry(s, i).get(kind) is None for s in saved):
+        return torch.zeros_like(like)
+    rows = [_entry(s, i).get(kind) for s in saved]
+    return torch.stack(
+        [torch.zeros_like(like[0]) if r is None else r.detach().to(device=like.device, dtype=like.dtype) for r in rows]
+    ).reshape(like.shape)
 
 
 def _across(per_node: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """A per-node vector shaped to broadcast over a stacked tensor."""
     return per_node.view(-1, *([1] * (like.dim() - 1)))
-
-
-def _state_dict(model: nn.Module, cfg: Train, moments: dict[str, dict[str, torch.Tensor]]) -> dict[str, Any]:
-    """One node's moments as the state_dict of the optimizer train_local builds, so that either path can
-    resume from what the other saved (and a checkpoint holds the same thing whichever wrote it)."""
-    optimizer = make_optimizer(model, cfg)
-    by_name = dict(model.named_parameters())
-    for name, entry in moments.items():
-        optimizer.state[by_name[name]] = entry
-    return optimizer.state_dict()
