@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -267,7 +268,12 @@ class NodeHost:
         return trained
 
     def _train_together(
-        self, round_no: int, indices: list[int], proximal_mu: float, deadline: float, received: Any
+        self,
+        round_no: int,
+        indices: list[int],
+        proximal_mu: float,
+        deadline: float,
+        received: Callable[[int], np.ndarray],
     ) -> dict[int, tuple[Prepared, np.ndarray, float, float]]:
         """Train the nodes _batched picks in one batched computation; per node what _after_training needs and
         the seconds that count as its own (its preparation and its share of the batch). Empty where none is
