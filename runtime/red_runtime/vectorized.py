@@ -12,6 +12,7 @@ others finish theirs. Plain PyTorch, no Ray.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -87,8 +88,7 @@ def fits(saved: dict[str, Any] | None, cfg: Train, count: int) -> bool:
     groups = saved.get("param_groups", [])
     if len(groups) != 1:
         return False
-    reference = make_optimizer(nn.Linear(1, 1), cfg).param_groups[0]
-    if any(groups[0].get(key) != value for key, value in reference.items() if key != "params"):
+    if any(groups[0].get(key) != value for key, value in _settings(cfg).items()):
         return False
     entries = saved.get("state", {})
     if sorted(entries) != list(range(count)):
@@ -97,6 +97,13 @@ def fits(saved: dict[str, Any] | None, cfg: Train, count: int) -> bool:
     if any(set(entry) != expected for entry in entries.values()):
         return False
     return cfg.optimizer == "sgd" or len({float(entry["step"]) for entry in entries.values()}) == 1
+
+
+@functools.cache
+def _settings(cfg: Train) -> dict[str, Any]:
+    """The param group settings of the optimizer train_local builds for `cfg` (read only: cached)."""
+    group = make_optimizer(nn.Linear(1, 1), cfg).param_groups[0]
+    return {key: value for key, value in group.items() if key != "params"}
 
 
 def groups(steps: list[int], limit: int) -> list[list[int]]:

@@ -121,6 +121,16 @@ def test_either_path_resumes_from_the_optimizer_state_the_other_saved(name, path
     two_rounds(OPTIMIZERS[name], [24, 31, 40], paths)
 
 
+def test_the_built_in_cnn_matches_the_serial_loop():
+    model = build_model(Model(name="cnn", channels=(4, 8)), (1, 8, 8), CLASSES, seed=0)
+    rng = np.random.default_rng(0)
+    data = [Arrays(rng.random((n, 1, 8, 8), dtype=np.float32), rng.integers(0, CLASSES, n)) for n in (24, 24, 19)]
+    serial, vector = [LocalState(train=d) for d in data], [LocalState(train=d) for d in data]
+    start = [get_flat(model)] * 3
+    cfg = OPTIMIZERS["adam"]
+    assert_same(serial_round(model, start, serial, cfg, 1), vector_round(model, start, vector, cfg, 1), serial, vector)
+
+
 def test_a_node_first_trained_in_a_later_round_joins_nodes_with_state():
     cfg = OPTIMIZERS["adam"]
     model, data = mlp(), node_data([32, 32, 32])
