@@ -4,9 +4,10 @@
 forward runs under `torch.func.vmap` with `functional_call` over parameters stacked along a new first
 dimension, and SGD's or Adam's update is applied to the stacked parameters and optimizer moments with the
 same arithmetic as torch.optim. Each node shuffles with its own generator, drawing exactly what the serial
-loop draws, so the results agree with train_local to float rounding. Nodes of unequal size train in
-lockstep with masks: a node whose epoch has ended idles (its parameters and moments untouched) while the
-others finish theirs. Plain PyTorch, no Ray.
+loop draws, so the results agree with train_local to float rounding. Nodes are bucketed by their steps per
+epoch into lockstep groups of like sizes; within a group, masks take care of the rest: a partial last
+minibatch, and a node whose epoch has ended idles (its parameters and moments untouched) while the others
+finish theirs. Plain PyTorch, no Ray.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ SLACK = 0.8
 # thread (an actor with cpu: 1 has one), MLPs on 64 samples per node, batch 32, SGD. A batched step saves the
 # serial loop's per-step overhead (zero_grad, optimizer.step, autograd's bookkeeping: about half a millisecond)
 # but none of its arithmetic, and its stacked tensors fall out of cache. So on a CPU it pays off for small models
-# and several nodes: with parameters x batch up to about a million, 1.3-1.6x at 4 nodes and 1.5-4.8x at 10 to 50
-# (digits' 64-64-10 MLP: 1.6x, 3x, 4.8x); at 1.6 million (784-64-10) it breaks even, and the reference 784-128-10
-# MLP (3.3 million) runs at 0.6-0.9x; at 2 nodes it is about even for any model.
+# and several nodes: with parameters x batch up to about a million, 1.3-2x at 4 nodes and 1.4-5x at 10 to 50
+# (digits' 64-64-10 MLP: 1.5-2x, 3-3.3x, 4.7-5.2x; the built-in CNN: 1.5-1.8x, 1.4-1.8x, 2.1-2.2x); at 1.6
+# million (784-64-10) it breaks even, and the reference 784-128-10 MLP (3.3 million) runs at 0.6-1.3x, mostly
+# below 1; at 2 nodes it is about even or slower for any model.
 AUTO_CPU_NODES = 4
 AUTO_CPU_WORK = 2**20
 # On a GPU the serial loop launches a few small kernels per step and node, so batching pays off from two nodes
