@@ -8,23 +8,26 @@ thousand nodes cost a thousand partitions, not a thousand Python processes.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import ray
 import torch
 
+from red_runtime import vectorized
 from red_runtime.adversaries import attack_generator, chosen, flipped_labels, poisoned
 from red_runtime.compression import dense_bytes, with_error_feedback
 from red_runtime.data import Arrays, DataSource
 from red_runtime.messages import readable
 from red_runtime.models import build_model, get_flat, local_indices
 from red_runtime.privacy import clip_update, counted
-from red_runtime.spec import FederationSpec
+from red_runtime.spec import MODELS, FederationSpec
 from red_runtime.stragglers import hold_back, slow_nodes
 from red_runtime.strategies import Update
 from red_runtime.strategies.catalog import CATALOG
@@ -36,6 +39,8 @@ from red_runtime.training import LocalState, evaluate, local_splits, local_steps
 # What a checkpoint keeps of each virtual node (LocalState fields): its own model (decentralised), optimizer
 # moments, SCAFFOLD variate, local layers and compression error.
 KEPT_STATE = ("params", "optimizer_state", "control", "personal", "residual")
+
+log = logging.getLogger("red.node")
 
 
 def pick_device() -> torch.device:
@@ -50,6 +55,23 @@ def round_generator(seed: int, index: int, round_no: int, *turn: int) -> torch.G
     same on any actor, so placement never changes results."""
     state = np.random.SeedSequence([seed, index, round_no, *turn]).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A node's round up to its training: what _after_training needs of what came before it."""
+
+    index: int
+    state: LocalState
+    received: np.ndarray
+    start: np.ndarray  # the model it trains from: the received one with its own layers put in
+    result: dict[str, Any]
+    update_metrics: dict[str, float]
+    server_control: np.ndarray | None
+    own_control: np.ndarray | None
+    correction: np.ndarray | None  # SCAFFOLD's c - c_i, added to every gradient
+    generator: torch.Generator
+    began: float  # perf_counter when its round began here
 
 
 class PoolFlusher:
@@ -108,6 +130,9 @@ class NodeHost:
         self.device = pick_device()
         self.model = build_model(spec.task.model, self.source.input_shape, self.source.classes, spec.task.seed)
         self.model.to(self.device)
+        # Why this actor never trains its nodes together (None: it may), and the reasons already logged.
+        self.unbatched = self._unbatched()
+        self._said: set[str] = set()
         self._warm_up()
         self.states: dict[int, LocalState] = {}
         self.adversaries = chosen(spec.nodes.adversaries, spec.task.seed, spec.nodes.count)
@@ -131,6 +156,11 @@ class NodeHost:
             torch.Generator().manual_seed(0),
             self.device,
         )
+        if self.unbatched is None:  # and vmap's first use
+            job = vectorized.Job(get_flat(probe), LocalState(train=blank), torch.Generator().manual_seed(0))
+            vectorized.train_many(
+                probe, [job], dataclasses.replace(self.spec.task.train, epochs=1, batchSize=2), self.device
+            )
 
     def info(self) -> dict[str, Any]:
         return {
@@ -202,26 +232,132 @@ class NodeHost:
         receiver gets one message per flush instead of one per node. Each message carries the result
         rows of the nodes in it, and the pool is flushed just before the round's wall-clock `deadline`,
         so a slow node costs only its own update, not those of every node this actor trained before it.
+
+        Nodes that can be trained together (task.train.vectorize, see _batched) train first as one batch,
+        then every node is posted in the order given, the others trained one by one in between. The deadline
+        is checked before the batch and before each node, not inside the batch: a batch that runs past the
+        deadline loses all its updates, where the serial loop would lose those of the nodes after it.
         Returns how many nodes trained.
         """
         inbox = self._inbox(round_no, indices)
+        # A node without messages: a straggler's call for a round the server already closed, nothing to do.
+        work = {index: inbox[index][-1][1][0] for index in indices if inbox[index]}
         cache: dict[Any, np.ndarray] = {}
-        flusher = PoolFlusher(self, round_no, deadline)
-        trained = 0
-        for index in indices:
-            messages = inbox[index]
-            if not messages:
-                continue  # a straggler's call for a round the server already closed: nothing to do
-            if time.time() >= deadline:
-                break  # the server has closed the round: later updates would be dropped unread
-            ref = messages[-1][1][0]
+
+        def received(index: int) -> np.ndarray:
+            ref = work[index]
             if ref not in cache:
                 cache[ref] = ray.get(ref)
-            update, result = self._train_node(index, round_no, cache[ref], proximal_mu)
+            return cache[ref]
+
+        flusher = PoolFlusher(self, round_no, deadline)
+        together = self._train_together(round_no, list(work), proximal_mu, deadline, received)
+        trained = 0
+        for index in work:
+            if time.time() >= deadline:
+                break  # the server has closed the round: later updates would be dropped unread
+            if index in together:
+                prep, params, loss, seconds = together[index]
+                prep.began = time.perf_counter() - seconds  # its share of the batch, for stragglers and its row
+                update, result = self._after_training(prep, round_no, params, loss)
+            else:
+                update, result = self._train_node(index, round_no, received(index), proximal_mu)
             flusher.add(upstream[index], update, result, pooled=pool)
             trained += 1
         ray.get(flusher.close())
         return trained
+
+    def _train_together(
+        self,
+        round_no: int,
+        indices: list[int],
+        proximal_mu: float,
+        deadline: float,
+        received: Callable[[int], np.ndarray],
+    ) -> dict[int, tuple[Prepared, np.ndarray, float, float]]:
+        """Train the nodes _batched picks in one batched computation; per node what _after_training needs and
+        the seconds that count as its own (its preparation and its share of the batch). Empty where none is
+        picked, or the batch fails: then this actor trains one by one from now on, and says why."""
+        chosen = self._batched(indices, proximal_mu)
+        if not chosen or time.time() >= deadline:
+            return {}
+        preps, spent = [], []
+        for index in chosen:
+            preps.append(self._before_training(index, round_no, received(index)))
+            spent.append(time.perf_counter() - preps[-1].began)
+        began = time.perf_counter()
+        jobs = [vectorized.Job(p.start, p.state, p.generator) for p in preps]
+        try:
+            trained = vectorized.train_many(self.model, jobs, self.spec.task.train, self.device)
+        except Exception as err:  # whatever vmap refuses, the serial loop still trains
+            # The states are as they were (train_many changes them only at the end); each node draws its
+            # shuffles afresh from a new generator in the serial loop.
+            self.unbatched = f"training them together failed: {type(err).__name__}: {err}"
+            self._say(self.unbatched)
+            return {}
+        share = (time.perf_counter() - began) / len(preps)
+        return {p.index: (p, params, loss, s + share) for p, (params, loss), s in zip(preps, trained, spent)}
+
+    def _batched(self, indices: list[int], proximal_mu: float) -> list[int]:
+        """Which of `indices` to train together (vectorized.py); the others train one by one. Vectorising
+        needs plain training: no term or correction that acts on every step."""
+        if self.unbatched is not None:
+            self._say(self.unbatched)
+            return []
+        if proximal_mu > 0:
+            self._say("FedProx's proximal term acts on every step")
+            return []
+        if CATALOG[self.spec.algorithm.name].control_variates:
+            self._say("SCAFFOLD's correction acts on every gradient")
+            return []
+        cfg = self.spec.task.train
+        count = sum(1 for _ in self.model.parameters())
+        fit = []
+        for index in indices:
+            state = self._state(index)
+            if not len(state.train):
+                continue
+            if vectorized.fits(state.optimizer_state, cfg, count):
+                fit.append(index)
+            else:
+                self._say("a node's saved optimizer state has other settings than task.train (from a checkpoint?)")
+        # Under auto, only groups of like-sized nodes large enough to pay off (vectorized.auto_group).
+        least = 1 if cfg.vectorize == "always" else vectorized.auto_group(self.model, cfg, self.device)
+        if least is None:  # _unbatched has said so already
+            return []
+        steps = [vectorized.steps_per_epoch(len(self._state(i).train), cfg) for i in fit]
+        picked = set()
+        for group in vectorized.groups(steps, vectorized.group_limit(self.model)):
+            if len(group) >= least:
+                picked.update(fit[j] for j in group)
+            else:
+                self._say(f"fewer than {least} nodes of like size in a call do not pay off")
+        return [i for i in indices if i in picked]
+
+    def _unbatched(self) -> str | None:
+        """Why this actor never trains its nodes together, or None where it may (decided per call)."""
+        cfg = self.spec.task.train
+        if cfg.vectorize == "never":
+            return "task.train.vectorize is never"
+        reason = vectorized.unsupported(self.model)
+        if reason is not None:
+            return f"the model cannot be vectorised: {reason}"
+        if cfg.vectorize == "always":
+            return None
+        if self.spec.task.model.name not in MODELS:
+            # Its forward runs once per step for a whole batch of nodes, not once per node.
+            return "auto vectorises the built-in models only (a user's model may count, log or sleep): set always"
+        if vectorized.auto_group(self.model, cfg, self.device) is None:
+            return "on a CPU this model's parameters times task.train.batchSize are too many for it to pay off"
+        return None
+
+    def _say(self, reason: str) -> None:
+        """Log once per actor why it trains (some) nodes one by one: a warning where `always` asked otherwise."""
+        if reason in self._said or reason == "task.train.vectorize is never":
+            return
+        self._said.add(reason)
+        level = logging.WARNING if self.spec.task.train.vectorize == "always" else logging.INFO
+        log.log(level, "node actor %d trains nodes one by one: %s", self.slot, reason)
 
     def train_async(self, version: int, turn: int, index: int, start_ref: list[Any]) -> tuple[Update, dict[str, Any]]:
         """One asynchronous turn (FedBuff): train node `index` from global model `version` and return its
@@ -236,8 +372,18 @@ class NodeHost:
         self, index: int, round_no: int, received: np.ndarray, proximal_mu: float, *turn: int
     ) -> tuple[Update, dict[str, Any]]:
         """Train one node from what the server sent; returns its update as it goes up, and its result row."""
+        prep = self._before_training(index, round_no, received, *turn)
+        cfg = self.spec.task.train
+        params, loss = train_local(
+            self.model, prep.start, prep.state, cfg, prep.generator, self.device, proximal_mu, prep.correction
+        )
+        return self._after_training(prep, round_no, params, loss)
+
+    def _before_training(self, index: int, round_no: int, received: np.ndarray, *turn: int) -> Prepared:
+        """What a node does with the model it received before it trains: its own layers put in, the local
+        evaluation, SCAFFOLD's correction, and its shuffling RNG for the round."""
         began = time.perf_counter()
-        entry, cfg, privacy = CATALOG[self.spec.algorithm.name], self.spec.task.train, self.spec.algorithm.privacy
+        entry = CATALOG[self.spec.algorithm.name]
         state = self._state(index)
         start, server_control = split(received) if entry.control_variates else (received, None)
         start = self._personalised(start, state)
@@ -250,14 +396,25 @@ class NodeHost:
             own_control = np.zeros_like(server_control) if state.control is None else state.control
             correction = server_control - own_control
         gen = round_generator(self.spec.task.seed, index, round_no, *turn)
-        params, loss = train_local(self.model, start, state, cfg, gen, self.device, proximal_mu, correction)
+        return Prepared(
+            index, state, received, start, result, update_metrics, server_control, own_control, correction, gen, began
+        )
+
+    def _after_training(
+        self, prep: Prepared, round_no: int, params: np.ndarray, loss: float
+    ) -> tuple[Update, dict[str, Any]]:
+        """What a node does with what it trained: a straggler's wait, its own layers and control variate kept,
+        clipping, an attacker's poisoning and compression; returns its update as it goes up and its result row."""
+        index, state, start, cfg = prep.index, prep.state, prep.start, self.spec.task.train
+        privacy = self.spec.algorithm.privacy
         if index in self.slow:
-            hold_back(self.spec.nodes.stragglers, began)
+            hold_back(self.spec.nodes.stragglers, prep.began)
         if self.local_idx.size:
             state.personal = params[self.local_idx].copy()
         control_change = None
-        if own_control is not None:
+        if prep.own_control is not None:
             # SCAFFOLD's option II: the drift this node's K steps showed, as its new control variate.
+            own_control, server_control = prep.own_control, prep.server_control
             steps = local_steps(len(state.train), cfg)
             new_control = own_control - server_control + (start.astype(np.float64) - params) / (steps * cfg.lr)
             control_change = (new_control - own_control).astype(np.float32)
@@ -279,9 +436,10 @@ class NodeHost:
             params = np.concatenate([params, control_change])
             sent_bytes += dense_bytes(control_change.size)
         update = Update.single(node_id(index), params, weight)
-        update.metrics.update(update_metrics)
-        result.update(train_loss=loss, samples=len(state.train), seconds=time.perf_counter() - began)
-        result.update(bytes_up=sent_bytes, bytes_down=dense_bytes(received.size), incarnation=self.incarnation)
+        update.metrics.update(prep.update_metrics)
+        result = prep.result
+        result.update(train_loss=loss, samples=len(state.train), seconds=time.perf_counter() - prep.began)
+        result.update(bytes_up=sent_bytes, bytes_down=dense_bytes(prep.received.size), incarnation=self.incarnation)
         return update, result
 
     def _personalised(self, params: np.ndarray, state: LocalState) -> np.ndarray:

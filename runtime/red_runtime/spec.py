@@ -29,6 +29,9 @@ DATASETS = ("digits", "synthetic")
 PARTITIONS = ("iid", "dirichlet", "labels", "quantity")
 MODELS = ("logreg", "mlp", "cnn")
 OPTIMIZERS = ("sgd", "adam")
+# Whether an actor trains its nodes together in one batched computation (vectorized.py). Words, not on/off,
+# which YAML would read as booleans.
+VECTORIZE = ("auto", "always", "never")
 ROLES = ("train", "eval", "test")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 SUBMISSION_MODES = ("K8sJobMode", "HTTPMode")
@@ -176,6 +179,7 @@ class Train:
     lr: float = 0.05
     momentum: float = 0.0
     weightDecay: float = 0.0
+    vectorize: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -766,7 +770,7 @@ def _task(c: _Checker, spec: Mapping, path: str, count: int) -> Task:
     )
     if model.name == "cnn" and dataset.name == "synthetic":
         c.fail(f"{mp}.name", "cnn", "needs image data (dataset digits); synthetic data is a flat vector")
-    tr = c.section(raw, "train", p, ("epochs", "batchSize", "optimizer", "lr", "momentum", "weightDecay"))
+    tr = c.section(raw, "train", p, ("epochs", "batchSize", "optimizer", "lr", "momentum", "weightDecay", "vectorize"))
     tp = f"{p}.train"
     train = Train(
         epochs=c.integer(tr, "epochs", tp, 1, minimum=1, maximum=10000),
@@ -775,9 +779,17 @@ def _task(c: _Checker, spec: Mapping, path: str, count: int) -> Task:
         lr=c.number(tr, "lr", tp, 0.05, minimum=0, exclusive_min=True),
         momentum=c.number(tr, "momentum", tp, 0.0, minimum=0, maximum=1),
         weightDecay=c.number(tr, "weightDecay", tp, 0.0, minimum=0),
+        vectorize=_vectorize(c, tr, tp),
     )
     seed = c.integer(raw, "seed", p, 0, minimum=0, maximum=2**31 - 1)
     return Task(dataset=dataset, partition=partition, model=model, train=train, seed=seed)
+
+
+def _vectorize(c: _Checker, train: Mapping, path: str) -> str:
+    if isinstance(train.get("vectorize"), bool):  # `on`, `off`, `yes`, `true`: YAML's booleans, unquoted
+        c.fail(f"{path}.vectorize", train["vectorize"], f"must be one of {', '.join(VECTORIZE)}, not a boolean")
+        return "auto"
+    return c.choice(train, "vectorize", path, "auto", VECTORIZE)
 
 
 def _layer_names(c: _Checker, model: Mapping, path: str) -> tuple[str, ...]:

@@ -114,6 +114,7 @@ VALID = {
     "mlflow tracking": doc({"tracking": {"mlflow": {"uri": "http://mlflow.ml:5000", "experiment": "digits lr"}}}),
     "mlflow tracking over https": doc({"tracking": {"mlflow": {"uri": "https://mlflow.example.com/team/"}}}),
     "a sweep": doc({"sweep": {"params": ["task.train.lr=loguniform:1e-3:0.3", "task.train.epochs=grid:1,2"]}}),
+    "vectorised training always": doc({"task": {"train": {"vectorize": "always", "optimizer": "adam"}}}),
 }
 VALID.update({f"example {p.name}": yaml.safe_load(p.read_text()) for p in EXAMPLES})
 # README's example of the Pod fields, as a reader would paste it.
@@ -214,6 +215,11 @@ INVALID = {
     "role without train": (doc({"nodes": {"role": "eval"}}), "spec.nodes.role"),
     "role twice": (doc({"nodes": {"role": "train-train"}}), "spec.nodes.role"),
     "unknown optimizer": (doc({"task": {"train": {"optimizer": "rmsprop"}}}), "spec.task.train.optimizer"),
+    "vectorize as a word YAML reads as true": (
+        doc({"task": {"train": {"vectorize": True}}}),
+        "spec.task.train.vectorize",
+    ),
+    "unknown vectorize": (doc({"task": {"train": {"vectorize": "sometimes"}}}), "spec.task.train.vectorize"),
     "zero alpha": (doc({"task": {"partition": {"kind": "dirichlet", "alpha": 0}}}), "spec.task.partition.alpha"),
     "cnn on synthetic": (
         doc({"task": {"model": {"name": "cnn"}, "dataset": {"name": "synthetic"}}}),
