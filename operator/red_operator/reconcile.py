@@ -242,7 +242,16 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
         if cluster and not terminating(cluster):
             p.delete("RayCluster", cluster_name, "suspended")
         _stop_serving(p, service, "suspended")
-        obs = Observed(cluster_name=cluster_name, suspended=True, attempts=_attempts(body), conflicts=p.conflicts)
+        # The stopped RayJob stays named: its driver's last report (the checkpoint it wrote on the way out)
+        # is accepted only while the status names its RayJob.
+        last_job = str((body.get("status") or {}).get("rayJobName") or "")
+        obs = Observed(
+            cluster_name=cluster_name,
+            job_name=last_job,
+            suspended=True,
+            attempts=_attempts(body),
+            conflicts=p.conflicts,
+        )
         return Result(compute_status(body, obs), actions=p.actions, conflicts=p.conflicts)
 
     storage_problem = _storage_problem(p, seen, fed, needs_cluster=cluster is None)

@@ -167,3 +167,14 @@ def test_a_cluster_that_kueue_queued_by_its_namespace_default_is_held_too():
     status = reconcile(federation(), rest).status
     assert rest.names("RayJob") == [] and status["phase"] == "Queued"
     assert "LocalQueue default" in condition(status, "Queued")["message"]
+
+
+def test_a_suspended_federation_still_names_the_rayjob_whose_driver_is_stopping():
+    """The driver stops after its round and reports the checkpoint it wrote; its status sink holds a report
+    back once the status names another RayJob, so the suspended status keeps naming the stopped one."""
+    rest = FakeRest()
+    status = settle(rest, federation())
+    (job,) = rest.names("RayJob")
+    suspended = settle(rest, federation({"rounds": 3, "suspend": True}, generation=2, status=status))
+    assert suspended["phase"] == "Suspended" and rest.names("RayJob") == []
+    assert suspended["rayJobName"] == job
