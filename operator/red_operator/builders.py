@@ -450,6 +450,9 @@ def build_rayservice(fed: Federation) -> dict[str, Any]:
     the Federation's storage (read-only). The head keeps the driver's ServiceAccount, for a cloud identity
     its annotations may give, but mounts no token: serving never calls the API."""
     head = _head_group(fed, {"serviceAccountName": driver_name(fed.name), "automountServiceAccountToken": False}, True)
+    # KubeRay makes the Serve Service from the head container's port named "serve", and refuses the RayService
+    # without one.
+    head["template"]["spec"]["containers"][0]["ports"].append({"name": "serve", "containerPort": SERVE_PORT})
     return {
         "apiVersion": RAY_API_VERSION,
         "kind": "RayService",

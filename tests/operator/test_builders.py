@@ -409,6 +409,16 @@ def test_the_rayservice_serves_the_run_folder_the_driver_wrote():
     assert builders.serve_url(f) == "http://digits-serve-serve-svc.team-a.svc:8000"
 
 
+def test_the_rayservice_head_names_its_serve_port_as_kuberay_requires():
+    """Without a head port named `serve` KubeRay makes no Serve Service and never readies the RayService."""
+    f = fed(copy.deepcopy(SERVED))
+    served = builders.build_rayservice(f)["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    ports = {p["name"]: p["containerPort"] for p in served["containers"][0]["ports"]}
+    assert ports["serve"] == builders.SERVE_PORT
+    training = builders.build_raycluster(f)["spec"]["headGroupSpec"]["template"]["spec"]
+    assert "serve" not in {p["name"] for p in training["containers"][0]["ports"]}
+
+
 def test_the_rayservice_runs_on_the_rayclusters_pods_with_the_storage_on_each():
     f = fed(copy.deepcopy(SERVED))
     cluster = builders.build_raycluster(f)["spec"]
