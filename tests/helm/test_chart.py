@@ -224,6 +224,8 @@ OPERATOR_GRANTS = (
     | {("", "persistentvolumeclaims", v) for v in ("get", "list", "watch", "create")}
     | {("", "secrets", "get")}
     | {("", "events", "create")}
+    # a queued Federation's Workload, listed by its RayCluster's uid: why Kueue holds it
+    | {("kueue.x-k8s.io", "workloads", "list")}
 )
 
 

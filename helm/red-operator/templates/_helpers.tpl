@@ -88,5 +88,5 @@ events: one per child change.
 # A queued Federation (label kueue.x-k8s.io/queue-name): why Kueue holds its RayCluster, from the Workload.
 - apiGroups: [kueue.x-k8s.io]
   resources: [workloads]
-  verbs: [get, list]
+  verbs: [list]
 {{- end -}}
