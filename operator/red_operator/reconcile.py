@@ -269,10 +269,8 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
     held = held_by_queue(queue, cluster)
     if held:
         # Kueue holds the RayCluster: not admitted yet, or evicted (its Pods go, and the head's preStop hook
-        # has the driver checkpoint). No RayJob runs until Kueue admits it again; the next one resumes.
-        for job in jobs:
-            if not terminating(job):
-                p.delete("RayJob", _name(job), f"Kueue holds RayCluster {cluster_name} (LocalQueue {queue})")
+        # has the driver checkpoint). No RayJob runs until Kueue admits it again (the loop below deletes any);
+        # the next one resumes.
         current = None
     attempt = _int_label(current, LABEL_ATTEMPT) if current else 1
     outcome = job_outcome(current)
@@ -309,9 +307,10 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
         current = p.create(builders.build_rayjob(fed, attempt, generation))
     # The failed attempt stays until its successor exists: its attempt label is the retry count.
     keep = {_name(j) for j in (current, None if current else predecessor) if j}
+    why = f"Kueue holds RayCluster {cluster_name} (LocalQueue {queue})" if held else "superseded"
     for job in jobs:
         if _name(job) not in keep and not terminating(job):
-            p.delete("RayJob", _name(job), "superseded")
+            p.delete("RayJob", _name(job), why)
 
     job_name = _name(current) if current else builders.rayjob_name(fed.name, digest, attempt)
     obs = Observed(

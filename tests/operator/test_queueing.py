@@ -178,3 +178,17 @@ def test_a_suspended_federation_still_names_the_rayjob_whose_driver_is_stopping(
     suspended = settle(rest, federation({"rounds": 3, "suspend": True}, generation=2, status=status))
     assert suspended["phase"] == "Suspended" and rest.names("RayJob") == []
     assert suspended["rayJobName"] == job
+
+
+def test_an_evicted_federations_rayjob_is_deleted_once_while_kuberays_finalizer_holds_it():
+    rest = FakeRest()
+    rest.finalizing.add("RayJob")  # KubeRay stops the Ray job before the RayJob goes
+    settle(rest, queued())
+    rest.objects[("RayCluster", "f-ray")]["spec"]["suspend"] = False
+    reconcile(queued(), rest)
+    (job,) = rest.names("RayJob")
+    rest.objects[("RayCluster", "f-ray")]["spec"]["suspend"] = True
+    result = reconcile(queued(), rest)
+    assert rest.log.count(("delete", "RayJob", job)) == 1, "one DELETE and one Event per RayJob"
+    assert [a.reason for a in result.actions] == ["DeletedRayJob"]
+    assert "Kueue holds RayCluster f-ray (LocalQueue team-a)" in result.actions[0].message
