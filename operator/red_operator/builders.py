@@ -22,6 +22,7 @@ import yaml
 
 from red_runtime import RAY_VERSION
 from red_runtime.artifacts import STORAGE_MOUNT, artifacts_base, claim_name, owns_claim, run_location
+from red_runtime.drain import DRIVER_MODULE
 from red_runtime.pod_options import CONTAINER_SECURITY, POD_SECURITY, STORAGE_VOLUME
 from red_runtime.spec import (
     API_VERSION,
@@ -59,7 +60,6 @@ HEAD_CONTAINER = "ray-head"
 WORKER_CONTAINER = "ray-worker"
 GPU_RESOURCE = "nvidia.com/gpu"
 RAY_PORTS = (("gcs-server", 6379), ("dashboard", 8265), ("client", 10001))
-DRIVER_MODULE = "red_runtime.driver"
 # The driver tags its status reports with its RayJob's name, read from this variable of its runtime env.
 DRIVER_RAYJOB_ENV = "RED_RAYJOB"
 # Seconds a stopped RayJob's driver gets between SIGTERM and SIGKILL: its stop grace period (10 s by default)
@@ -67,7 +67,7 @@ DRIVER_RAYJOB_ENV = "RED_RAYJOB"
 JOB_STOP_WAIT_S = 25
 # The Ray Pods' preStop hook (red_runtime.drain) waits that long for the driver to stop and checkpoint
 # before the container is signalled; the Pods' grace period leaves Ray's own shutdown room after it.
-HEAD_GRACE_S = JOB_STOP_WAIT_S + 15
+POD_GRACE_S = JOB_STOP_WAIT_S + 15
 # GKE's and EKS's GPU nodes carry this taint; a group with GPUs tolerates it unless it sets tolerations.
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 # KubeRay's K8sJobMode submitter (utils.SubmitterContainerName) and the resources of its default template.
@@ -362,7 +362,7 @@ def _head_group(fed: Federation, account: Mapping[str, Any], read_only: bool = F
     """The head group (under `account`, its Pod's ServiceAccount fields), with the Federation's storage."""
     ray = fed.spec.ray
     container = _container(HEAD_CONTAINER, ray.image, ray.head.cpu, ray.head.memory, 0, fed, ray.head)
-    pod = {**account, "containers": [container], "terminationGracePeriodSeconds": HEAD_GRACE_S}
+    pod = {**account, "containers": [container], "terminationGracePeriodSeconds": POD_GRACE_S}
     return {
         "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": ray_cpus(ray.head.cpu), "num-gpus": "0"},
         "template": _with_storage(fed, _template(fed, ray.head, 0, pod), read_only),
@@ -375,7 +375,7 @@ def _worker_groups(fed: Federation, storage: bool = False) -> list[dict[str, Any
     groups = []
     for group in ray.workerGroups:
         container = _container(WORKER_CONTAINER, ray.image, group.cpu, group.memory, group.gpu, fed, group)
-        pod = {**_worker_account(fed, group), "containers": [container], "terminationGracePeriodSeconds": HEAD_GRACE_S}
+        pod = {**_worker_account(fed, group), "containers": [container], "terminationGracePeriodSeconds": POD_GRACE_S}
         template = _template(fed, group, group.gpu, pod)
         groups.append(
             {

@@ -82,14 +82,14 @@ class StopRequest:
         path.unlink(missing_ok=True)
 
         def poll() -> None:
-            while not self._event.is_set():
-                if path.exists() and not self._event.is_set():
+            # Ends with any stop request, a signal's too.
+            while not self._event.wait(every_s):
+                if path.exists():
                     self._record(signal.SIGTERM)
                     log.warning(
                         "%s: the Pod is going; stopping after the current round (at most %.0fs)", path, self.grace_s
                     )
                     return
-                time.sleep(every_s)
 
         threading.Thread(target=poll, name="red-stop-file", daemon=True).start()
 
