@@ -1,19 +1,26 @@
 """Datasets: scikit-learn's bundled digits, seeded synthetic data, or a user's factory.
 
-A `DataSource` is cheap to build anywhere (driver or node actor) and hands out one node's data on
-demand, so an actor only ever holds the partitions of the virtual nodes it hosts.
+A `DataSource` is cheap to build anywhere (driver or node actor). What an actor keeps of a node between
+rounds does not grow with the data: `Rows`, an index into the one pooled array the actor holds, or into
+the node's generated data, which is made again from (seed, node) at each use unless the actor holds it
+(`task.dataset.cache`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import cached_property, partial
 
 import numpy as np
 
 from red_runtime import partition
 from red_runtime.imports import resolve
 from red_runtime.spec import Partition, SpecError, Task
+
+# Under task.dataset.cache auto, an actor holds its nodes' generated data when all of it takes at most this:
+# a thousand reference nodes (512 x 784 floats each) in two actors are held, ten thousand are made again.
+AUTO_CACHE_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,47 @@ class Arrays:
 
     def take(self, idx: np.ndarray) -> Arrays:
         return Arrays(self.x[idx], self.y[idx])
+
+    def arrays(self) -> Arrays:
+        return self
+
+    def relabelled(self, relabel: Callable[[np.ndarray], np.ndarray]) -> Arrays:
+        return Arrays(self.x, relabel(self.y))
+
+
+@dataclass(frozen=True, eq=False)
+class Rows:
+    """Rows `idx` of the arrays `load` gives, taken only while a node trains or evaluates (`arrays()`).
+
+    A node's share of a pooled dataset is an index into the one copy its actor holds; a generated node's
+    data comes from `DataSource.generated`, held or made again. Either way a node costs its indices.
+    """
+
+    load: Callable[[], Arrays]
+    idx: np.ndarray | slice
+    relabel: Callable[[np.ndarray], np.ndarray] | None = None  # labelflip's training labels
+
+    def __len__(self) -> int:
+        if isinstance(self.idx, slice):
+            return self.idx.stop - self.idx.start
+        return len(self.idx)
+
+    def take(self, idx: np.ndarray) -> Rows:
+        own = np.arange(self.idx.start, self.idx.stop) if isinstance(self.idx, slice) else self.idx
+        return replace(self, idx=own[idx])
+
+    def arrays(self) -> Arrays:
+        base = self.load()
+        y = base.y[self.idx]
+        return Arrays(base.x[self.idx], y if self.relabel is None else self.relabel(y))
+
+    def relabelled(self, relabel: Callable[[np.ndarray], np.ndarray]) -> Rows:
+        return replace(self, relabel=relabel)
+
+
+def holds_generated(cache: str, nbytes: int) -> bool:
+    """Whether an actor holds generated node data taking `nbytes` between rounds (task.dataset.cache)."""
+    return cache == "always" or (cache == "auto" and nbytes <= AUTO_CACHE_BYTES)
 
 
 def load_digits_pool() -> tuple[np.ndarray, np.ndarray]:
@@ -50,6 +98,9 @@ class DataSource:
         self.task = task
         self.nodes = nodes
         self.synthetic = task.dataset.name == "synthetic"
+        self.hold = task.dataset.cache == "always"  # generated node data, once made (see hold_for)
+        self._held: dict[int, Arrays] = {}
+        self._last: tuple[int, Arrays] | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -79,6 +130,37 @@ class DataSource:
         train_idx = self._test_train_split[1]
         return Arrays(x, y).take(train_idx[self._partitions[index]])
 
+    def node_rows(self, index: int) -> Rows:
+        """What a node actor keeps of node `index`'s training data: indices, not the data."""
+        if self.synthetic:
+            return Rows(partial(self.generated, index), slice(0, int(self._class_counts[index].sum())))
+        return Rows(self.pool, self._test_train_split[1][self._partitions[index]])
+
+    def pool(self) -> Arrays:
+        """The pooled dataset, one copy per process, which every node's Rows index."""
+        return self._pool_arrays
+
+    def generated(self, index: int) -> Arrays:
+        """Node `index`'s generated data: held, or made again. The node used last is kept either way, so a
+        node's evaluation and training in one round make it once."""
+        if index in self._held:
+            return self._held[index]
+        if self._last is not None and self._last[0] == index:
+            return self._last[1]
+        data = self.node_data(index)
+        if self.hold:
+            self._held[index] = data
+        else:
+            self._last = (index, data)
+        return data
+
+    def hold_for(self, hosted: list[int]) -> bool:
+        """Decide whether this actor holds the generated data of the nodes it hosts (task.dataset.cache)."""
+        if self.synthetic:
+            samples = int(self._class_counts[hosted].sum()) if hosted else 0
+            self.hold = holds_generated(self.task.dataset.cache, samples * (4 * self.task.dataset.features + 8))
+        return self.hold
+
     def node_sizes(self) -> np.ndarray:
         if self.synthetic:
             return self._class_counts.sum(axis=1)
@@ -95,6 +177,10 @@ class DataSource:
         if self.task.dataset.name == "digits":
             return load_digits_pool()
         return _user_pool(self.task.dataset.name, self.task.seed)
+
+    @cached_property
+    def _pool_arrays(self) -> Arrays:
+        return Arrays(*self._pool)
 
     @cached_property
     def _test_train_split(self) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ thousand nodes cost a thousand partitions, not a thousand Python processes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -120,13 +121,16 @@ class PoolFlusher:
 
 
 class NodeHost:
-    def __init__(self, spec: FederationSpec, slot: int, federation: str, threads: int):
+    def __init__(self, spec: FederationSpec, slot: int, federation: str, threads: int, slots: int):
         torch.set_num_threads(threads)
         self.spec = spec
         self.slot = slot
         self.manager = ray.get_actor(manager_name(federation))
         self.source = DataSource(spec.task, spec.nodes.count)
         self.source.prepare()  # at start-up, outside any round's deadline
+        hosted = list(range(slot, spec.nodes.count, slots))  # NodePool's layout: node i in slot i mod slots
+        if self.source.synthetic and not self.source.hold_for(hosted):
+            log.info("node actor %d makes its %d nodes' data again at each use (task.dataset.cache)", slot, len(hosted))
         self.device = pick_device()
         self.model = build_model(spec.task.model, self.source.input_shape, self.source.classes, spec.task.seed)
         self.model.to(self.device)
@@ -194,12 +198,13 @@ class NodeHost:
         return len(states)
 
     def _state(self, index: int) -> LocalState:
-        # Lazy: a virtual node's data is built on its first use and kept for every later round.
+        # Lazy: a virtual node's state is built on its first use and kept for every later round; its data
+        # are indices (data.Rows), taken as arrays only while it trains or evaluates.
         if index not in self.states:
-            data = self.source.node_data(index)
-            state = local_splits(data, self.spec.nodes.roles, self.spec.task.seed, index)
+            rows = self.source.node_rows(index)
+            state = local_splits(rows, self.spec.nodes.roles, self.spec.task.seed, index)
             if index in self.adversaries and self.spec.nodes.adversaries.attack == "labelflip":
-                state.train = Arrays(state.train.x, flipped_labels(state.train.y, self.source.classes))
+                state.train = state.train.relabelled(functools.partial(flipped_labels, classes=self.source.classes))
             self.states[index] = state
         return self.states[index]
 

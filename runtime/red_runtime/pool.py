@@ -40,7 +40,7 @@ class NodePool:
                 **self._options,
                 name=self.actor_name(slot),
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=slot + 1),
-            ).remote(self.spec, slot, self.name, self.threads)
+            ).remote(self.spec, slot, self.name, self.threads, self.plan.slots)
         return self.actors[slot]
 
     def actor_name(self, slot: int) -> str:

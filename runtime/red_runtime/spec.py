@@ -32,6 +32,8 @@ OPTIMIZERS = ("sgd", "adam")
 # Whether an actor trains its nodes together in one batched computation (vectorized.py). Words, not on/off,
 # which YAML would read as booleans.
 VECTORIZE = ("auto", "always", "never")
+# Whether an actor holds generated node data between rounds or makes it again from (seed, node) (data.py).
+CACHE = ("auto", "always", "never")
 ROLES = ("train", "eval", "test")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 SUBMISSION_MODES = ("K8sJobMode", "HTTPMode")
@@ -149,6 +151,7 @@ class Dataset:
     features: int = 32
     classes: int = 10
     testFraction: float = 0.2
+    cache: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -739,7 +742,7 @@ def kind_is_decentralized(spec: Mapping) -> bool:
 def _task(c: _Checker, spec: Mapping, path: str, count: int) -> Task:
     raw = c.section(spec, "task", path, ("dataset", "partition", "model", "train", "seed"))
     p = f"{path}.task"
-    ds = c.section(raw, "dataset", p, ("name", "samplesPerNode", "features", "classes", "testFraction"))
+    ds = c.section(raw, "dataset", p, ("name", "samplesPerNode", "features", "classes", "testFraction", "cache"))
     dp = f"{p}.dataset"
     dataset = Dataset(
         name=c.choice(ds, "name", dp, "digits", DATASETS, allow_import=True),
@@ -747,6 +750,7 @@ def _task(c: _Checker, spec: Mapping, path: str, count: int) -> Task:
         features=c.integer(ds, "features", dp, 32, minimum=1, maximum=100_000),
         classes=c.integer(ds, "classes", dp, 10, minimum=2, maximum=10_000),
         testFraction=c.number(ds, "testFraction", dp, 0.2, minimum=0, maximum=0.9, exclusive_min=True),
+        cache=_word(c, ds, "cache", dp, CACHE),
     )
     pt = c.section(raw, "partition", p, ("kind", "alpha", "labels"))
     pp = f"{p}.partition"
@@ -779,17 +783,18 @@ def _task(c: _Checker, spec: Mapping, path: str, count: int) -> Task:
         lr=c.number(tr, "lr", tp, 0.05, minimum=0, exclusive_min=True),
         momentum=c.number(tr, "momentum", tp, 0.0, minimum=0, maximum=1),
         weightDecay=c.number(tr, "weightDecay", tp, 0.0, minimum=0),
-        vectorize=_vectorize(c, tr, tp),
+        vectorize=_word(c, tr, "vectorize", tp, VECTORIZE),
     )
     seed = c.integer(raw, "seed", p, 0, minimum=0, maximum=2**31 - 1)
     return Task(dataset=dataset, partition=partition, model=model, train=train, seed=seed)
 
 
-def _vectorize(c: _Checker, train: Mapping, path: str) -> str:
-    if isinstance(train.get("vectorize"), bool):  # `on`, `off`, `yes`, `true`: YAML's booleans, unquoted
-        c.fail(f"{path}.vectorize", train["vectorize"], f"must be one of {', '.join(VECTORIZE)}, not a boolean")
-        return "auto"
-    return c.choice(train, "vectorize", path, "auto", VECTORIZE)
+def _word(c: _Checker, section: Mapping, key: str, path: str, words: tuple[str, ...]) -> str:
+    """One of `words` (the first is the default); `on`, `off`, `yes`, `true` are YAML's booleans, unquoted."""
+    if isinstance(section.get(key), bool):
+        c.fail(f"{path}.{key}", section[key], f"must be one of {', '.join(words)}, not a boolean")
+        return words[0]
+    return c.choice(section, key, path, words[0], words)
 
 
 def _layer_names(c: _Checker, model: Mapping, path: str) -> tuple[str, ...]:

@@ -10,18 +10,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from red_runtime.data import Arrays
+from red_runtime.data import Arrays, Rows
 from red_runtime.models import get_flat, parameter_slices, set_flat
 from red_runtime.spec import Train
 
 
 @dataclass
 class LocalState:
-    """What a virtual node keeps between rounds inside its actor."""
+    """What a virtual node keeps between rounds inside its actor: its data as Rows (indices) where the actor
+    built it, taken as arrays only while it trains or evaluates."""
 
-    train: Arrays
-    eval: Arrays | None = None
-    test: Arrays | None = None
+    train: Arrays | Rows
+    eval: Arrays | Rows | None = None
+    test: Arrays | Rows | None = None
     optimizer_state: dict[str, Any] | None = None
     params: np.ndarray | None = None  # own model, for decentralised topologies
     control: np.ndarray | None = None  # own control variate (SCAFFOLD)
@@ -30,7 +31,7 @@ class LocalState:
     rounds_trained: int = 0
 
 
-def local_splits(data: Arrays, roles: frozenset[str], seed: int, index: int) -> LocalState:
+def local_splits(data: Arrays | Rows, roles: frozenset[str], seed: int, index: int) -> LocalState:
     """Hold out a share of a node's data for the eval and test roles; the rest trains."""
     held = {role: max(1, len(data) // 7) if role in roles and len(data) >= 4 else 0 for role in ("eval", "test")}
     if not any(held.values()):
@@ -76,8 +77,9 @@ def train_local(
     if correction is not None:
         vec = torch.from_numpy(np.asarray(correction, dtype=np.float32)).to(device)
         drift = [(p, vec[where].view_as(p)) for p, where in parameter_slices(model)]
-    x = torch.from_numpy(state.train.x).to(device)
-    y = torch.from_numpy(state.train.y).to(device)
+    data = state.train.arrays()
+    x = torch.from_numpy(data.x).to(device)
+    y = torch.from_numpy(data.y).to(device)
     loss_fn = nn.CrossEntropyLoss()
     total, batches = 0.0, 0
     for _ in range(cfg.epochs):
@@ -108,8 +110,9 @@ def local_steps(samples: int, cfg: Train) -> int:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, params: np.ndarray, data: Arrays, device: torch.device) -> tuple[float, float]:
+def evaluate(model: nn.Module, params: np.ndarray, data: Arrays | Rows, device: torch.device) -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy of `params` on `data`."""
+    data = data.arrays()
     set_flat(model, params)
     model.eval()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")

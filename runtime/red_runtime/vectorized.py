@@ -206,8 +206,9 @@ def _train_group(
     k = len(jobs)
     sizes = [len(job.state.train) for job in jobs]
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
-    x = torch.cat([torch.from_numpy(job.state.train.x) for job in jobs]).to(device)
-    y = torch.cat([torch.from_numpy(job.state.train.y) for job in jobs]).to(device)
+    data = [job.state.train.arrays() for job in jobs]
+    x = torch.cat([torch.from_numpy(d.x) for d in data]).to(device)
+    y = torch.cat([torch.from_numpy(d.y) for d in data]).to(device)
     plan = _schedule(orders, offsets, cfg.batchSize)
     index, real = plan.index.to(device), plan.real.to(device)
     starts = torch.from_numpy(np.stack([np.asarray(job.start, dtype=np.float32) for job in jobs])).to(device)
