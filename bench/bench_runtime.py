@@ -31,6 +31,7 @@ from red_runtime.models import build_model, get_flat
 from red_runtime.node import round_generator
 from red_runtime.reporting import Reporter, Sink
 from red_runtime.spec import parse_manifest
+from red_runtime.stopping import StopRequest
 from red_runtime.training import local_splits, train_local
 
 
@@ -125,7 +126,7 @@ def bench(nodes: int, rounds: int, sample: int) -> dict:
     cores = os.cpu_count()
     t0 = time.monotonic()
     timing = Timing(t0)
-    with MemoryWatch() as mem, ray_session(None):
+    with MemoryWatch() as mem, ray_session(None, StopRequest()):
         summary = Driver(fed, Reporter([timing])).run()
     steady = timing.seconds[1:] or timing.seconds  # round 1 also builds every node's data
     ideal = per_node * nodes / cores
