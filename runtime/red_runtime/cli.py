@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -16,12 +18,18 @@ def run_command(
 ) -> int:
     """Run one Federation to completion with a progress bar and a run folder (local or s3://), tracked in
     MLflow where `mlflow` (or spec.tracking.mlflow) names a server."""
+    # Torch-free until Ray is starting: the checks fail in a fraction of a second, and the driver's imports
+    # (torch, about two seconds) then overlap Ray's start.
     from red_runtime.artifacts import run_location
-    from red_runtime.driver import EXIT_INVALID, check_references, execute_into
+    from red_runtime.data import check_references
     from red_runtime.outputs import ConsoleSink, RunFolder
+    from red_runtime.phases import Phases
+    from red_runtime.ray_start import RayStart
+    from red_runtime.stopping import EXIT_INVALID
     from red_runtime.storage import StorageError
     from red_runtime.tracking import TrackingError, check_tracking, tracking_sinks
 
+    phases = Phases()
     try:
         fed = load_manifest(manifest)
         check_references(fed)
@@ -35,8 +43,11 @@ def run_command(
         from red_runtime.tuning import execute_sweep
 
         return execute_sweep(fed, yaml.safe_load(Path(manifest).read_text()), None, address, run, mlflow)
+    ray_start = RayStart(address).begin()
+    from red_runtime.driver import execute_into
+
     run.sinks.extend(tracking_sinks(fed, run.folder, mlflow))
-    code = execute_into(fed, [ConsoleSink()], address, run, resume)
+    code = execute_into(fed, [ConsoleSink()], address, run, resume, ray_start=ray_start, phases=phases)
     if code == 0:
         print(f"red: results in {location}/ (metrics.jsonl, summary.json, model.pt, metrics.png)", file=sys.stderr)
     return code
@@ -44,7 +55,8 @@ def run_command(
 
 def tune_command(manifest: str, args: argparse.Namespace) -> int:
     """Sweep a Federation's spec with Ray Tune: every trial a whole federation; table, CSV, plot, best/."""
-    from red_runtime.driver import EXIT_FAILED, EXIT_INVALID, check_references, ray_session
+    from red_runtime.data import check_references
+    from red_runtime.driver import EXIT_FAILED, EXIT_INVALID, ray_session
     from red_runtime.stopping import StopRequest
     from red_runtime.sweep import check_sweep, parse_sweep
     from red_runtime.tracking import TrackingError, check_tracking
@@ -246,5 +258,16 @@ def main(argv: list[str] | None = None) -> int:
     return validate_command(args.file)
 
 
+def console() -> None:
+    """The `red` command: main, then an exit that skips the interpreter's teardown of torch, Ray's client and
+    the rest (a second and more after a run), once the output is flushed. Everything a command writes is
+    closed by the time main returns, and the Ray it started is shut down."""
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -16,7 +16,7 @@ import numpy as np
 
 from red_runtime import partition
 from red_runtime.imports import resolve
-from red_runtime.spec import Partition, SpecError, Task
+from red_runtime.spec import Federation, Partition, SpecError, Task
 
 # Under task.dataset.cache auto, an actor holds its nodes' generated data when all of it takes at most this:
 # a thousand reference nodes (512 x 784 floats each) in two actors are held, ten thousand are made again.
@@ -261,3 +261,16 @@ def check_partition(task: Task, nodes: int) -> np.ndarray:
             ]
         )
     return sizes
+
+
+def check_references(fed: Federation) -> None:
+    """Import the user's dataset and model references and check that every node gets training data,
+    so a typo or a node count the data cannot fill fails before Ray starts."""
+    task = fed.spec.task
+    for ref, path in (
+        (task.dataset.name, "spec.task.dataset.name"),
+        (task.model.name, "spec.task.model.name"),
+    ):
+        if ":" in ref:
+            resolve(ref, path)
+    check_partition(task, fed.spec.nodes.count)

@@ -30,24 +30,24 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutErro
 from red_runtime.adversaries import chosen
 from red_runtime.checkpointer import Checkpointer
 from red_runtime.compute import FederationCompute
-from red_runtime.data import DataSource
+from red_runtime.data import DataSource, check_references
 from red_runtime.health import HealthMonitor, SlotGone
-from red_runtime.imports import resolve
 from red_runtime.models import Tensor, buffer_indices, build_model, get_flat, layer_names, layout
+from red_runtime.phases import Phases
 from red_runtime.placement import SlotPlan, plan_slots
 from red_runtime.pool import NodePool
 from red_runtime.privacy import published, summary_metrics
+from red_runtime.ray_start import RayStart
 from red_runtime.reporting import FAILED, HEALTHY, NodeStatus, Reporter, RoundReport, RunInfo, Summary
 from red_runtime.schemas import Context, RoundOutcome, schema_for
 from red_runtime.spec import Federation, SpecError
-from red_runtime.stopping import STOP_FILE, Interrupted, RoundAbandoned, StopRequest
+from red_runtime.stopping import EXIT_FAILED, EXIT_INVALID, STOP_FILE, Interrupted, RoundAbandoned, StopRequest
 from red_runtime.strategies import make_strategy
 from red_runtime.strategies.catalog import CATALOG
 from red_runtime.topology import build_graph, node_id, relink
 from red_runtime.training import evaluate
 
 log = logging.getLogger("red.driver")
-EXIT_FAILED, EXIT_INVALID = 1, 2
 # How long an actor may take to start, or to come back after a crash, before it counts as gone. A start
 # imports torch and builds the node's data: minutes on a loaded machine, and no sign of ill health. A restart
 # is a start, often on a Pod that KubeRay is still replacing (a lost worker), so it gets as long.
@@ -80,21 +80,6 @@ class Diverged(RuntimeError):
 
 def cluster_machines() -> list[dict[str, float]]:
     return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
-
-
-def check_references(fed: Federation) -> None:
-    """Import the user's dataset and model references and check that every node gets training data,
-    so a typo or a node count the data cannot fill fails before Ray starts."""
-    from red_runtime.data import check_partition
-
-    task = fed.spec.task
-    for ref, path in (
-        (task.dataset.name, "spec.task.dataset.name"),
-        (task.model.name, "spec.task.model.name"),
-    ):
-        if ":" in ref:
-            resolve(ref, path)
-    check_partition(task, fed.spec.nodes.count)
 
 
 def prepare(fed: Federation, machines: list[dict[str, float]], plan: SlotPlan | None = None) -> Prepared:
@@ -170,8 +155,10 @@ class Driver:
         resume: bool = False,
         stop: StopRequest | None = None,
         reserved: Reservation | None = None,
+        phases: Phases | None = None,
     ):
         self.fed = fed
+        self.phases = phases or Phases()
         self.reserved = reserved
         self.spec = fed.spec
         self.reporter = reporter
@@ -191,16 +178,24 @@ class Driver:
     def run(self) -> Summary:
         began = time.monotonic()
         reserved = self.reserved
-        prepared = prepare(self.fed, cluster_machines(), reserved.plan if reserved else None)
+        with self.phases.timing("data"):
+            prepared = prepare(self.fed, cluster_machines(), reserved.plan if reserved else None)
         self.checkpoints.layout = prepared.layout  # checkpoints keep the model by name
         torch.set_num_threads(1)  # the node actors own the cores while a round runs
-        test_set = prepared.source.test_set()
         graph = build_graph(self.spec.topology, self.spec.nodes.count, self.spec.task.seed)
         try:
             pg = reserved.pg if reserved else None
             with FederationCompute(self.spec, self.fed.name, prepared.plan, graph, pg) as compute:
+                # Round 1's actors start (torch's import, their nodes' data) while the driver builds its test set.
+                actors_began = time.perf_counter()
+                early = [] if self.resume else self._start_actors(compute.pool)
+                with self.phases.timing("data"):
+                    test_set = prepared.source.test_set()
                 ctx = self._context(compute, prepared, graph)
                 health = HealthMonitor(self.nodes, ctx.pool.nodes_in, ctx.pool.slot_of, self._pinger(ctx.pool))
+                for slot in early:
+                    health.started(slot)
+                self.phases.add("actors", time.perf_counter() - actors_began)
                 schema = schema_for(self.spec.topology.kind, CATALOG[self.spec.algorithm.name].asynchronous)(ctx)
                 first_round = self._restore(ctx, schema, health) + 1
                 info = RunInfo(
@@ -224,6 +219,13 @@ class Driver:
             raise
         finally:
             self.reporter.close()
+
+    def _start_actors(self, pool: NodePool) -> list[int]:
+        """Create the actors of round 1's sampled nodes, all at once, without waiting for them."""
+        slots = list(pool.by_slot(sample_nodes(self.fed, 1, set())))
+        for slot in slots:
+            pool.actor(slot)
+        return slots
 
     def _context(self, compute: FederationCompute, prepared: Prepared, graph) -> Context:
         spec = self.spec
@@ -308,16 +310,19 @@ class Driver:
                 # Start the actors this round needs, all at once, and wait until they answer: start-up (a
                 # torch import) never counts against the round's deadline, nor in its seconds.
                 new = [s for s in ctx.pool.by_slot(sampled) if s not in ctx.pool.actors]
-                for slot in new:
-                    ctx.pool.actor(slot)
-                for slot in new:
-                    health.started(slot)
+                with self.phases.timing("actors"):
+                    for slot in new:
+                        ctx.pool.actor(slot)
+                    for slot in new:
+                        health.started(slot)
                 started = time.monotonic()
-                outcome = schema.run_round(round_no, sampled)
+                with self.phases.timing("rounds"):
+                    outcome = schema.run_round(round_no, sampled)
             except RoundAbandoned as err:
                 abandoned = err
                 break
-            loss, accuracy = self._evaluate(prepared.model, outcome.params, test_set)
+            with self.phases.timing("evaluate"):
+                loss, accuracy = self._evaluate(prepared.model, outcome.params, test_set)
             before = [(n.state, n.restarts) for n in self.nodes]
             gone = health.round_done(round_no, outcome.results, outcome.straggling, outcome.failed)
             if gone:
@@ -363,7 +368,8 @@ class Driver:
             raise self._stopped(abandoned)
         if first > spec.rounds and self.history:
             loss, accuracy = self.history[-1]["loss"], self.history[-1]["accuracy"]
-        final = self._test_role(ctx)
+        with self.phases.timing("evaluate"):
+            final = self._test_role(ctx)
         summary = Summary(
             name=self.fed.name,
             rounds_run=self.history[-1]["round"] if self.history else 0,
@@ -377,6 +383,7 @@ class Driver:
             actors_started=len(ctx.pool.actors),
             metrics=final,
             history=list(self.history),
+            phases=self.phases.as_dict(),
         )
         self.reporter.finished(summary, ctx.params, prepared.model)
         return summary
@@ -464,41 +471,50 @@ def failure_reason(err: BaseException) -> str:
 
 
 @contextmanager
-def ray_session(address: str | None, stop: StopRequest) -> Iterator[None]:
-    """Connect to `address`, or start an embedded Ray sized to this machine; always shut down.
+def ray_session(
+    address: str | None, stop: StopRequest, start: RayStart | None = None, phases: Phases | None = None
+) -> Iterator[None]:
+    """Connect to `address`, or start an embedded Ray sized to this machine; always shut down. `start`: a
+    RayStart the caller began earlier, so that its own imports went on while Ray came up.
 
     The stop request's signal handlers go in after `ray.init`, which sets a SIGTERM handler of its own
-    that would exit without cleaning up, and come out before Ray shuts down.
+    that would exit without cleaning up, and come out before Ray shuts down. `phases` gets `ray_start`: the
+    process's age once Ray is up, everything before the driver can begin (imports included).
     """
-    if ray.is_initialized():
+    if start is None and ray.is_initialized():
         with stop:
             yield
         return
-    # "local" always starts a fresh Ray, even when another one runs on this machine.
-    kwargs = (
-        {"address": address}
-        if address
-        else {"address": "local", "num_cpus": os.cpu_count(), "include_dashboard": False}
-    )
-    ray.init(logging_level=logging.WARNING, log_to_driver=True, **kwargs)
+    start = start or RayStart(address).begin()
     try:
+        start.wait()
+        if phases is not None:
+            phases.add("ray_start", phases.since_start())
         with stop:
             yield
     finally:
-        ray.shutdown()
+        start.shutdown()
 
 
 def execute(
-    fed: Federation, sinks: list, address: str | None, checkpoint_dir: Path, resume: bool, stop_file: Path | None = None
+    fed: Federation,
+    sinks: list,
+    address: str | None,
+    checkpoint_dir: Path,
+    resume: bool,
+    stop_file: Path | None = None,
+    ray_start: RayStart | None = None,
+    phases: Phases | None = None,
 ) -> int:
     """Run `fed` to the end on Ray at `address` (embedded if None); the exit code says how it ended. With
     `stop_file`, its appearance stops the run as a SIGTERM would (the head Pod's preStop hook)."""
     stop = StopRequest()
     if stop_file is not None:
         stop.watch_file(stop_file)
+    phases = phases or Phases()
     try:
-        with ray_session(address, stop):
-            Driver(fed, Reporter(sinks), checkpoint_dir=checkpoint_dir, resume=resume, stop=stop).run()
+        with ray_session(address, stop, ray_start, phases):
+            Driver(fed, Reporter(sinks), checkpoint_dir=checkpoint_dir, resume=resume, stop=stop, phases=phases).run()
     except SpecError as err:
         print(f"red: {err}", file=sys.stderr)
         return EXIT_INVALID
@@ -514,12 +530,19 @@ def execute(
 
 
 def execute_into(
-    fed: Federation, sinks: list, address: str | None, run, resume: bool, stop_file: Path | None = None
+    fed: Federation,
+    sinks: list,
+    address: str | None,
+    run,
+    resume: bool,
+    stop_file: Path | None = None,
+    ray_start: RayStart | None = None,
+    phases: Phases | None = None,
 ) -> int:
     """`execute` writing into a RunFolder; its last push to object storage failing fails the run."""
     from red_runtime.storage import StorageError
 
-    code = execute(fed, [*sinks, *run.sinks], address, run.checkpoints, resume, stop_file)
+    code = execute(fed, [*sinks, *run.sinks], address, run.checkpoints, resume, stop_file, ray_start, phases)
     try:
         run.finish()
     except StorageError as err:

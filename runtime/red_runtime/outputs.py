@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -132,10 +133,15 @@ class RunFolderSink(Sink):
         from red_runtime.models import set_flat
         from red_runtime.plot import plot_history
 
+        began = time.perf_counter()
         set_flat(model, params)
         torch.save(model.state_dict(), self.out / MODEL)
-        atomic_write(self.out / SUMMARY, strict_json.dumps(summary.as_dict(), indent=2).encode())
         plot_history(self.history, self.out / "metrics.png", title=summary.name)
+        if summary.phases:  # the summary is written last, so that it counts its own folder's writing
+            spent = time.perf_counter() - began
+            for name in ("write", "total"):
+                summary.phases[name] = round(summary.phases.get(name, 0.0) + spent, 3)
+        atomic_write(self.out / SUMMARY, strict_json.dumps(summary.as_dict(), indent=2).encode())
 
     def nodes_changed(self, nodes: list[NodeStatus]) -> None:
         atomic_write(self.out / "nodes.json", strict_json.dumps([n.as_dict() for n in nodes], indent=2).encode())

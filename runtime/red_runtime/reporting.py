@@ -88,6 +88,8 @@ class Summary:
     actors_started: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Wall-clock seconds by phase (phases.NAMES) and `total`, the process's age when the summary was written.
+    phases: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "history"}

@@ -21,6 +21,7 @@ from typing import Any
 
 log = logging.getLogger("red.stop")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+EXIT_FAILED, EXIT_INVALID = 1, 2  # a run that failed; a manifest that cannot run
 # How long a stopping run waits for the round in flight. Kubernetes kills a Pod 30 s after SIGTERM by
 # default, and the checkpoint, the last status patch and Ray's shutdown must fit in what is left.
 GRACE_S = float(os.environ.get("RED_STOP_GRACE_S", "10"))

@@ -52,6 +52,21 @@ def test_run_writes_metrics_summary_model_and_plot(tmp_path):
     assert "done after 3 rounds" in proc.stderr
 
 
+def test_summary_says_where_the_process_time_went(tmp_path):
+    out = tmp_path / "out"
+    began = time.time()
+    proc = red("run", str(write(tmp_path, example(rounds=2))), "--out", str(out))
+    wall = time.time() - began
+    assert proc.returncode == 0, proc.stderr
+    phases = json.loads((out / "summary.json").read_text())["phases"]
+    assert set(phases) == {"ray_start", "actors", "data", "rounds", "evaluate", "write", "total"}
+    assert all(v > 0 for v in phases.values()), phases
+    # Counted from this process's start to summary.json; Ray's shutdown comes after it.
+    assert phases["total"] < wall
+    # Only the actors' start overlaps another phase (the driver's test set), so the rest adds up to no more.
+    assert sum(v for k, v in phases.items() if k not in ("total", "data")) <= phases["total"]
+
+
 @pytest.mark.parametrize(
     "overrides, field",
     [
@@ -157,7 +172,7 @@ def test_ctrl_c_stops_cleanly(tmp_path):
 def test_a_second_signal_stops_at_once(tmp_path):
     # A long round (many epochs) and a grace period longer than the test allows: only the second
     # signal can end this run in time.
-    doc = example(rounds=1000, **{"task.train": {"epochs": 200, "lr": 0.01}})
+    doc = example(rounds=1000, **{"task.train": {"epochs": 2000, "lr": 0.01}})
     env = {**os.environ, "RED_STOP_GRACE_S": "3600"}
     out = tmp_path / "out"
     proc = start_red(tmp_path, doc, env=env)
