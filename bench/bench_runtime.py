@@ -6,8 +6,13 @@ with one hidden layer of 128; 5 local epochs, batch 64, SGD lr 0.1; star FedAvg.
 The ideal round is the time to train every node serially on one thread divided by the cores Ray
 has. It is measured in this same process, right before the federation, by training a sample of
 nodes with the same training code (every node has the same workload, so the sample mean scales).
+The contended ideal is the same measurement made in one process per core at once, as the node actors
+train: what the cores share (caches, memory bandwidth) slows each of them, and no scheduling wins it back.
+`--cache` sets task.dataset.cache (auto holds synthetic data where an actor's share fits in 1 GiB; at
+10,000 nodes it does not, and nodes regenerate their rows each round).
 
-    python bench/bench_runtime.py --nodes 16 100 1000 --rounds 4
+    python bench/bench_runtime.py --nodes 100 1000 --rounds 3
+    python bench/bench_runtime.py --nodes 10000 --rounds 2
 
 Prints one JSON object per node count and a Markdown table for docs/benchmarks.md.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 import threading
@@ -35,7 +41,7 @@ from red_runtime.stopping import StopRequest
 from red_runtime.training import local_splits, train_local
 
 
-def manifest(nodes: int, rounds: int) -> dict:
+def manifest(nodes: int, rounds: int, cache: str = "auto") -> dict:
     return {
         "apiVersion": "red.dev/v1alpha1",
         "kind": "Federation",
@@ -44,7 +50,13 @@ def manifest(nodes: int, rounds: int) -> dict:
             "rounds": rounds,
             "nodes": {"count": nodes, "role": "train", "resources": {"cpu": 1}},
             "task": {
-                "dataset": {"name": "synthetic", "samplesPerNode": 512, "features": 784, "classes": 10},
+                "dataset": {
+                    "name": "synthetic",
+                    "samplesPerNode": 512,
+                    "features": 784,
+                    "classes": 10,
+                    "cache": cache,
+                },
                 "partition": {"kind": "iid"},
                 "model": {"name": "mlp", "hidden": [128]},
                 "train": {"epochs": 5, "batchSize": 64, "optimizer": "sgd", "lr": 0.1},
@@ -73,6 +85,19 @@ def serial_seconds_per_node(fed, sample: int) -> float:
         train_local(model, start, state, spec.task.train, round_generator(0, i, 1), torch.device("cpu"))
         times.append(time.perf_counter() - began)
     return statistics.median(times)
+
+
+def _serial_in_child(args: tuple[dict, int]) -> float:
+    raw, sample = args
+    return serial_seconds_per_node(parse_manifest(raw), sample)
+
+
+def contended_seconds_per_node(raw: dict, sample: int, cores: int) -> float:
+    """serial_seconds_per_node measured in `cores` processes at once: what one node costs when every core trains,
+    as the node actors do. Above the single-process figure by what the cores share (caches, memory bandwidth,
+    a host's sibling threads), which no scheduling can win back."""
+    with multiprocessing.get_context("spawn").Pool(cores) as pool:
+        return statistics.median(pool.map(_serial_in_child, [(raw, sample)] * cores))
 
 
 class MemoryWatch:
@@ -120,10 +145,12 @@ class Timing(Sink):
         print(f"  round {report.round}: {report.seconds:.2f}s, accuracy {report.accuracy:.3f}", flush=True)
 
 
-def bench(nodes: int, rounds: int, sample: int) -> dict:
-    fed = parse_manifest(manifest(nodes, rounds))
+def bench(nodes: int, rounds: int, sample: int, cache: str) -> dict:
+    raw = manifest(nodes, rounds, cache)
+    fed = parse_manifest(raw)
     per_node = serial_seconds_per_node(fed, sample)
     cores = os.cpu_count()
+    contended = contended_seconds_per_node(raw, sample, cores)
     t0 = time.monotonic()
     timing = Timing(t0)
     with MemoryWatch() as mem, ray_session(None, StopRequest()):
@@ -135,10 +162,14 @@ def bench(nodes: int, rounds: int, sample: int) -> dict:
         "slots": summary.slots,
         "cores": cores,
         "rounds": rounds,
+        "cache": cache,
         "first_round_s": round(timing.seconds[0], 3),
         "median_round_s": round(statistics.median(steady), 3),
+        "first_to_later": round(timing.seconds[0] / statistics.median(steady), 3),
         "ideal_round_s": round(ideal, 3),
         "ratio_to_ideal": round(statistics.median(steady) / ideal, 3),
+        "contended_ideal_round_s": round(contended * nodes / cores, 3),
+        "ratio_to_contended": round(statistics.median(steady) / (contended * nodes / cores), 3),
         "startup_s": round(timing.first_round_begins, 2),
         "peak_rss_gib": round(mem.peak_rss / 2**30, 2),
         "peak_pss_gib": round(mem.peak_pss / 2**30, 2),
@@ -151,19 +182,23 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, nargs="+", default=[16, 100, 1000])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--sample", type=int, default=48, help="nodes trained serially to measure the ideal")
+    parser.add_argument("--cache", default="auto", choices=["auto", "always", "never"], help="task.dataset.cache")
     args = parser.parse_args()
     rows = []
     for n in args.nodes:
         print(f"{n} nodes:", flush=True)
-        rows.append(bench(n, args.rounds, args.sample))
+        rows.append(bench(n, args.rounds, args.sample, args.cache))
         print(json.dumps(rows[-1]), flush=True)
     print(
-        "\n| nodes | actor slots | median s/round | ideal s/round | ratio | start-up s | peak RSS GiB | peak PSS GiB |"
+        "\n| nodes | cache | actor slots | first round s | median s/round | first / later | ideal s/round "
+        "| ratio to ideal | contended ideal s | ratio to contended | start-up s | peak RSS GiB | peak PSS GiB |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
-            f"| {r['nodes']} | {r['slots']} | {r['median_round_s']} | {r['ideal_round_s']} | {r['ratio_to_ideal']} "
+            f"| {r['nodes']} | {r['cache']} | {r['slots']} | {r['first_round_s']} | {r['median_round_s']} "
+            f"| {r['first_to_later']} | {r['ideal_round_s']} | {r['ratio_to_ideal']} "
+            f"| {r['contended_ideal_round_s']} | {r['ratio_to_contended']} "
             f"| {r['startup_s']} | {r['peak_rss_gib']} | {r['peak_pss_gib']} |"
         )
 

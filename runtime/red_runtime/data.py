@@ -155,10 +155,14 @@ class DataSource:
         return data
 
     def hold_for(self, hosted: list[int]) -> bool:
-        """Decide whether this actor holds the generated data of the nodes it hosts (task.dataset.cache)."""
+        """Decide whether this actor holds the generated data of the nodes it hosts (task.dataset.cache), and if
+        so make it now: at start-up, so that a node's first round costs what its later ones do."""
         if self.synthetic:
             samples = int(self._class_counts[hosted].sum()) if hosted else 0
             self.hold = holds_generated(self.task.dataset.cache, samples * (4 * self.task.dataset.features + 8))
+            if self.hold:
+                for index in hosted:
+                    self.generated(index)
         return self.hold
 
     def node_sizes(self) -> np.ndarray:

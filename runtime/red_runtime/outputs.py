@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import yaml
 
 from red_runtime import strict_json
+from red_runtime.plot import plot_history, warm_plotting
 from red_runtime.reporting import NodeStatus, RoundReport, RunInfo, Sink, Summary
 from red_runtime.storage import Mirror, MirrorSink, is_remote
 
@@ -112,6 +114,9 @@ class RunFolderSink(Sink):
         self._metrics = open(metrics, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115 (open for the run)
 
     def started(self, info: RunInfo, nodes: list[NodeStatus]) -> None:
+        # matplotlib's import (about half a second) goes on while the rounds run, where the driver mostly waits,
+        # rather than after the last one; finished's own import waits for it.
+        threading.Thread(target=warm_plotting, name="red-import-matplotlib", daemon=True).start()
         # A resumed run drops rounds after its checkpoint: they are about to be run again.
         kept = [h for h in self.history if h["round"] <= info.resumed_from]
         if len(kept) != len(self.history):
@@ -131,7 +136,6 @@ class RunFolderSink(Sink):
         import torch
 
         from red_runtime.models import set_flat
-        from red_runtime.plot import plot_history
 
         began = time.perf_counter()
         set_flat(model, params)

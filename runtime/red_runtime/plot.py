@@ -6,10 +6,17 @@ from pathlib import Path
 from typing import Any
 
 
-def plot_history(history: list[dict[str, Any]], path: Path, title: str = "") -> None:
+def warm_plotting() -> None:
+    """Import what plot_history needs (matplotlib with its file-only backend), ahead of the first plot."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    import matplotlib.ticker  # noqa: F401
+
+
+def plot_history(history: list[dict[str, Any]], path: Path, title: str = "") -> None:
+    warm_plotting()
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
