@@ -23,7 +23,7 @@ import time
 
 import pynvml
 import ray
-from bench_runtime import Timing, manifest
+from bench_runtime import Sampler, Timing, manifest
 
 from red_runtime.driver import Driver, ray_session
 from red_runtime.reporting import Reporter
@@ -31,34 +31,22 @@ from red_runtime.spec import parse_manifest
 from red_runtime.stopping import StopRequest
 
 
-class GpuWatch:
+class GpuWatch(Sampler):
     """Peak memory in use and mean utilisation of GPU 0 while `active` is set."""
 
     def __init__(self, every_s: float = 0.1):
+        super().__init__(every_s)
         pynvml.nvmlInit()
         self.handle = pynvml.nvmlDeviceGetHandleByIndex(0)
         self.name = pynvml.nvmlDeviceGetName(self.handle)
         self.peak_bytes = 0
         self.utilisation: list[int] = []
         self.active = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self, every_s: float) -> None:
-        while not self._stop.is_set():
-            used = pynvml.nvmlDeviceGetMemoryInfo(self.handle).used
-            self.peak_bytes = max(self.peak_bytes, used)
-            if self.active.is_set():
-                self.utilisation.append(pynvml.nvmlDeviceGetUtilizationRates(self.handle).gpu)
-            self._stop.wait(every_s)
+    def sample(self) -> None:
+        self.peak_bytes = max(self.peak_bytes, pynvml.nvmlDeviceGetMemoryInfo(self.handle).used)
+        if self.active.is_set():
+            self.utilisation.append(pynvml.nvmlDeviceGetUtilizationRates(self.handle).gpu)
 
 
 class ActorShares(Timing):

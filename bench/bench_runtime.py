@@ -19,6 +19,7 @@ Prints one JSON object per node count and a Markdown table for docs/benchmarks.m
 
 from __future__ import annotations
 
+import abc
 import argparse
 import json
 import multiprocessing
@@ -100,11 +101,10 @@ def contended_seconds_per_node(raw: dict, sample: int, cores: int) -> float:
         return statistics.median(pool.map(_serial_in_child, [(raw, sample)] * cores))
 
 
-class MemoryWatch:
-    """Peak summed RSS and PSS of this process and everything it started (the embedded Ray)."""
+class Sampler(abc.ABC):
+    """Calls `sample()` every `every_s` seconds on a thread of its own while its `with` block runs."""
 
-    def __init__(self, every_s: float = 0.5):
-        self.peak_rss = self.peak_pss = 0
+    def __init__(self, every_s: float):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
 
@@ -117,18 +117,33 @@ class MemoryWatch:
         self._thread.join()
 
     def _run(self, every_s: float) -> None:
-        me = psutil.Process()
         while not self._stop.is_set():
-            rss = pss = 0
-            for p in [me, *me.children(recursive=True)]:
-                try:
-                    info = p.memory_full_info()
-                    rss += info.rss
-                    pss += info.pss
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue
-            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+            self.sample()
             self._stop.wait(every_s)
+
+    @abc.abstractmethod
+    def sample(self) -> None:
+        """Take one reading."""
+
+
+class MemoryWatch(Sampler):
+    """Peak summed RSS and PSS of this process and everything it started (the embedded Ray)."""
+
+    def __init__(self, every_s: float = 0.5):
+        super().__init__(every_s)
+        self.peak_rss = self.peak_pss = 0
+        self._me = psutil.Process()
+
+    def sample(self) -> None:
+        rss = pss = 0
+        for p in [self._me, *self._me.children(recursive=True)]:
+            try:
+                info = p.memory_full_info()
+                rss += info.rss
+                pss += info.pss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
 
 
 class Timing(Sink):
