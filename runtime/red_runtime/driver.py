@@ -193,8 +193,11 @@ class Driver:
                     test_set = prepared.source.test_set()
                 ctx = self._context(compute, prepared, graph)
                 health = HealthMonitor(self.nodes, ctx.pool.nodes_in, ctx.pool.slot_of, self._pinger(ctx.pool))
-                for slot in early:
-                    health.started(slot)
+                try:
+                    for slot in early:
+                        health.started(slot)
+                except RoundAbandoned as err:  # stopped while they started, and the grace ran out
+                    raise self._stopped(err) from None
                 self.phases.add("actors", time.perf_counter() - actors_began)
                 schema = schema_for(self.spec.topology.kind, CATALOG[self.spec.algorithm.name].asynchronous)(ctx)
                 first_round = self._restore(ctx, schema, health) + 1

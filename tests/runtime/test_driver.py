@@ -1,5 +1,6 @@
 """The driver on a real Ray with real torch training."""
 
+import signal
 import time
 
 import numpy as np
@@ -7,10 +8,12 @@ import pytest
 import ray
 from ray.util import placement_group_table
 
-from red_runtime.reporting import HEALTHY, PENDING
-from red_runtime.spec import Topology
+from red_runtime.driver import Driver
+from red_runtime.reporting import HEALTHY, PENDING, Reporter
+from red_runtime.spec import Topology, parse_manifest
+from red_runtime.stopping import Interrupted, StopRequest
 from red_runtime.topology import TopologyError, TopologyManager, build_graph
-from tests.runtime.conftest import example
+from tests.runtime.conftest import Recorder, example
 
 pytestmark = pytest.mark.ray
 
@@ -94,3 +97,22 @@ def test_other_schemas_run(run_federation, name, topology):
     assert rec.reports[-1].accuracy > rec.reports[0].accuracy - 0.05
     if name == "ring":
         assert "consensus_distance" in rec.reports[-1].metrics
+
+
+def test_a_stop_while_the_actors_start_is_a_stop_not_a_failure(ray_cluster):
+    """A SIGTERM (a deleted Pod) before round 1's actors have answered, its grace spent: the run stops in order."""
+
+    class Stops(Recorder):
+        stop_reason = None
+
+        def stopped(self, reason):
+            self.stop_reason = reason
+
+    stop = StopRequest(grace_s=0)
+    stop.request(signal.SIGTERM)
+    rec = Stops()
+    with pytest.raises(Interrupted):
+        Driver(parse_manifest(example(rounds=2)), Reporter([rec]), stop=stop).run()
+    assert rec.failure is None
+    assert "stopped by signal SIGTERM" in rec.stop_reason and "round 1 abandoned" in rec.stop_reason
+    assert rec.reports == []
