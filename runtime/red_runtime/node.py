@@ -27,6 +27,7 @@ from red_runtime.compression import dense_bytes, with_error_feedback
 from red_runtime.data import Arrays, DataSource
 from red_runtime.messages import readable
 from red_runtime.models import build_model, get_flat, local_indices
+from red_runtime.placement import slot_nodes
 from red_runtime.privacy import clip_update, counted
 from red_runtime.spec import MODELS, FederationSpec
 from red_runtime.stragglers import hold_back, slow_nodes
@@ -128,7 +129,7 @@ class NodeHost:
         self.manager = ray.get_actor(manager_name(federation))
         self.source = DataSource(spec.task, spec.nodes.count)
         self.source.prepare()  # at start-up, outside any round's deadline
-        hosted = list(range(slot, spec.nodes.count, slots))  # NodePool's layout: node i in slot i mod slots
+        hosted = slot_nodes(slot, spec.nodes.count, slots)
         if self.source.synthetic and not self.source.hold_for(hosted):
             log.info("node actor %d makes its %d nodes' data again at each use (task.dataset.cache)", slot, len(hosted))
         self.device = pick_device()

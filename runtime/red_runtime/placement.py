@@ -27,6 +27,11 @@ class SlotPlan:
         return [dict(MANAGER_BUNDLE)] + [dict(self.node_bundle) for _ in range(self.slots)]
 
 
+def slot_nodes(slot: int, count: int, slots: int) -> list[int]:
+    """The virtual nodes slot `slot` hosts, of `count` in `slots` slots: node i lives in slot i mod slots."""
+    return list(range(slot, count, slots))
+
+
 def node_bundle(spec: FederationSpec) -> dict[str, float]:
     res = spec.nodes.resources
     bundle = {}

@@ -8,7 +8,7 @@ import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from red_runtime.node import NodeHost
-from red_runtime.placement import SlotPlan
+from red_runtime.placement import SlotPlan, slot_nodes
 from red_runtime.spec import FederationSpec
 
 
@@ -48,7 +48,7 @@ class NodePool:
         return f"red-{self.name}-slot-{slot}"
 
     def nodes_in(self, slot: int) -> list[int]:
-        return list(range(slot, self.spec.nodes.count, self.plan.slots))
+        return slot_nodes(slot, self.spec.nodes.count, self.plan.slots)
 
     def by_slot(self, indices: list[int]) -> dict[int, list[int]]:
         groups: dict[int, list[int]] = {}
