@@ -15,13 +15,13 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from red_api.names import KIND
 from red_operator import events
 from red_operator.children import Seen
 from red_operator.kube import Rest
 from red_operator.metrics import RECONCILES, set_phase
 from red_operator.reconcile import Result, reconcile
 from red_operator.status import FAILED, OPERATOR_FIELDS, SUCCEEDED, SUSPENDED, changed_fields
-from red_runtime.spec import KIND
 
 log = logging.getLogger("red.operator")
 Key = tuple[str, str]

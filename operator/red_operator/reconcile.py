@@ -15,6 +15,8 @@ from typing import Any
 
 from kubernetes.client import ApiException
 
+from red_api.names import claim_name, owns_claim
+from red_api.spec import QUEUE_LABEL, Federation, SpecError, parse_manifest
 from red_operator import builders
 from red_operator.builders import (
     LABEL_ATTEMPT,
@@ -27,8 +29,6 @@ from red_operator.builders import (
 from red_operator.children import ApiSeen, Seen, terminating
 from red_operator.kube import Rest
 from red_operator.status import FAILED, SUCCEEDED, Observed, QueueWait, compute_status, job_outcome
-from red_runtime.artifacts import claim_name, owns_claim
-from red_runtime.spec import QUEUE_LABEL, Federation, SpecError, parse_manifest
 
 # Kueue's label on the Workload it makes for a job: the job's uid.
 KUEUE_JOB_UID = "kueue.x-k8s.io/job-uid"

@@ -1,4 +1,4 @@
-"""What a run leaves behind, where it is kept on Kubernetes, and how to load it safely.
+"""Loading what a run left behind, safely: its summary and its model (red_api.names says where it is kept).
 
 A Federation keeps its run folder (checkpoints/, metrics.jsonl, summary.json, model.pt, metrics.png,
 nodes.json) in a folder named after it: on its claim, mounted at STORAGE_MOUNT in the head Pod, or under
@@ -11,41 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from red_runtime.outputs import CHECKPOINTS, METRICS, MODEL, SUMMARY
-from red_runtime.spec import Federation
-from red_runtime.storage import join
-
-STORAGE_MOUNT = "/red/storage"
-PVC = "pvc://"
-
-
-def claim_name(fed: Federation) -> str:
-    """The claim a Federation keeps its folder on: the one it names, else `<name>-storage`, the operator's."""
-    return fed.spec.storage.claim.claimName or f"{fed.name}-storage"
-
-
-def owns_claim(fed: Federation) -> bool:
-    """Whether the operator creates (and, with retain: false, deletes) the claim."""
-    return not fed.spec.storage.uri and not fed.spec.storage.claim.claimName
-
-
-def run_location(fed: Federation) -> str:
-    """Where the driver in the head Pod writes: a folder on the mounted claim, or an s3:// folder."""
-    if fed.spec.storage.uri:
-        return join(fed.spec.storage.uri, fed.name)
-    return f"{STORAGE_MOUNT}/{fed.name}"
-
-
-def artifacts_base(fed: Federation) -> str:
-    """The run folder as a URI anyone can read: pvc://claim/name or s3://bucket/prefix/name."""
-    if fed.spec.storage.uri:
-        return join(fed.spec.storage.uri, fed.name)
-    return f"{PVC}{claim_name(fed)}/{fed.name}"
-
-
-def artifact_uris(base: str) -> dict[str, str]:
-    """status.artifacts: the model, the metrics and the checkpoint folder under a run folder's URI."""
-    return {"model": join(base, MODEL), "metrics": join(base, METRICS), "checkpoint": join(base, CHECKPOINTS) + "/"}
+from red_api.names import MODEL, SUMMARY
+from red_api.spec import Federation
 
 
 def read_summary(folder: Path) -> dict[str, Any]:

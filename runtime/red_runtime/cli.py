@@ -8,9 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-
-from red_runtime.spec import SpecError, load_manifest
+from red_api.manifest import load_manifest, read_manifest
+from red_api.spec import SpecError
 
 
 def run_command(
@@ -20,7 +19,7 @@ def run_command(
     MLflow where `mlflow` (or spec.tracking.mlflow) names a server."""
     # Torch-free until Ray is starting: the checks fail in a fraction of a second, and the driver's imports
     # (torch, about two seconds) then overlap Ray's start.
-    from red_runtime.artifacts import run_location
+    from red_api.names import run_location
     from red_runtime.data import check_references
     from red_runtime.outputs import ConsoleSink, RunFolder
     from red_runtime.phases import Phases
@@ -31,18 +30,18 @@ def run_command(
 
     phases = Phases()
     try:
-        fed = load_manifest(manifest)
+        doc, fed = read_manifest(manifest)
         check_references(fed)
         check_tracking(fed, mlflow)
         location = out or (run_location(fed) if fed.spec.storage.uri else f"runs/{fed.name}")
-        run = RunFolder(location, resume, manifest=yaml.safe_load(Path(manifest).read_text()))
+        run = RunFolder(location, resume, manifest=doc)
     except (SpecError, OSError, ValueError, StorageError, TrackingError) as err:
         print(f"red: {err}", file=sys.stderr)
         return EXIT_INVALID
     if fed.spec.sweep is not None:  # as the RayJob's driver does: the sweep, its best model on top
         from red_runtime.tuning import execute_sweep
 
-        return execute_sweep(fed, yaml.safe_load(Path(manifest).read_text()), None, address, run, mlflow)
+        return execute_sweep(fed, doc, None, address, run, mlflow)
     ray_start = RayStart(address).begin()
     from red_runtime.driver import execute_into
 
@@ -55,16 +54,16 @@ def run_command(
 
 def tune_command(manifest: str, args: argparse.Namespace) -> int:
     """Sweep a Federation's spec with Ray Tune: every trial a whole federation; table, CSV, plot, best/."""
+    from red_api.sweep import parse_sweep
+    from red_api.trial import check_sweep
     from red_runtime.data import check_references
     from red_runtime.driver import EXIT_FAILED, EXIT_INVALID, ray_session
     from red_runtime.stopping import StopRequest
-    from red_runtime.sweep import check_sweep, parse_sweep
     from red_runtime.tracking import TrackingError, check_tracking
     from red_runtime.tuning import TRIALS_CSV, finish_sweep, tune_federations, without_sweep
 
     try:
-        fed = load_manifest(manifest)
-        doc = yaml.safe_load(Path(manifest).read_text())
+        doc, fed = read_manifest(manifest)
         if args.param or fed.spec.sweep is None:
             sweep = parse_sweep(args.param, args.samples, args.metric, args.mode, args.scheduler, args.concurrency)
         else:  # the manifest's own spec.sweep
@@ -127,9 +126,9 @@ def validate_command(manifest: str) -> int:
 def fetch_command(name: str | None, namespace: str | None, source: str | None, to: str | None, rescore: bool) -> int:
     """Download a run folder (a Federation's, from its storage; or any s3:// or local one) and print its
     final accuracy, and with --evaluate the accuracy of the fetched model measured again on the test set."""
+    from red_api.names import MANIFEST
     from red_runtime.artifacts import read_summary, score
     from red_runtime.fetch import FetchError, fetch_federation, fetch_folder
-    from red_runtime.outputs import MANIFEST
     from red_runtime.storage import StorageError
 
     try:
@@ -234,17 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--cpu", type=float, default=1.0, help="CPUs per replica (default 1)")
     srv.add_argument("--gpu", type=float, default=0.0, help="GPUs per replica (default 0)")
     srv.add_argument("--address", help="serve on this Ray cluster instead of an embedded one")
-    op = sub.add_parser("operator", help="run the Federation operator (kopf) against the current kubeconfig")
-    op.add_argument("--namespace", action="append", help="watch only this namespace (repeatable; default: all)")
-    op.add_argument("--kubeconfig", help="default: KUBECONFIG, ~/.kube/config, or in-cluster credentials")
-    op.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint ('' turns it off)")
-    op.add_argument("--metrics-port", type=int, default=8000, help="Prometheus /metrics port (0 turns it off)")
-    op.add_argument("--verbose", action="store_true")
+    from red_operator.run import add_arguments, run_from_args
+
+    add_arguments(sub.add_parser("operator", help="run the Federation operator (kopf) against the current kubeconfig"))
     args = parser.parse_args(argv)
     if args.command == "operator":
-        from red_operator.run import run_operator
-
-        return run_operator(args.namespace, args.kubeconfig, args.liveness, args.metrics_port, args.verbose)
+        return run_from_args(args)
     if args.command == "run":
         return run_command(args.file, args.out, args.address, args.resume, args.mlflow)
     if args.command == "tune":

@@ -18,9 +18,9 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from red_runtime.artifacts import PVC, STORAGE_MOUNT, artifacts_base
-from red_runtime.pod_options import CONTAINER_SECURITY, POD_SECURITY
-from red_runtime.spec import Federation
+from red_api.names import PVC, STORAGE_MOUNT, artifacts_base
+from red_api.pod import CONTAINER_SECURITY, POD_SECURITY
+from red_api.spec import Federation
 from red_runtime.storage import Mirror, is_remote, s3_filesystem
 
 POD_START_S = 180

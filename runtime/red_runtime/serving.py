@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from red_api.names import MANIFEST, MODEL
 from red_runtime import strict_json
-from red_runtime.outputs import MANIFEST, MODEL
 
 # A request's examples; more is a client's mistake (or an attempt to tie a replica up), not a batch.
 MAX_EXAMPLES = 1024
@@ -169,9 +169,9 @@ class ModelServer:
     def __init__(self, location: str, device: str = "cpu"):
         import torch
 
+        from red_api.manifest import load_manifest
         from red_runtime.artifacts import load_model
         from red_runtime.fetch import fetch_folder
-        from red_runtime.spec import load_manifest
         from red_runtime.storage import is_remote
 
         self.location = location

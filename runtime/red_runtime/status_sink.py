@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from red_api.names import artifact_uris
 from red_runtime import privacy, strict_json
-from red_runtime.artifacts import artifact_uris
 from red_runtime.kube import Superseded, driver_rayjob
 from red_runtime.reporting import HEALTHY, NODE_STATES, NodeStatus, RoundReport, RunInfo, Sink, Summary, now_iso
 

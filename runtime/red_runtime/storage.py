@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from red_api.names import join
 from red_runtime.reporting import NodeStatus, RoundReport, Sink, Summary
 
 log = logging.getLogger("red.storage")
@@ -31,10 +32,6 @@ class StorageError(RuntimeError):
 
 def is_remote(location: str | os.PathLike) -> bool:
     return str(location).startswith(S3)
-
-
-def join(location: str, *parts: str) -> str:
-    return "/".join([str(location).rstrip("/"), *parts])
 
 
 def s3_filesystem(env: Mapping[str, str] | None = None) -> Any:

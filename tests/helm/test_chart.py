@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+from red_api.spec import parse_manifest
 from red_operator.builders import driver_rules
-from red_runtime.spec import parse_manifest
 from tests.helm.conftest import CHART, Helm, as_list, find, sets
 
 pytestmark = pytest.mark.cluster

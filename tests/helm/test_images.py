@@ -18,8 +18,8 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "images"
-# What `red operator` loads: the CLI, the operator, its handlers and metrics.
-OPERATOR_MODULES = ("red_runtime.cli", "red_operator.run", "red_operator.handlers", "red_operator.metrics")
+# What `python -m red_operator` loads: the operator, its handlers and metrics (and through them the API).
+OPERATOR_MODULES = ("red_operator.__main__", "red_operator.run", "red_operator.handlers", "red_operator.metrics")
 
 
 def test_the_runtime_image_has_the_ray_red_is_tested_with():
@@ -60,7 +60,7 @@ def test_the_operator_starts_with_only_what_the_operator_image_installs(tmp_path
         for top in {Path(str(f)).parts[0] for f in dist.files or []} - {".."}:
             if not (site / top).exists():
                 (site / top).symlink_to(dist.locate_file(top))
-    path = os.pathsep.join(map(str, (site, ROOT / "runtime", ROOT / "operator")))
+    path = os.pathsep.join(map(str, (site, ROOT / "api", ROOT / "operator")))  # no runtime: the image has none
     proc = subprocess.run(
         [sys.executable, "-S", "-c", f"import {', '.join(OPERATOR_MODULES)}"],
         env={**os.environ, "PYTHONPATH": path, "PYTHONNOUSERSITE": "1"},

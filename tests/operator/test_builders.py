@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from red_api.spec import MAX_NAME_LENGTH, parse_manifest
 from red_operator import builders
-from red_runtime.spec import MAX_NAME_LENGTH, parse_manifest
 
 pytestmark = pytest.mark.unit
 

@@ -1,6 +1,6 @@
 """The CRD schema and the spec model agree: every manifest here passes both or fails both.
 
-"Both" means red_runtime.spec.parse_manifest and the real API server (server-side dry-run apply with strict
+"Both" means red_api.spec.parse_manifest and the real API server (server-side dry-run apply with strict
 field validation, so an unknown field is refused rather than pruned, as spec.py refuses it). A failure must
 name the same field in both messages. KNOWN_GAPS lists, on purpose, what only one side can check.
 """
@@ -13,7 +13,7 @@ import json
 import pytest
 import yaml
 
-from red_runtime.spec import MAX_NAME_LENGTH, MAX_WORKER_GROUPS, SpecError, parse_manifest
+from red_api.spec import MAX_NAME_LENGTH, MAX_WORKER_GROUPS, SpecError, parse_manifest
 from tests.operator.conftest import EXAMPLES, ROOT
 
 pytestmark = pytest.mark.cluster

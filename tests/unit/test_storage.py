@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pyarrow import fs
 
-from red_runtime.artifacts import artifact_uris, artifacts_base, claim_name, owns_claim, run_location
+from red_api.names import artifact_uris, artifacts_base, claim_name, owns_claim, run_location
+from red_api.spec import SpecError, parse_manifest
 from red_runtime.reporting import RunInfo, Summary
-from red_runtime.spec import SpecError, parse_manifest
 from red_runtime.status_sink import StatusSink
 from red_runtime.storage import Mirror, StorageError
 

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from red_runtime.strategies.catalog import CATALOG, Choice, Option
+from red_api.catalog import CATALOG, Choice, Option
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""What the spec model knows about each strategy, in plain Python: names, linearity and option rules.
+"""What the API knows about each strategy, in plain Python: names, linearity and option rules.
 
 The operator image has no numpy, yet it parses every Federation, so the spec model reads these entries
 instead of the strategy classes. The classes take their `linear` flag and options from here as well
@@ -12,15 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-
-def finite_number(value: Any) -> bool:
-    """A YAML number that fits a double and is neither NaN nor infinite (`.nan`, `.inf`, 1e400 are not)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int beyond the range of a double
-        return False
+from red_api.kinds import excerpt, finite_number
 
 
 @dataclass(frozen=True)
@@ -176,13 +168,58 @@ def option_problems(name: str, options: Mapping[Any, Any], sampled: int) -> list
     for key, value in options.items():
         if key not in entry.options:
             known = ", ".join(entry.options) or "none"
-            problems.append(f"{key}: {value!r}: unknown option for {name} (known: {known})")
+            problems.append(f"{key}: {excerpt(value)}: unknown option for {name} (known: {known})")
             continue
         reason = entry.options[key].problem(value)
         if reason:
-            problems.append(f"{key}: {value!r}: {reason}")
+            problems.append(f"{key}: {excerpt(value)}: {reason}")
     if not problems and entry.rule is not None:
         problem = entry.rule({**defaults(name), **options}, sampled)
         if problem:
             problems.append(problem)
     return problems
+
+
+def _option_schema(name: str) -> dict[str, Any]:
+    """One option's OpenAPI across the strategies that take it: the loosest of their bounds (each strategy's
+    own are checked by option_problems)."""
+    found = [entry.options[name] for entry in CATALOG.values() if name in entry.options]
+    if isinstance(found[0], Choice):
+        return {"type": "string", "enum": sorted({c for o in found for c in o.choices})}
+    schema: dict[str, Any] = {"type": "integer" if all(o.integer for o in found) else "number"}
+    lows = [o.minimum for o in found]
+    if None not in lows:
+        schema["minimum"] = min(lows)
+    highs = [o.maximum for o in found]
+    schema["maximum"] = max(highs) if None not in highs else 1e15
+    return schema
+
+
+def option_names() -> list[str]:
+    return sorted({key for entry in CATALOG.values() for key in entry.options})
+
+
+def options_openapi() -> dict[str, Any]:
+    """algorithm.options in the CRD: every strategy's options, typed; which strategy takes which is a rule."""
+    return {
+        "type": "object",
+        "description": "per strategy, e.g. {mu: 0.01} for fedprox; each strategy's options and bounds are checked "
+        "by the spec model.",
+        "properties": {name: _option_schema(name) for name in option_names()},
+    }
+
+
+def option_cel() -> list[dict[str, str]]:
+    """One CEL rule per option: set only for a strategy that takes it."""
+    rules = []
+    for key in option_names():
+        takers = [name for name, entry in CATALOG.items() if key in entry.options]
+        names = ", ".join(f"'{n}'" for n in takers)
+        rules.append(
+            {
+                "rule": f"!has(self.options) || !has(self.options.{key}) || self.name in [{names}]",
+                "fieldPath": f".options.{key}",
+                "message": f"is an option of {', '.join(takers)} only",
+            }
+        )
+    return rules
