@@ -31,7 +31,11 @@ _warned: set[str] = set()
 
 
 def excerpt(value: Any) -> str:
-    text = repr(value)
+    """repr(value), cut to EXCERPT characters; a value nested too deeply for repr says so."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"<a {type(value).__name__} nested too deeply to show>"
     return text if len(text) <= EXCERPT else f"{text[: EXCERPT - 20]}... ({len(text)} characters)"
 
 

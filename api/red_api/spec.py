@@ -1133,6 +1133,43 @@ def manifest_size(doc: Any) -> int | None:
         return None
 
 
+# No Federation field lies deeper than this (Pod affinity's terms are the deepest, at about 14 levels).
+MAX_NESTING = 32
+
+
+def too_deep(doc: Any) -> str | None:
+    """Where a document nests beyond MAX_NESTING, named by its first four fields; None if it does not.
+    Iterative, so that a value nested beyond Python's recursion limit is found, not a RecursionError."""
+    stack = [(doc, (), 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in path[:4]).lstrip(".")
+        if isinstance(value, Mapping):
+            stack.extend((v, (*path, str(k)), depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, (*path, i), depth + 1) for i, v in enumerate(value))
+    return None
+
+
+def largest(doc: Any, path: str = "", depth: int = 0) -> tuple[str, int]:
+    """The path of the largest value in a document and its size as JSON: what to name when it is too big."""
+    if depth > 64 or not isinstance(doc, (Mapping, list)):
+        return path, manifest_size(doc) or 0
+    items = doc.items() if isinstance(doc, Mapping) else enumerate(doc)
+    best = (path, 0)
+    for key, value in items:
+        where = f"{path}.{key}" if isinstance(doc, Mapping) and path else str(key) if not path else f"{path}[{key}]"
+        found = (
+            largest(value, where, depth + 1)
+            if isinstance(value, (Mapping, list))
+            else (where, manifest_size(value) or 0)
+        )
+        if found[1] > best[1]:
+            best = found
+    return best
+
+
 def parse_manifest(doc: Mapping[str, Any], stored: bool = False) -> Federation:
     """Validate a whole Federation object (apiVersion, kind, metadata, spec).
 
@@ -1143,10 +1180,20 @@ def parse_manifest(doc: Mapping[str, Any], stored: bool = False) -> Federation:
         raise SpecError([f"manifest: {excerpt(doc)}: must be a mapping"])
     meta = doc.get("metadata") or {}
     measured = {"spec": doc.get("spec"), "metadata": {"labels": meta.get("labels")} if stored else meta}
+    deep = too_deep(measured)
+    if deep is not None:
+        raise SpecError([f"{deep}: (a nested value): is nested more than {MAX_NESTING} levels deep"])
     size = manifest_size(measured) if isinstance(meta, Mapping) else 0
-    if size is None or size > MAX_MANIFEST_BYTES:
-        what = "cannot be read as JSON" if size is None else f"is {size} bytes as JSON"
-        raise SpecError([f"manifest: {what}: a Federation is at most {MAX_MANIFEST_BYTES} bytes"])
+    if size is None:
+        raise SpecError(["manifest: the document: cannot be read as JSON (a key that is not text)"])
+    if size > MAX_MANIFEST_BYTES:
+        where, biggest = largest(measured)
+        raise SpecError(
+            [
+                f"{where}: {biggest} bytes: makes the manifest {size} bytes as JSON; a Federation is at most "
+                f"{MAX_MANIFEST_BYTES}"
+            ]
+        )
     problems = []
     if doc.get("apiVersion") != API_VERSION:
         problems.append(f"apiVersion: {excerpt(doc.get('apiVersion'))}: expected {API_VERSION}")

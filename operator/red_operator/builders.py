@@ -578,8 +578,9 @@ def driver_rules(fed: Federation) -> list[dict[str, Any]]:
             "apiGroups": ["red.dev"],
             "resources": ["federations/status"],
             "resourceNames": [fed.name],
-            # get: `kubectl patch --subresource=status` reads before it patches (the driver's own status only)
-            "verbs": ["get", "patch", "update"],
+            # get: `kubectl patch --subresource=status` reads before it patches (the driver's own status only);
+            # no update: the driver merges its own fields and never replaces the whole status.
+            "verbs": ["get", "patch"],
         },
     ]
 
@@ -607,3 +608,14 @@ def build_role_binding(fed: Federation) -> dict[str, Any]:
 def build_rbac(fed: Federation) -> list[dict[str, Any]]:
     """In creation order: the Role must exist before a binding that grants it."""
     return [build_service_account(fed), build_role(fed), build_role_binding(fed)]
+
+
+def build_all(fed: Federation, generation: int) -> list[dict[str, Any]]:
+    """Every child a Federation can have, rendered: what reconcile checks before it creates any."""
+    children = [*build_rbac(fed), *build_worker_accounts(fed), build_raycluster(fed), build_rayjob(fed, 1, generation)]
+    claim = build_claim(fed) if owns_claim(fed) else None
+    if claim:
+        children.append(claim)
+    if fed.spec.serve is not None:
+        children.append(build_rayservice(fed))
+    return children

@@ -207,6 +207,21 @@ def _problems(err: Exception) -> str:
     return f"spec: {err}"
 
 
+def failed(body: Mapping[str, Any], err: BaseException) -> Result:
+    """The status of a Federation whose pass raised: Failed, reason ReconcileError, naming the exception. What
+    exists stays as it was (reconcile builds every child before it creates one, so a spec that a builder
+    cannot render has created nothing)."""
+    meta = body.get("metadata") or {}
+    previous = body.get("status") or {}
+    obs = Observed(
+        cluster_name=builders.raycluster_name(str(meta.get("name") or "")),
+        job_name=str(previous.get("rayJobName") or ""),
+        attempts=_attempts(body),
+        error=f"{type(err).__name__}: {str(err)[:500]}",
+    )
+    return Result(compute_status(body, obs))
+
+
 def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> Result | None:
     """Drive the children toward the spec; None when `body` is older than the children (a stale event).
 
@@ -214,7 +229,7 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
     """
     seen = seen or ApiSeen(rest)
     meta = body.get("metadata") or {}
-    namespace, name = meta.get("namespace") or "default", meta.get("name") or ""
+    namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name") or "")
     uid = str(meta.get("uid") or "")
     generation = int(meta.get("generation") or 0)
     p = _Pass(rest, namespace, uid)
@@ -232,6 +247,9 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
     except (SpecError, ValueError, TypeError) as err:
         _stop_serving(p, service, "the spec is invalid")
         return _release(body, p, jobs, cluster, cluster_name, _problems(err))
+    # Every child is rendered before any is created: a spec that a builder cannot render raises here (and
+    # ends in ReconcileError, passes.py) with nothing created.
+    builders.build_all(fed, generation)
 
     _ensure_rbac(p, seen, fed)
 

@@ -190,7 +190,7 @@ def test_driver_role_is_limited_to_its_own_federation():
             "apiGroups": ["red.dev"],
             "resources": ["federations/status"],
             "resourceNames": ["digits"],
-            "verbs": ["get", "patch", "update"],
+            "verbs": ["get", "patch"],
         },
     ]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "digits-driver"}
