@@ -47,6 +47,7 @@ PRINTER_COLUMNS = (
 
 def schema() -> dict[str, Any]:
     spec = Obj(FederationSpec).openapi()
+    spec.pop("default")  # a Federation without a spec is one with every default: the sections default each
     return {
         "type": "object",
         "description": "Federated learning on Ray; the operator runs it as a KubeRay RayCluster and RayJob.",

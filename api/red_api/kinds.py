@@ -394,12 +394,12 @@ class Quantity(Kind):
             "maxLength": 64,
             "x-kubernetes-validations": [
                 {
-                    "rule": "!isQuantity(string(self)) || "
+                    "rule": "isQuantity(string(self)) && "
                     f"quantity(string(self)).compareTo(quantity('{self.maximum}')) <= 0",
-                    "message": f"must be at most {self.maximum}",
+                    "message": f"must be a Kubernetes quantity of at most {self.maximum}",
                 },
                 {
-                    "rule": "!isQuantity(string(self)) || quantity(string(self)).sign() >= 0",
+                    "rule": "!isQuantity(string(self)) || quantity(string(self)).compareTo(quantity('0')) >= 0",
                     "message": "must not be negative",
                 },
             ],
@@ -571,7 +571,9 @@ class Obj(Kind):
             properties = {name: {k: v for k, v in p.items() if k != "default"} for name, p in properties.items()}
         schema: dict[str, Any] = {"type": "object"}
         if self.default is not None and not self.required and not self.plain:
-            schema["default"] = {}
+            # The API server checks a default against the object's own rules before defaulting inside it: an
+            # object with rules over its fields gets those fields' defaults spelt out.
+            schema["default"] = defaults_of(self.cls) if getattr(self.cls, "RULES", ()) else {}
         if self.doc:
             schema["description"] = self.doc
         if self.required:
@@ -584,6 +586,18 @@ class Obj(Kind):
             schema["x-kubernetes-map-type"] = self.map_type
         schema["properties"] = properties
         return schema
+
+
+def defaults_of(cls: type) -> dict[str, Any]:
+    """A declared section's defaults as the API server would fill them in, as plain data."""
+    out: dict[str, Any] = {}
+    for name, kind in declared(cls):
+        if isinstance(kind, Obj):
+            if kind.default is not None and not kind.plain and not kind.required:
+                out[name] = defaults_of(kind.cls)
+        elif kind.default not in (None, ABSENT, "", ()):
+            out[name] = _plain_default(kind.default)
+    return out
 
 
 def parse_object(c: Checker, cls: type, value: Any, path: str, required: tuple[str, ...] = ()) -> Any:

@@ -83,6 +83,7 @@ DIGITS_CLASSES = 10
 # A whole manifest, as JSON: far under the API server's 262,144 bytes for all of an object's annotations
 # (kopf's and GitOps tools' copies of it) and its 1.5 MiB for an object.
 MAX_MANIFEST_BYTES = 128 * 1024
+CLAIM_SIZE = "1Gi"  # of a claim the operator creates, unless storage.pvc.size says otherwise
 
 
 def _decentralized(spec: Any) -> bool:
@@ -469,7 +470,10 @@ class Claim(Declared):
             doc="an existing claim in the Federation's namespace.",
         )
     )
-    size: str = api(Quantity("1Gi", maximum="1Pi", doc="the size of the claim the operator creates (default 1Gi)."))
+    # No default in the schema: a size given beside claimName is refused, and the API server would fill it in.
+    size: str | None = api(
+        Quantity(ABSENT, maximum="1Pi", doc=f"the size of the claim the operator creates (default {CLAIM_SIZE}).")
+    )
     storageClassName: str = api(Str("", max_length=253, doc="its StorageClass; empty for the cluster's default."))
 
     RULES = (
@@ -484,6 +488,11 @@ class Claim(Declared):
             cel="!has(self.claimName) || self.claimName == '' || (!has(self.size) && !has(self.storageClassName))",
         ),
     )
+
+    @property
+    def requested(self) -> str:
+        """The size of the claim the operator creates."""
+        return self.size or CLAIM_SIZE
 
 
 @dataclass(frozen=True)

@@ -211,7 +211,7 @@ def grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
 # What operator/red_operator and kopf call, verb by verb (see the chart's _helpers.tpl).
 OPERATOR_GRANTS = (
     {("red.dev", "federations", v) for v in ("get", "list", "watch", "patch")}
-    | {("red.dev", "federations/status", v) for v in ("get", "patch", "update")}
+    | {("red.dev", "federations/status", v) for v in ("get", "patch")}
     | {("red.dev", "federations/finalizers", "update")}
     | {("ray.io", x, v) for x in ("rayclusters", "rayjobs") for v in ("get", "list", "watch", "create", "delete")}
     # patch: a RayService follows spec.serve in place (a new serveConfigV2 retrains nothing, restarts no Pod)
