@@ -116,6 +116,9 @@ class Kind:
 
     default: Any = field(default=None, kw_only=True)
     doc: str = field(default="", kw_only=True)
+    # False: the default is the parser's alone, not the schema's, where a rule asks whether the field was given
+    # (the API server would fill it in and then refuse it: a claim's size beside its claimName).
+    schema_default: bool = field(default=True, kw_only=True)
 
     @property
     def fallback(self) -> Any:
@@ -134,7 +137,7 @@ class Kind:
 
     def _described(self, schema: dict[str, Any], default: bool = True) -> dict[str, Any]:
         # An empty default ("", []) would only add noise to every stored object: unset reads the same.
-        if default and self.default not in (None, ABSENT, "", ()):
+        if default and self.schema_default and self.default not in (None, ABSENT, "", ()):
             schema["default"] = _plain_default(self.default)
         if self.doc:
             schema["description"] = self.doc
@@ -262,7 +265,7 @@ class Str(Kind):
             c.fail(path, value, "must be a string")
             return self.fallback
         if len(value) > self.max_length:
-            c.fail(path, value, f"is longer than {self.max_length} characters")
+            c.fail(path, value, self.reason or f"is longer than {self.max_length} characters")
             return self.fallback
         reason = self.problem(value) if self.problem else None
         if reason is None and self.pattern and not re.fullmatch(self.pattern, value):
@@ -375,9 +378,10 @@ class Quantity(Kind):
             return self.fallback
         if isinstance(value, float) and finite_number(value) and value == int(value):
             value = int(value)
-        parsed = quantity_value(value)
+        # A fraction as a YAML number is no quantity to the API server (int-or-string): "500m" is.
+        parsed = None if isinstance(value, float) else quantity_value(value)
         if parsed is None:
-            c.fail(path, value, 'must be a Kubernetes quantity: a string such as "500m" or a number')
+            c.fail(path, value, 'must be a Kubernetes quantity: a string such as "500m" or a whole number')
             return self.fallback
         if parsed < 0:
             c.fail(path, value, "must not be negative")
@@ -442,12 +446,18 @@ class ListOf(Kind):
             return self.fallback
         checker = Checker(c.stored) if self.reason else c
         before = len(checker.problems)
-        items = tuple(self.item.check(checker, v, f"{path}[{i}]") for i, v in enumerate(value))
+        items = tuple(self._item(checker, v, f"{path}[{i}]") for i, v in enumerate(value))
         if len(checker.problems) == before:
             return items
         if self.reason:
             c.fail(path, value, self.reason)
         return self.fallback
+
+    def _item(self, c: Checker, value: Any, path: str) -> Any:
+        if value is None:  # an item is never unset: the API server refuses a null in a list
+            c.fail(path, None, "must not be null")
+            return None
+        return self.item.check(c, value, path)
 
     def openapi(self) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": "array", "maxItems": self.max_items, "items": self.item.openapi()}
@@ -470,6 +480,7 @@ class MapOf(Kind):
     key_cel: str = ""
     key_message: str = ""
     max_key_length: int = 317
+    shape: str = "must be a mapping"
 
     def unset(self) -> Any:
         return {}
@@ -478,7 +489,7 @@ class MapOf(Kind):
         if value is ABSENT or value is None:
             return {}
         if not isinstance(value, Mapping):
-            c.fail(path, value, "must be a mapping")
+            c.fail(path, value, self.shape)
             return {}
         if len(value) > self.max_properties:
             c.fail(path, f"{len(value)} entries", f"must have at most {self.max_properties}")
@@ -560,8 +571,11 @@ class Obj(Kind):
     def check(self, c: Checker, value: Any, path: str) -> Any:
         if value is ABSENT or value is None:
             return self.unset()
+        if not isinstance(value, Mapping):
+            c.fail(path, value, "must be a mapping")
+            return self.unset()
         obj = parse_object(c, self.cls, value, path, self.required)
-        if not self.plain or obj is None or not isinstance(value, Mapping):
+        if not self.plain:
             return obj
         return {name: _plain(getattr(obj, name)) for name, _ in declared(self.cls) if value.get(name) is not None}
 
@@ -710,6 +724,12 @@ class K8s(Kind):
         if isinstance(out.get("additionalProperties"), Mapping):
             out["additionalProperties"] = self._bounded(out["additionalProperties"])
             out["maxProperties"] = self.max_items
+            out["x-kubernetes-validations"] = [
+                {
+                    "rule": f"self.all(k, k.size() <= {self.max_length})",
+                    "message": f"keys are at most {self.max_length} characters",
+                }
+            ]
         if out.get("type") == "array":
             out["items"] = self._bounded(out.get("items", {}))
             out["maxItems"] = self.max_items

@@ -111,6 +111,7 @@ def _string_map(doc: str, label_values: bool = False, reserved: bool = False, va
         key=_unreserved_key if reserved else _key,
         key_cel=cel,
         key_message=message,
+        shape="must be a mapping of strings to strings",
         doc=doc,
     )
 
@@ -306,11 +307,12 @@ AFFINITY = json.loads(resources.files("red_api").joinpath("k8s/affinity.json").r
 
 
 def _mounts_name_volumes(pod: Any, raw: Mapping[str, Any]) -> tuple[Any, str] | None:
-    names = {v.get("name") for v in raw.get("volumes") or [] if isinstance(v, Mapping)}
-    for i, mount in enumerate(pod.volumeMounts):
-        if mount["name"] not in names:
+    volumes = raw.get("volumes") if isinstance(raw.get("volumes"), list) else []
+    names = {v.get("name") for v in volumes if isinstance(v, Mapping) and isinstance(v.get("name"), str)}
+    for i, mount in enumerate(pod.volumeMounts or ()):
+        if mount.get("name") not in names:
             known = ", ".join(sorted(n for n in names if isinstance(n, str))) or "none"
-            return f"[{i}].name", mount["name"], f"names no volume of this group (volumes: {known})"
+            return f"[{i}].name", mount.get("name"), f"names no volume of this group (volumes: {known})"
     return None
 
 

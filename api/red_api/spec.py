@@ -112,10 +112,10 @@ class Pair(Kind):
 
     def check(self, c: Checker, value: Any, path: str) -> Any:
         ok = isinstance(value, list) and len(value) == 2
-        if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_NODES for v in value):
+        if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and abs(v) <= 2**31 for v in value):
             c.fail(path, value, "must be a pair of node indices [a, b]")
             return None
-        return (value[0], value[1])
+        return (value[0], value[1])  # within nodes.count: the topology rule says so, naming the count
 
     def openapi(self) -> dict[str, Any]:
         return {
@@ -445,7 +445,8 @@ class Task(Declared):
             "partition.labels",
             "is more than the classes of the dataset",
             _labels_rule,
-            cel="self.partition.kind != 'labels' || self.dataset.name != 'digits' || self.partition.labels <= 10",
+            cel=f"self.partition.kind != 'labels' || (self.dataset.name == 'digits' ? self.partition.labels <= "
+            f"{DIGITS_CLASSES} : self.dataset.name != 'synthetic' || self.partition.labels <= self.dataset.classes)",
         ),
     )
 
@@ -471,8 +472,13 @@ class Claim(Declared):
         )
     )
     # No default in the schema: a size given beside claimName is refused, and the API server would fill it in.
-    size: str | None = api(
-        Quantity(ABSENT, maximum="1Pi", doc=f"the size of the claim the operator creates (default {CLAIM_SIZE}).")
+    size: str = api(
+        Quantity(
+            CLAIM_SIZE,
+            maximum="1Pi",
+            schema_default=False,
+            doc=f"the size of the claim the operator creates (default {CLAIM_SIZE}).",
+        )
     )
     storageClassName: str = api(Str("", max_length=253, doc="its StorageClass; empty for the cluster's default."))
 
@@ -488,11 +494,6 @@ class Claim(Declared):
             cel="!has(self.claimName) || self.claimName == '' || (!has(self.size) && !has(self.storageClassName))",
         ),
     )
-
-    @property
-    def requested(self) -> str:
-        """The size of the claim the operator creates."""
-        return self.size or CLAIM_SIZE
 
 
 @dataclass(frozen=True)
@@ -621,6 +622,14 @@ ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 
 
 @dataclass(frozen=True)
+class RuntimeEnvConfig(Declared):
+    """Ray's RuntimeEnvConfig: how long setting the environment up may take, and whether it is set up at once."""
+
+    setup_timeout_seconds: int | None = api(Int(ABSENT, minimum=-1, maximum=86_400))
+    eager_install: bool | None = api(Bool(ABSENT))
+
+
+@dataclass(frozen=True)
 class RuntimeEnv(Declared):
     """The fields of Ray's runtime_env that make sense for a driver on a RayCluster, each bounded."""
 
@@ -639,6 +648,10 @@ class RuntimeEnv(Declared):
     working_dir: str = api(Str(ABSENT, max_length=2048, doc="a URI of a zip file with the job's code."))
     py_modules: tuple[str, ...] = api(ListOf(Str(max_length=2048), max_items=64, default=ABSENT))
     excludes: tuple[str, ...] = api(ListOf(Str(max_length=1024), max_items=256, default=ABSENT))
+    uv: tuple[str, ...] = api(ListOf(Str(max_length=512), max_items=256, default=ABSENT, doc="uv requirements."))
+    conda: str = api(Str(ABSENT, max_length=253, doc="the name of an existing conda environment."))
+    image_uri: str = api(Str(ABSENT, max_length=512, doc="a container image for the job's workers."))
+    config: RuntimeEnvConfig | None = api(Obj(RuntimeEnvConfig, default=None, plain=True))
 
 
 @dataclass(frozen=True)
@@ -689,13 +702,6 @@ class Compression(Declared):
             cel="!has(self.bits) || self.kind == 'quantize'",
         ),
     )
-
-    def __post_init__(self) -> None:
-        # Unset: the kind's default (a ratio of 0.1, 8 bits).
-        if self.ratio is None:
-            object.__setattr__(self, "ratio", 0.1)
-        if self.bits is None:
-            object.__setattr__(self, "bits", 8)
 
 
 @dataclass(frozen=True)
@@ -936,19 +942,26 @@ def _algorithm_rules() -> tuple[Rule, ...]:
     )
 
 
-def _personalisation(s: FederationSpec, raw: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
+def _personal_field(s: FederationSpec) -> tuple[str, Any]:
     model = s.task.model
-    if not model.personalised:
-        return []
-    field, value = ("personal", list(model.personal)) if model.personal else ("localNorm", True)
-    out = []
-    if _decentralized(s):
-        out.append((field, value, "applies to server-side rounds (star, hierarchical): gossip mixes every layer"))
-    if "test" not in s.nodes.roles:
-        out.append(
-            (field, value, "needs nodes.role with test: personalised models are judged on each node's own split")
-        )
-    return out
+    return (".personal", list(model.personal)) if model.personal else (".localNorm", True)
+
+
+_PERSONAL = "(has(self.task.model.personal) && size(self.task.model.personal) > 0) || self.task.model.localNorm"
+
+
+def _personal_gossip(s: FederationSpec, raw: Mapping[str, Any]) -> tuple[str, Any, str] | None:
+    if s.task.model.personalised and _decentralized(s):
+        return *_personal_field(s), "applies to server-side rounds (star, hierarchical): gossip mixes every layer"
+    return None
+
+
+def _personal_test(s: FederationSpec, raw: Mapping[str, Any]) -> tuple[str, Any, str] | None:
+    if s.task.model.personalised and "test" not in s.nodes.roles:
+        return *_personal_field(
+            s
+        ), "needs nodes.role with test: personalised models are judged on each node's own split"
+    return None
 
 
 def _serve_gpu(s: FederationSpec, raw: Mapping[str, Any]) -> tuple[Any, str] | None:
@@ -1089,6 +1102,18 @@ class FederationSpec(Declared):
             " && !has(self.algorithm.privacy))",
         ),
         Rule(
+            "task.model",
+            "a personalised model (personal, localNorm) applies to server-side rounds (star, hierarchical)",
+            _personal_gossip,
+            cel=f"!({_PERSONAL}) || !(self.topology.kind in {list(DECENTRALIZED)})",
+        ),
+        Rule(
+            "task.model",
+            "a personalised model (personal, localNorm) needs nodes.role with test",
+            _personal_test,
+            cel=f"!({_PERSONAL}) || self.nodes.role.contains('test')",
+        ),
+        Rule(
             "serve.gpu",
             "no worker group of spec.ray.workerGroups has a Pod with that many GPUs",
             _serve_gpu,
@@ -1120,10 +1145,9 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool 
     a = parsed.algorithm
     sampled = max(1, math.ceil(a.fraction * parsed.nodes.count))
     raw_algorithm = spec.get("algorithm") if isinstance(spec.get("algorithm"), Mapping) else {}
-    if isinstance(raw_algorithm.get("options"), Mapping):
+    options = raw_algorithm.get("options")
+    if options is None or isinstance(options, Mapping):  # a non-mapping is reported already
         c.problems.extend(f"{path}.algorithm.options.{p}" for p in catalog.option_problems(a.name, a.options, sampled))
-    for field, value, reason in _personalisation(parsed, spec):
-        c.fail(f"{path}.task.model.{field}", value, reason)
     if c.problems:
         raise SpecError(c.problems)
     return parsed
@@ -1188,6 +1212,8 @@ def parse_manifest(doc: Mapping[str, Any], stored: bool = False) -> Federation:
     if not isinstance(doc, Mapping):
         raise SpecError([f"manifest: {excerpt(doc)}: must be a mapping"])
     meta = doc.get("metadata") or {}
+    if not isinstance(meta, Mapping):  # reported as its missing name
+        meta = {}
     measured = {"spec": doc.get("spec"), "metadata": {"labels": meta.get("labels")} if stored else meta}
     deep = too_deep(measured)
     if deep is not None:

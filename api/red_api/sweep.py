@@ -59,7 +59,10 @@ class Sweep:
 
 def _scalar(text: str) -> Any:
     """A choice written on the command line, read as YAML reads it: 0.1 a number, fedavg a string."""
-    value = yaml.safe_load(text) if text.strip() else text
+    try:
+        value = yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:  # not a YAML scalar ("[,1"): the text itself
+        return text
     return value if isinstance(value, (int, float, str, bool)) else text
 
 
@@ -138,7 +141,7 @@ def sweep_from_spec(raw: Mapping[str, Any], path: str = "spec.sweep") -> Sweep:
     """spec.sweep: the same fields as `red tune`'s flags, params as a list of PATH=SPEC strings."""
     if not isinstance(raw, Mapping):
         raise ValueError(f"{path}: {raw!r}: must be a mapping")
-    unknown = sorted(set(raw) - set(SWEEP_FIELDS))
+    unknown = sorted(map(str, set(raw) - set(SWEEP_FIELDS)))
     if unknown:
         raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(SWEEP_FIELDS)}")
     params = raw.get("params") or []

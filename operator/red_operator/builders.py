@@ -342,7 +342,7 @@ def build_claim(fed: Federation) -> dict[str, Any] | None:
     if fed.spec.storage.retain:
         del metadata["ownerReferences"]
         metadata["annotations"] = {ANNOTATION_CLAIM_OF: fed.uid}
-    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": claim.requested}}}
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": claim.size}}}
     if claim.storageClassName:
         spec["storageClassName"] = claim.storageClassName
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}

@@ -244,7 +244,7 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
     service = seen.get("RayService", namespace, builders.rayservice_name(name))
     try:
         fed = parse_manifest({**body, "metadata": {**meta, "namespace": namespace}}, stored=True)
-    except (SpecError, ValueError, TypeError) as err:
+    except Exception as err:  # noqa: BLE001 - whatever a spec makes the parser raise, it runs nothing
         _stop_serving(p, service, "the spec is invalid")
         return _release(body, p, jobs, cluster, cluster_name, _problems(err))
     # Every child is rendered before any is created: a spec that a builder cannot render raises here (and

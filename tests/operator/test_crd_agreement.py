@@ -406,6 +406,21 @@ INVALID = {
         ),
         "spec.ray.workerGroups[0].affinity.nodeAffinity",
     ),  # fmt: skip
+    "personal layers without the test role": (doc({"task": {"model": {"personal": ["3"]}}}), "spec.task.model"),
+    "local norm on a ring": (
+        doc({"topology": {"kind": "ring"}, "nodes": {"role": "train-test"}, "task": {"model": {"localNorm": True}}}),
+        "spec.task.model",
+    ),
+    "more labels per node than synthetic classes": (
+        doc({"task": {"dataset": {"name": "synthetic", "classes": 3}, "partition": {"kind": "labels", "labels": 4}}}),
+        "spec.task.partition.labels",
+    ),
+    "an option within another strategy's bounds": (  # multikrum takes m: 0 (n - f), krum needs m >= 1
+        doc({"nodes": {"count": 10}, "algorithm": {"name": "krum", "options": {"m": 0}}}),
+        "spec.algorithm.options.m",
+    ),
+    "an adaptive server step of 0": (doc({"algorithm": {"name": "fedadam", "options": {"tau": 0}}}), "options.tau"),
+    "a fractional cpu as a YAML number": (doc({"ray": {"head": {"cpu": 0.5}}}), "spec.ray.head.cpu"),
     # Bounds: no value can run the operator or the API server out of memory or range.
     "a 40 KB environment variable": (
         doc({"ray": {"runtimeEnv": {"env_vars": {"A": "x" * 40_000}}}}),
@@ -437,11 +452,8 @@ KNOWN_GAPS = {
     ),
     # Each strategy's own bounds (the schema has the loosest of all strategies that take an option) and the
     # rules over several options and the nodes per round.
-    "an option within another strategy's bounds": (  # multikrum takes m: 0 (n - f), krum needs m >= 1
-        doc({"nodes": {"count": 10}, "algorithm": {"name": "krum", "options": {"m": 0}}}),
-        "spec model only",
-    ),
-    "personal layers without the test role": (doc({"task": {"model": {"personal": ["3"]}}}), "spec model only"),
+    # The API server drops a null (as if the field were unset); `red validate` refuses it, as it always has.
+    "a null role": (doc({"nodes": {"role": None}}), "spec model only"),
     "bulyan with fewer than 4f+3 nodes": (
         doc({"nodes": {"count": 10}, "algorithm": {"name": "bulyan", "options": {"f": 2}}}),
         "spec model only",

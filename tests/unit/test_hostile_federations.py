@@ -181,6 +181,29 @@ def test_hostile_specs_are_refused_naming_the_field_and_create_nothing(spec, fie
     assert time.monotonic() - started < 60  # not a speed bound: a hang would otherwise pass
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"sweep": {"params": ["task.train.lr=choice:[,1"]}},
+        {"sweep": {1: 2, "params": ["task.train.lr=choice:0.1"]}},
+        {"storage": {"pvc": [1], "uri": "s3://bucket/x"}},
+        {"storage": {"pvc": "ab"}},
+        {"ray": {"head": {"volumes": 5, "volumeMounts": [{"name": "a", "mountPath": "/a"}]}}},
+        {"ray": {"head": {"volumes": [{"name": [1]}], "volumeMounts": [None]}}},
+        {"ray": {"workerGroups": [None]}},
+        {"ray": {"head": {"tolerations": [None], "imagePullSecrets": [None]}}},
+        {"task": {"model": {"hidden": [None, 4]}}},
+        {"nodes": {"count": 3}, "algorithm": {"name": "krum"}},
+    ],
+    ids=repr,
+)
+def test_odd_shapes_never_raise_anything_but_a_spec_error(spec):
+    """Found by review: each raised TypeError, ValueError or a YAML error, or passed as an unset value."""
+    check(federation(spec))
+    for metadata in ([1], "abc"):
+        check({**federation(spec), "metadata": metadata})
+
+
 def test_a_large_annotation_is_not_copied_into_kopfs_own_annotation():
     """kopf kept spec, labels and annotations in one annotation; a 135 KB annotation of the Federation's own
     then made kopf's patch exceed the API server's 262,144 bytes for all annotations."""

@@ -23,7 +23,7 @@ def fed(storage=None, name="digits"):
 
 def test_by_default_a_federation_keeps_its_folder_on_a_claim_of_its_own():
     f = fed()
-    assert owns_claim(f) and claim_name(f) == "digits-storage" and f.spec.storage.claim.requested == "1Gi"
+    assert owns_claim(f) and claim_name(f) == "digits-storage" and f.spec.storage.claim.size == "1Gi"
     assert run_location(f) == "/red/storage/digits"
     assert artifacts_base(f) == "pvc://digits-storage/digits"
     assert artifact_uris(artifacts_base(f)) == {
