@@ -481,6 +481,7 @@ class MapOf(Kind):
     key_message: str = ""
     max_key_length: int = 317
     shape: str = "must be a mapping"
+    ENTRY: ClassVar[str] = "[{}]"  # as the API server names a map entry
 
     def unset(self) -> Any:
         return {}
@@ -496,7 +497,7 @@ class MapOf(Kind):
             return {}
         out = {}
         for k, v in value.items():
-            kp = f"{path}[{k}]"  # as the API server names a map entry
+            kp = path + self.ENTRY.format(k)
             reason = None if isinstance(k, str) else "keys must be strings"
             if reason is None and len(k) > self.max_key_length:
                 reason = f"keys are at most {self.max_key_length} characters"

@@ -9,7 +9,6 @@ refuse the same Federations; tests/operator/test_crd_agreement.py holds the two 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -37,11 +36,12 @@ from red_api.kinds import (
     excerpt,
     parse_object,
 )
+from red_api.limits import MAX_MANIFEST_BYTES, MAX_NESTING, largest, manifest_size, too_deep
 from red_api.names import API_VERSION, DEFAULT_IMAGE, DNS_LABEL, KIND, SUBDOMAIN
 from red_api.pod import PodOptions
+from red_api.rules import DECENTRALIZED, FEDERATION_RULES
 
 TOPOLOGIES = ("star", "ring", "mesh", "kregular", "custom", "hierarchical")
-DECENTRALIZED = ("ring", "mesh", "kregular", "custom")
 ALGORITHMS = catalog.NAMES
 DATASETS = ("digits", "synthetic")
 PARTITIONS = ("iid", "dirichlet", "labels", "quantity")
@@ -80,14 +80,7 @@ MAX_EXPERIMENT_LENGTH = 256  # MLflow's SQL stores keep experiment names in a VA
 MAX_WORKER_GROUPS = 16
 # scikit-learn's bundled digits are the ten digits 0-9 (tests/unit/test_data_sizes.py checks the data).
 DIGITS_CLASSES = 10
-# A whole manifest, as JSON: far under the API server's 262,144 bytes for all of an object's annotations
-# (kopf's and GitOps tools' copies of it) and its 1.5 MiB for an object.
-MAX_MANIFEST_BYTES = 128 * 1024
 CLAIM_SIZE = "1Gi"  # of a claim the operator creates, unless storage.pvc.size says otherwise
-
-
-def _decentralized(spec: Any) -> bool:
-    return spec.topology.kind in DECENTRALIZED
 
 
 def _whole_or_fraction(value: float) -> bool:
@@ -292,26 +285,20 @@ class Privacy(Declared):
     delta: float = api(Num(1e-5, minimum=0, exclusive_min=True, maximum=1))
 
 
-class StrategyOptions(Kind):
-    """algorithm.options: numbers or words, at most 16; each strategy's own are checked by the Algorithm rule."""
-
-    def unset(self) -> Any:
-        return {}
+class OptionValue(Kind):
+    """A strategy option's value as the map holds it: a number or a word; catalog.option_problems says which."""
 
     def check(self, c: Checker, value: Any, path: str) -> Any:
-        if value is ABSENT or value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            c.fail(path, value, "must be a mapping")
-            return {}
-        if len(value) > 16:
-            c.fail(path, f"{len(value)} entries", "must have at most 16")
-            return {}
-        for key, v in value.items():
-            if not isinstance(v, (int, float, str)) or (isinstance(v, str) and len(v) > 64):
-                c.fail(f"{path}.{key}", v, "must be a number or a word")
-                return {}
-        return dict(value)
+        if isinstance(value, (int, float)) or (isinstance(value, str) and len(value) <= 64):
+            return value
+        c.fail(path, value, "must be a number or a word")
+        return None
+
+
+class StrategyOptions(MapOf):
+    """algorithm.options: typed in the CRD from the catalog; each strategy's own options are the spec's rule."""
+
+    ENTRY = ".{}"  # the CRD declares each option a property
 
     def openapi(self) -> dict[str, Any]:
         return catalog.options_openapi()
@@ -320,7 +307,7 @@ class StrategyOptions(Kind):
 @dataclass(frozen=True)
 class Algorithm(Declared):
     name: str = api(Word("fedavg", choices=ALGORITHMS))
-    options: Mapping[str, Any] = api(StrategyOptions(default=ABSENT))
+    options: Mapping[str, Any] = api(StrategyOptions(value=OptionValue(), max_properties=16, max_key_length=64))
     fraction: float = api(Num(1.0, minimum=0, maximum=1, exclusive_min=True))
     minNodes: int = api(Int(1, minimum=1, maximum=MAX_NODES))
     targetAccuracy: float | None = api(Num(ABSENT, minimum=0, maximum=1))
@@ -792,194 +779,6 @@ class SweepKind(Kind):
         return sweep.openapi()
 
 
-def _kregular(s: FederationSpec, raw: Mapping[str, Any]) -> tuple[Any, str] | None:
-    t, count = s.topology, s.nodes.count
-    if t.kind != "kregular":
-        return None
-    if t.degree is None:
-        return None, "is required for a kregular topology"
-    if t.degree >= count:
-        return t.degree, f"is not below nodes.count ({count})"
-    if (t.degree * count) % 2:
-        return t.degree, f"times nodes.count ({count}) must be even for a regular graph"
-    return None
-
-
-def _hierarchical(s: FederationSpec, raw: Mapping[str, Any]) -> tuple[Any, str] | None:
-    t = s.topology
-    if t.kind != "hierarchical":
-        return None
-    if t.groups is None:
-        return None, "is required for a hierarchical topology"
-    if t.groups > s.nodes.count:
-        return t.groups, f"is more than nodes.count ({s.nodes.count}): a group would be empty"
-    return None
-
-
-def _raw_edges(raw: Mapping[str, Any]) -> Any:
-    topology = raw.get("topology")
-    return topology.get("edges") if isinstance(topology, Mapping) else None
-
-
-def _edges(s: FederationSpec, raw: Mapping[str, Any]) -> tuple[Any, str] | None:
-    """A custom topology's edges: within nodes.count, no self loops, and connected (which CEL cannot say)."""
-    t, count, given = s.topology, s.nodes.count, _raw_edges(raw)
-    if t.kind != "custom":
-        return (given, "is only used by a custom topology") if given else None
-    if not isinstance(given, list) or not given:
-        return given, "a custom topology needs a non-empty list of [a, b] node index pairs"
-    for i, (a, b) in enumerate(t.edges):
-        if not (0 <= a < count and 0 <= b < count):
-            return f"[{i}]", [a, b], f"node index out of range 0..{count - 1}"
-        if a == b:
-            return f"[{i}]", [a, b], "is a self loop"
-    if len(t.edges) != len(given):
-        return None  # an edge that is not a pair is reported by its item
-    seen, frontier = {0}, [0]
-    adjacency: dict[int, set[int]] = {}
-    for a, b in t.edges:
-        adjacency.setdefault(a, set()).add(b)
-        adjacency.setdefault(b, set()).add(a)
-    while frontier:
-        for nxt in adjacency.get(frontier.pop(), ()):
-            if nxt not in seen:
-                seen.add(nxt)
-                frontier.append(nxt)
-    if len(seen) != count:
-        missing = sorted(set(range(count)) - seen)
-        return excerpt(given), f"graph is not connected: nodes {missing[:10]} are unreachable from node 0"
-    return None
-
-
-def _privacy_linear(s: FederationSpec, raw: Mapping[str, Any]) -> tuple[Any, str] | None:
-    a = s.algorithm
-    if a.privacy is not None and not catalog.CATALOG[a.name].linear:
-        return "set", f"needs a linear strategy; {a.name} must see every raw update"
-    return None
-
-
-def _privacy_model_only(s: FederationSpec, raw: Mapping[str, Any]) -> tuple[Any, str] | None:
-    a = s.algorithm
-    if a.privacy is not None and catalog.CATALOG[a.name].control_variates:
-        return "set", f"{a.name}'s control variates are not clipped or noised; use a model-only strategy"
-    return None
-
-
-def _algorithm_rules() -> tuple[Rule, ...]:
-    asynchronous = [n for n, e in catalog.CATALOG.items() if e.asynchronous]
-    nonlinear = [n for n, e in catalog.CATALOG.items() if not e.linear or e.control_variates or e.asynchronous]
-    return (
-        Rule(
-            "algorithm.minNodes",
-            "is more than nodes.count",
-            lambda s, raw: (
-                (s.algorithm.minNodes, f"is more than nodes.count ({s.nodes.count})")
-                if s.algorithm.minNodes > s.nodes.count
-                else None
-            ),
-            cel="self.algorithm.minNodes <= self.nodes.count",
-        ),
-        Rule(
-            "algorithm.name",
-            "ring, mesh, kregular and custom topologies need fedavg; they mix with topology.mixing",
-            lambda s, raw: (
-                (s.algorithm.name, "is a server-side strategy; decentralised topologies mix with topology.mixing")
-                if _decentralized(s) and s.algorithm.name != "fedavg"
-                else None
-            ),
-            cel=f"!(self.topology.kind in {list(DECENTRALIZED)}) || self.algorithm.name == 'fedavg'",
-        ),
-        Rule(
-            "algorithm.fraction",
-            "decentralised topologies train every node each round; use 1.0",
-            lambda s, raw: (
-                (s.algorithm.fraction, "decentralised topologies train every node each round; use 1.0")
-                if _decentralized(s) and s.algorithm.fraction != 1.0
-                else None
-            ),
-            cel=f"!(self.topology.kind in {list(DECENTRALIZED)}) || self.algorithm.fraction == 1.0",
-        ),
-        Rule(
-            "algorithm.privacy",
-            "needs a linear, model-only, synchronous strategy",
-            _privacy_linear,
-            cel=f"!has(self.algorithm.privacy) || !(self.algorithm.name in {nonlinear})",
-        ),
-        Rule(
-            "algorithm.privacy",
-            "control variates are not clipped or noised",
-            _privacy_model_only,
-        ),
-        Rule(
-            "algorithm.name",
-            f"{', '.join(asynchronous)} runs asynchronous rounds on a star topology",
-            lambda s, raw: (
-                (s.algorithm.name, f"runs asynchronous rounds on a star topology, not {s.topology.kind}")
-                if catalog.CATALOG[s.algorithm.name].asynchronous and s.topology.kind != "star"
-                else None
-            ),
-            cel=f"!(self.algorithm.name in {asynchronous}) || self.topology.kind == 'star'",
-        ),
-        Rule(
-            "algorithm.privacy",
-            "asynchronous updates arrive at no fixed rate, which the accounting assumes",
-            lambda s, raw: (
-                ("set", f"{s.algorithm.name}'s updates arrive at no fixed rate, which its accounting assumes")
-                if catalog.CATALOG[s.algorithm.name].asynchronous and s.algorithm.privacy is not None
-                else None
-            ),
-        ),
-        Rule(
-            "algorithm.privacy",
-            "applies to server-side rounds (star, hierarchical)",
-            lambda s, raw: (
-                ("set", "applies to server-side rounds (star, hierarchical)")
-                if s.algorithm.privacy is not None and _decentralized(s)
-                else None
-            ),
-            cel=f"!has(self.algorithm.privacy) || !(self.topology.kind in {list(DECENTRALIZED)})",
-        ),
-    )
-
-
-def _personal_field(s: FederationSpec) -> tuple[str, Any]:
-    model = s.task.model
-    return (".personal", list(model.personal)) if model.personal else (".localNorm", True)
-
-
-_PERSONAL = "(has(self.task.model.personal) && size(self.task.model.personal) > 0) || self.task.model.localNorm"
-
-
-def _personal_gossip(s: FederationSpec, raw: Mapping[str, Any]) -> tuple[str, Any, str] | None:
-    if s.task.model.personalised and _decentralized(s):
-        return *_personal_field(s), "applies to server-side rounds (star, hierarchical): gossip mixes every layer"
-    return None
-
-
-def _personal_test(s: FederationSpec, raw: Mapping[str, Any]) -> tuple[str, Any, str] | None:
-    if s.task.model.personalised and "test" not in s.nodes.roles:
-        return *_personal_field(
-            s
-        ), "needs nodes.role with test: personalised models are judged on each node's own split"
-    return None
-
-
-def _serve_gpu(s: FederationSpec, raw: Mapping[str, Any]) -> tuple[Any, str] | None:
-    # The RayService's Pods are the Federation's (spec.ray): a replica that needs GPUs needs a Pod that has them.
-    if s.serve and s.serve.gpu and not any(g.replicas and g.gpu >= s.serve.gpu for g in s.ray.workerGroups):
-        return s.serve.gpu, "no worker group of spec.ray.workerGroups has a Pod with that many GPUs"
-    return None
-
-
-def _compression_server(s: FederationSpec, raw: Mapping[str, Any]) -> tuple[Any, str] | None:
-    kind = s.communication.compression.kind
-    if kind != "none" and _decentralized(s):
-        return kind, "applies to updates sent to a server (star, hierarchical)"
-    if kind != "none" and s.algorithm.privacy is not None:
-        return kind, "cannot be combined with algorithm.privacy: the error fed back is not noised"
-    return None
-
-
 @dataclass(frozen=True)
 class FederationSpec(Declared):
     rounds: int = api(Int(10, minimum=1, maximum=100_000))
@@ -1028,99 +827,7 @@ class FederationSpec(Declared):
         )
     )
 
-    RULES = (
-        Rule(
-            "topology.degree",
-            "is required for a kregular topology",
-            _kregular,
-            cel="self.topology.kind != 'kregular' || has(self.topology.degree)",
-            required=True,
-        ),
-        Rule(
-            "topology.degree",
-            "is not below nodes.count",
-            cel="self.topology.kind != 'kregular' || !has(self.topology.degree) || "
-            "self.topology.degree < self.nodes.count",
-        ),
-        Rule(
-            "topology.degree",
-            "times nodes.count must be even for a regular graph",
-            cel="self.topology.kind != 'kregular' || !has(self.topology.degree) || "
-            "(self.topology.degree * self.nodes.count) % 2 == 0",
-        ),
-        Rule(
-            "nodes.count",
-            "ring, mesh, kregular and custom topologies need at least 2 nodes",
-            lambda s, raw: (
-                (s.nodes.count, f"a {s.topology.kind} topology needs at least 2 nodes")
-                if _decentralized(s) and s.nodes.count < 2
-                else None
-            ),
-            cel=f"!(self.topology.kind in {list(DECENTRALIZED)}) || self.nodes.count >= 2",
-        ),
-        Rule(
-            "topology.groups",
-            "is required for a hierarchical topology",
-            _hierarchical,
-            cel="self.topology.kind != 'hierarchical' || has(self.topology.groups)",
-            required=True,
-        ),
-        Rule(
-            "topology.groups",
-            "is more than nodes.count: a group would be empty",
-            cel="self.topology.kind != 'hierarchical' || !has(self.topology.groups) || "
-            "self.topology.groups <= self.nodes.count",
-        ),
-        Rule(
-            "topology.edges",
-            "a custom topology needs a non-empty list of [a, b] node index pairs",
-            _edges,
-            cel="self.topology.kind != 'custom' || (has(self.topology.edges) && size(self.topology.edges) > 0)",
-            required=True,
-        ),
-        Rule(
-            "topology.edges",
-            "is only used by a custom topology",
-            cel="!has(self.topology.edges) || size(self.topology.edges) == 0 || self.topology.kind == 'custom'",
-        ),
-        Rule(
-            "topology.edges",
-            "node index out of range 0..nodes.count-1",
-            cel="!has(self.topology.edges) || self.topology.edges.all(e, e.all(v, v < self.nodes.count))",
-        ),
-        Rule(
-            "topology.edges",
-            "a self loop [a, a] is not an edge",
-            cel="!has(self.topology.edges) || self.topology.edges.all(e, e[0] != e[1])",
-        ),
-        *_algorithm_rules(),
-        Rule(
-            "communication.compression.kind",
-            "applies to updates sent to a server, without algorithm.privacy",
-            _compression_server,
-            cel=f"self.communication.compression.kind == 'none' || (!(self.topology.kind in {list(DECENTRALIZED)})"
-            " && !has(self.algorithm.privacy))",
-        ),
-        Rule(
-            "task.model",
-            "a personalised model (personal, localNorm) applies to server-side rounds (star, hierarchical)",
-            _personal_gossip,
-            cel=f"!({_PERSONAL}) || !(self.topology.kind in {list(DECENTRALIZED)})",
-        ),
-        Rule(
-            "task.model",
-            "a personalised model (personal, localNorm) needs nodes.role with test",
-            _personal_test,
-            cel=f"!({_PERSONAL}) || self.nodes.role.contains('test')",
-        ),
-        Rule(
-            "serve.gpu",
-            "no worker group of spec.ray.workerGroups has a Pod with that many GPUs",
-            _serve_gpu,
-            cel="!has(self.serve) || self.serve.gpu == 0.0 || (has(self.ray.workerGroups) && "
-            "self.ray.workerGroups.exists(g, g.replicas > 0 && double(g.gpu) >= self.serve.gpu))",
-        ),
-    )
+    RULES = FEDERATION_RULES
 
 
 SPEC_FIELDS = tuple(FederationSpec.__dataclass_fields__)
@@ -1156,51 +863,6 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool 
 def kind_is_decentralized(spec: Mapping) -> bool:
     topology = spec.get("topology")
     return isinstance(topology, Mapping) and topology.get("kind") in DECENTRALIZED
-
-
-def manifest_size(doc: Any) -> int | None:
-    """The manifest's size as JSON, or None when it is not JSON at all (a non-string key, a set)."""
-    try:
-        return len(json.dumps(doc, separators=(",", ":"), default=str))
-    except (TypeError, ValueError, RecursionError):
-        return None
-
-
-# No Federation field lies deeper than this (Pod affinity's terms are the deepest, at about 14 levels).
-MAX_NESTING = 32
-
-
-def too_deep(doc: Any) -> str | None:
-    """Where a document nests beyond MAX_NESTING, named by its first four fields; None if it does not.
-    Iterative, so that a value nested beyond Python's recursion limit is found, not a RecursionError."""
-    stack = [(doc, (), 0)]
-    while stack:
-        value, path, depth = stack.pop()
-        if depth > MAX_NESTING:
-            return "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in path[:4]).lstrip(".")
-        if isinstance(value, Mapping):
-            stack.extend((v, (*path, str(k)), depth + 1) for k, v in value.items())
-        elif isinstance(value, list):
-            stack.extend((v, (*path, i), depth + 1) for i, v in enumerate(value))
-    return None
-
-
-def largest(doc: Any, path: str = "", depth: int = 0) -> tuple[str, int]:
-    """The path of the largest value in a document and its size as JSON: what to name when it is too big."""
-    if depth > 64 or not isinstance(doc, (Mapping, list)):
-        return path, manifest_size(doc) or 0
-    items = doc.items() if isinstance(doc, Mapping) else enumerate(doc)
-    best = (path, 0)
-    for key, value in items:
-        where = f"{path}.{key}" if isinstance(doc, Mapping) and path else str(key) if not path else f"{path}[{key}]"
-        found = (
-            largest(value, where, depth + 1)
-            if isinstance(value, (Mapping, list))
-            else (where, manifest_size(value) or 0)
-        )
-        if found[1] > best[1]:
-            best = found
-    return best
 
 
 def parse_manifest(doc: Mapping[str, Any], stored: bool = False) -> Federation:
