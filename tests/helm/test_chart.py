@@ -61,8 +61,8 @@ def test_the_deployment_runs_one_hardened_operator(helm: Helm):
     pod = dep["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/red-dev/red-operator:0.1.0"
-    assert container["command"] == ["red"]
-    assert container["args"] == ["operator", "--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=8000"]
+    assert container["command"] == ["python3", "-m", "red_operator"]  # the image has no runtime, so no `red`
+    assert container["args"] == ["--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=8000"]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"healthz": 8080, "metrics": 8000}
@@ -100,7 +100,7 @@ def test_values_reach_the_deployment(helm: Helm):
     pod = deployment(objs)["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/red-dev/red-operator:0.2.0-rc.1"
-    assert container["args"][2:] == ["--metrics-port=0", "--namespace=team-a", "--namespace=team-b", "--verbose"]
+    assert container["args"][1:] == ["--metrics-port=0", "--namespace=team-a", "--namespace=team-b", "--verbose"]
     assert [p["name"] for p in container["ports"]] == ["healthz"]
     assert container["resources"]["limits"] == {"memory": "1Gi"}
     assert container["env"] == [{"name": "RED_RECONCILE_INTERVAL", "value": "30"}]
