@@ -13,11 +13,12 @@ so that nothing a tenant writes can exhaust the API server's or the operator's m
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
@@ -538,9 +539,15 @@ def api(kind: Kind) -> Any:
     return field(default=unset, metadata={"api": kind})
 
 
-def declared(cls: type) -> list[tuple[str, Kind]]:
-    """The API fields of a declared dataclass, in their order."""
-    return [(f.name, f.metadata["api"]) for f in dataclasses.fields(cls) if "api" in f.metadata]
+@functools.cache
+def declared(cls: type) -> tuple[tuple[str, Kind], ...]:
+    """The API fields of a declared dataclass, in their order (read once a class: a pass parses many)."""
+    return tuple((f.name, f.metadata["api"]) for f in dataclasses.fields(cls) if "api" in f.metadata)
+
+
+@functools.cache
+def _names(cls: type) -> tuple[str, ...]:
+    return tuple(name for name, _ in declared(cls))
 
 
 class Declared:
@@ -615,14 +622,11 @@ def defaults_of(cls: type) -> dict[str, Any]:
     return out
 
 
-def parse_object(c: Checker, cls: type, value: Any, path: str, required: tuple[str, ...] = ()) -> Any:
+def parse_object(c: Checker, cls: type, value: Mapping[str, Any], path: str, required: tuple[str, ...] = ()) -> Any:
     """The walker: a mapping checked field by field against `cls`'s declarations, then its rules. A field
     in error takes its default, so that the rules and later checks only ever see sane values."""
-    if not isinstance(value, Mapping):
-        c.fail(path, value, "must be a mapping")
-        return cls() if _constructible(cls) else None
     fields = declared(cls)
-    known = tuple(name for name, _ in fields)
+    known = _names(cls)
     refuse = getattr(cls, "refuse_unknown", None)
     if refuse is None or c.stored:
         c.unknown(value, path, known)
@@ -635,9 +639,6 @@ def parse_object(c: Checker, cls: type, value: Any, path: str, required: tuple[s
         if name in required and (raw is ABSENT or raw is None):
             c.fail(f"{path}.{name}", None, f"is required ({kind.doc or name})")
         values[name] = kind.check(c, raw, f"{path}.{name}")
-    for name, f in ((f.name, f) for f in dataclasses.fields(cls) if "api" not in f.metadata):
-        if f.default is MISSING and f.default_factory is MISSING:
-            values[name] = None
     obj = cls(**values)
     for rule in getattr(cls, "RULES", ()):
         found = rule.check(obj, value) if rule.check else None
@@ -646,10 +647,6 @@ def parse_object(c: Checker, cls: type, value: Any, path: str, required: tuple[s
             where = f"{path}.{rule.field}" if rule.field else path
             c.fail(where + "".join(suffix), bad, reason)
     return obj
-
-
-def _constructible(cls: type) -> bool:
-    return all(f.default is not MISSING or f.default_factory is not MISSING for f in dataclasses.fields(cls))
 
 
 @dataclass(frozen=True)
