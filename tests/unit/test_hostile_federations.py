@@ -214,6 +214,8 @@ def test_a_large_annotation_is_not_copied_into_kopfs_own_annotation():
     changed = federation({"rounds": 4}, annotations={"note": "x" * 135_000})
     assert SpecDigestDiffBase(prefix="red.dev").build(body=changed) != essence_of
     check(body)  # and the Federation itself is valid: its annotations are not Red's to bound
+    kept = essence({**body, "metadata": {**body["metadata"], "managedFields": [{"fieldsV1": {"f:spec": {}}}]}})
+    assert "annotations" not in kept["metadata"] and "managedFields" not in kept["metadata"], "the index holds them"
 
 
 def test_a_body_nested_beyond_recursion_is_an_invalid_spec_not_a_crash():
