@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from red_api.kinds import SpecError
-from red_api.manifest import MAX_DEPTH, read_manifest
 from red_api.limits import MAX_MANIFEST_BYTES
+from red_api.manifest import MAX_DEPTH, read_manifest
 from red_api.spec import parse_manifest
 from red_operator.children import ApiSeen
 from red_operator.handlers import SpecDigestDiffBase, essence
