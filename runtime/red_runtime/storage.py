@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from red_api.kinds import excerpt
 from red_api.names import join
 from red_runtime.reporting import NodeStatus, RoundReport, Sink, Summary
 
@@ -88,8 +89,13 @@ class Mirror:
         return {i.path[len(self.root) + 1 :]: i.size for i in infos if i.type == fs.FileType.File}
 
     def pull(self) -> int:
-        """Download what the prefix holds (an earlier attempt's checkpoints and metrics); returns the count."""
+        """Download what the prefix holds (an earlier attempt's checkpoints and metrics); returns the count.
+
+        The prefix may be shared with others (a bucket other tenants write): every key is checked before any
+        file is written, and each lands below `local`, never beside or above it."""
         files = self._remote_files()
+        for rel in files:
+            self._refuse_outside(rel)
         for rel in files:
             target = self.local / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -101,6 +107,16 @@ class Mirror:
             stat = target.stat()
             self._pushed[rel] = (stat.st_size, stat.st_mtime_ns)
         return len(files)
+
+    def _refuse_outside(self, rel: str) -> None:
+        parts = rel.split("/")
+        root = self.local.resolve()
+        inside = (root / rel).resolve().is_relative_to(root)
+        if rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts) or not inside:
+            raise StorageError(
+                f"{join(self.uri, excerpt(rel)[1:-1])}: a key with an empty, '.' or '..' part is no file of a run "
+                "folder: nothing was downloaded"
+            )
 
     def push(self) -> int:
         """Upload the files changed since the last push, metadata after tensors, and remove checkpoints the
