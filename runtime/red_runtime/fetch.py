@@ -8,12 +8,12 @@ starts a short-lived Pod that mounts the claim read-only (as the Federation's ow
 from __future__ import annotations
 
 import base64
-import io
 import shutil
 import tarfile
+import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from red_runtime.storage import Mirror, is_remote, s3_filesystem
 POD_START_S = 180
 # The fetch Pod ends itself after this even if `red fetch` is killed before it deletes it.
 POD_DEADLINE_S = 900
+# A run folder is a model, metrics and a few checkpoints; a claim another tenant can write may hold anything.
+MAX_FETCH_BYTES = 16 * 1024**3
 
 
 class FetchError(RuntimeError):
@@ -144,20 +146,58 @@ def _from_claim(api: Any, fed: Federation, claim: str, folder: str, to: Path) ->
             tty=False,
             _preload_content=False,
         )
-        out, err = [], []
-        while resp.is_open():
-            resp.update(timeout=5)
-            if resp.peek_stdout():
-                out.append(resp.read_stdout())
-            if resp.peek_stderr():
-                err.append(resp.read_stderr())
-        code = resp.returncode  # from the error channel, read before the socket closes
-        resp.close()
-        if code:
-            raise FetchError(f"{PVC}{claim}/{folder}: {''.join(err).strip() or 'nothing there yet'}")
-    data = base64.b64decode("".join(out))
-    to.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
-        members = [m for m in archive.getmembers() if m.isfile()]
-        archive.extractall(to, members=members, filter="data")  # no links, no paths outside `to`
-    return len(members)
+        err: list[str] = []
+
+        def stdout() -> Iterator[str]:
+            while resp.is_open():
+                resp.update(timeout=5)
+                if resp.peek_stdout():
+                    yield resp.read_stdout()
+                if resp.peek_stderr():
+                    err.append(resp.read_stderr())
+
+        with tempfile.TemporaryDirectory() as tmp:
+            archive = Path(tmp) / "run.tar"
+            spool(stdout(), archive, MAX_FETCH_BYTES)
+            code = resp.returncode  # from the error channel, read before the socket closes
+            resp.close()
+            if code:
+                raise FetchError(f"{PVC}{claim}/{folder}: {''.join(err).strip() or 'nothing there yet'}")
+            return unpack(archive, to, f"{PVC}{claim}/{folder}")
+
+
+def spool(chunks: Iterable[str], into: Path, limit: int) -> None:
+    """Write a base64 text stream (exec carries text) to a file as bytes, refusing more than `limit`."""
+    written, rest = 0, ""
+    with open(into, "wb") as out:
+        for chunk in chunks:
+            text = rest + chunk
+            cut = len(text) - len(text) % 4
+            data, rest = base64.b64decode(text[:cut]), text[cut:]
+            written += len(data)
+            if written > limit:
+                raise FetchError(f"the run folder is larger than {limit} bytes: not fetched")
+            out.write(data)
+        out.write(base64.b64decode(rest))
+
+
+def unpack(archive: Path, to: Path, source: str) -> int:
+    """Extract a run folder's plain tar (no compression guessed) into `to`: every entry is checked before any is
+    written, and one that is a link or lands outside `to` refuses the whole archive in one line."""
+    try:
+        with tarfile.open(archive, mode="r:") as tar:
+            members = [m for m in tar.getmembers() if m.isfile() or m.isdir()]
+            odd = [m.name for m in tar.getmembers() if not (m.isfile() or m.isdir())]
+            if odd:
+                raise FetchError(f"{source}: holds {odd[0]!r}, which is not a plain file or folder: nothing fetched")
+            for member in members:
+                if member.name.startswith("/"):  # tar's data filter would strip it; no run folder has one
+                    raise FetchError(f"{source}: holds {member.name!r}, an absolute path: nothing fetched")
+                tarfile.data_filter(member, str(to))  # raises for a path that leaves `to`
+            to.mkdir(parents=True, exist_ok=True)
+            tar.extractall(to, members=members, filter="data")
+    except tarfile.FilterError as err:
+        raise FetchError(f"{source}: {err}: nothing fetched") from None
+    except tarfile.TarError as err:
+        raise FetchError(f"{source}: not a tar archive of a run folder: {err}") from None
+    return sum(1 for m in members if m.isfile())
