@@ -436,7 +436,14 @@ def serve_config(fed: Federation) -> str:
         "name": SERVE_APP,
         "route_prefix": "/",
         "import_path": SERVE_IMPORT_PATH,
-        "args": {"run": run_location(fed), "replicas": serve.replicas, "cpu": serve.cpu, "gpu": serve.gpu},
+        # trustCode: the run folder is this Federation's own, written by its own driver from its own code.
+        "args": {
+            "run": run_location(fed),
+            "replicas": serve.replicas,
+            "cpu": serve.cpu,
+            "gpu": serve.gpu,
+            "trustCode": True,
+        },
     }
     if fed.spec.ray.runtimeEnv:
         app["runtime_env"] = copy.deepcopy(dict(fed.spec.ray.runtimeEnv))

@@ -15,6 +15,26 @@ from red_api.names import MODEL, SUMMARY
 from red_api.spec import Federation
 
 
+def code_references(fed: Federation) -> list[tuple[str, str]]:
+    """The "package.module:name" references a Federation names (its dataset factory, its model class), with
+    their fields: what loading its model imports and runs."""
+    task = fed.spec.task
+    refs = (("spec.task.dataset.name", task.dataset.name), ("spec.task.model.name", task.model.name))
+    return [(field, ref) for field, ref in refs if ":" in ref]
+
+
+def require_trust(fed: Federation, where: str, trust_code: bool) -> None:
+    """Refuse to load a run folder's model when its federation.yaml names code and the user did not say to
+    trust it: a folder on shared storage may have been written by anyone who can write there."""
+    refs = code_references(fed)
+    if refs and not trust_code:
+        named = "; ".join(f"{field}: {ref!r}" for field, ref in refs)
+        raise ValueError(
+            f"{where}: its federation.yaml names code that loading the model would import and run ({named}); "
+            "pass --trust-code if you trust whoever wrote it"
+        )
+
+
 def read_summary(folder: Path) -> dict[str, Any]:
     return json.loads((Path(folder) / SUMMARY).read_text())
 

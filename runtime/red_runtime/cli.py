@@ -137,7 +137,9 @@ def validate_command(manifest: str, imports: bool = False) -> int:
     return 0
 
 
-def fetch_command(name: str | None, namespace: str | None, source: str | None, to: str | None, rescore: bool) -> int:
+def fetch_command(
+    name: str | None, namespace: str | None, source: str | None, to: str | None, rescore: bool, trust_code: bool
+) -> int:
     """Download a run folder (a Federation's, from its storage; or any s3:// or local one) and print its
     final accuracy, and with --evaluate the accuracy of the fetched model measured again on the test set."""
     from red_api.names import MANIFEST
@@ -167,24 +169,38 @@ def fetch_command(name: str | None, namespace: str | None, source: str | None, t
         f"after {summary['rounds_run']} rounds"
     )
     if rescore:
-        if fed is None:
-            fed = load_manifest(str(target / MANIFEST))
+        from red_runtime.artifacts import require_trust
+
+        try:
+            if fed is None:  # the folder's own manifest, which whoever wrote the folder wrote
+                fed = load_manifest(str(target / MANIFEST))
+                require_trust(fed, str(target), trust_code)
+        except (SpecError, OSError, ValueError) as err:
+            print(f"red: {err}", file=sys.stderr)
+            return 2
         loss, accuracy = score(fed, target)
         print(f"red: {target / 'model.pt'} on the test set: accuracy {accuracy:.4f}, loss {loss:.4f}")
     return 0
 
 
-def serve_command(run: str, host: str, port: int, replicas: int, cpu: float, gpu: float, address: str | None) -> int:
+def serve_command(
+    run: str, host: str, port: int, replicas: int, cpu: float, gpu: float, address: str | None, trust_code: bool
+) -> int:
     """Serve a finished run's model over HTTP (POST /predict, GET /healthz) until Ctrl-C or SIGTERM."""
+    from red_api.names import MANIFEST
+    from red_runtime.artifacts import require_trust
     from red_runtime.serving import app_options, check_run, port_free, serve_until_stopped
     from red_runtime.storage import StorageError, is_remote
 
     try:
         # Replicas run in Ray's worker processes, which have a directory of their own.
         location = run if is_remote(run) else str(Path(run).resolve())
-        options = app_options({"run": location, "replicas": replicas, "cpu": cpu, "gpu": gpu})
+        args = {"run": location, "replicas": replicas, "cpu": cpu, "gpu": gpu, "trustCode": trust_code}
+        options = app_options(args)
         check_run(location)
-    except (OSError, ValueError, StorageError) as err:
+        if not is_remote(location):  # an s3:// folder's replicas refuse it in the same words
+            require_trust(load_manifest(str(Path(location) / MANIFEST)), run, trust_code)
+    except (OSError, ValueError, StorageError, SpecError) as err:
         print(f"red: {err}", file=sys.stderr)
         return 2
     if address is None and not port_free(host, port):
@@ -245,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     fetch.add_argument("--from", dest="source", help="a run folder instead: s3://bucket/prefix or a local path")
     fetch.add_argument("--to", help="where to put it (default: ./NAME)")
     fetch.add_argument("--evaluate", action="store_true", help="score the fetched model on the test set again")
+    trust = "import the dataset and model code the folder's federation.yaml names (only if you trust its writer)"
+    fetch.add_argument("--trust-code", action="store_true", help=trust)
     srv = sub.add_parser("serve", help="serve a finished run's model over HTTP with Ray Serve")
     srv.add_argument("run", help="the run folder (runs/NAME, or s3://bucket/prefix/NAME)")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -253,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--cpu", type=float, default=1.0, help="CPUs per replica (default 1)")
     srv.add_argument("--gpu", type=float, default=0.0, help="GPUs per replica (default 0)")
     srv.add_argument("--address", help="serve on this Ray cluster instead of an embedded one")
+    srv.add_argument("--trust-code", action="store_true", help=trust)
     from red_operator.run import add_arguments, run_from_args
 
     add_arguments(sub.add_parser("operator", help="run the Federation operator (kopf) against the current kubeconfig"))
@@ -264,11 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "tune":
         return tune_command(args.file, args)
     if args.command == "serve":
-        return serve_command(args.run, args.host, args.port, args.replicas, args.cpu, args.gpu, args.address)
+        return serve_command(
+            args.run, args.host, args.port, args.replicas, args.cpu, args.gpu, args.address, args.trust_code
+        )
     if args.command == "fetch":
         if bool(args.name) == bool(args.source):
             parser.error("fetch takes a Federation NAME or --from LOCATION")
-        return fetch_command(args.name, args.namespace, args.source, args.to, args.evaluate)
+        return fetch_command(args.name, args.namespace, args.source, args.to, args.evaluate, args.trust_code)
     return validate_command(args.file, args.imports)
 
 

@@ -401,7 +401,7 @@ def test_the_rayservice_serves_the_run_folder_the_driver_wrote():
                 "name": "model",
                 "route_prefix": "/",
                 "import_path": "red_runtime.serving:build_app",
-                "args": {"run": "/red/storage/digits", "replicas": 3, "cpu": 0.5, "gpu": 1.0},
+                "args": {"run": "/red/storage/digits", "replicas": 3, "cpu": 0.5, "gpu": 1.0, "trustCode": True},
                 "runtime_env": {"pip": ["my-models"]},
             }
         ]
@@ -449,7 +449,7 @@ def test_the_rayservice_reads_object_storage_with_the_secrets_keys():
     spec["ray"] = {"workerGroups": [{"name": "cpu"}]}
     service = builders.build_rayservice(fed(spec))
     config = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]
-    assert config["args"] == {"run": "s3://team/feds/digits", "replicas": 1, "cpu": 1.0, "gpu": 0.0}
+    assert config["args"] == {"run": "s3://team/feds/digits", "replicas": 1, "cpu": 1.0, "gpu": 0.0, "trustCode": True}
     assert "runtime_env" not in config
     cluster = service["spec"]["rayClusterConfig"]
     for template in (cluster["headGroupSpec"]["template"], cluster["workerGroupSpecs"][0]["template"]):
