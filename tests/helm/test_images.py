@@ -6,8 +6,10 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import re
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,19 @@ def test_the_operator_image_asks_for_what_pyproject_asks():
     declared = {canonicalize_name(r.name): r.specifier for r in map(Requirement, re.findall(r'"([^"]+)"', block))}
     for req in operator_image_requirements():
         assert req.specifier == declared.get(canonicalize_name(req.name), req.specifier), req
+
+
+def test_the_wheel_the_images_install_carries_the_apis_data(tmp_path: Path):
+    """The runtime image installs Red with `pip install .`, not editable: a file the API reads at import
+    (the Kubernetes schemas) must be in the wheel, or the driver fails on its first import."""
+    source = tmp_path / "src"  # a copy: a build leaves build/ and egg-info behind
+    for part in ("api", "runtime", "operator"):
+        shutil.copytree(ROOT / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / part, source / part)
+    build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", "out", "."]
+    subprocess.run(build, cwd=source, check=True, capture_output=True)
+    (wheel,) = (source / "out").glob("red-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert "red_api/k8s/affinity.json" in names and "red_operator/__main__.py" in names
