@@ -110,6 +110,13 @@ def read_manifest(path: str) -> tuple[dict[str, Any], Federation]:
         data = fh.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
         raise SpecError([f"{path}: larger than {MAX_FILE_BYTES} bytes; a Federation manifest is far smaller"])
+    return parse_text(data, path)
+
+
+def parse_text(data: bytes, path: str) -> tuple[dict[str, Any], Federation]:
+    """read_manifest's work on a file's bytes, read from wherever `path` names."""
+    if len(data) > MAX_FILE_BYTES:
+        raise SpecError([f"{path}: larger than {MAX_FILE_BYTES} bytes; a Federation manifest is far smaller"])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -436,15 +436,11 @@ def serve_config(fed: Federation) -> str:
         "name": SERVE_APP,
         "route_prefix": "/",
         "import_path": SERVE_IMPORT_PATH,
-        # trustCode: the run folder is this Federation's own, written by its own driver from its own code.
-        "args": {
-            "run": run_location(fed),
-            "replicas": serve.replicas,
-            "cpu": serve.cpu,
-            "gpu": serve.gpu,
-            "trustCode": True,
-        },
+        "args": {"run": run_location(fed), "replicas": serve.replicas, "cpu": serve.cpu, "gpu": serve.gpu},
     }
+    refs = [ref for ref in (fed.spec.task.dataset.name, fed.spec.task.model.name) if ":" in ref]
+    if refs:  # the code this Federation names itself, and only that, even if its folder names other code
+        app["args"]["trustCode"] = refs
     if fed.spec.ray.runtimeEnv:
         app["runtime_env"] = copy.deepcopy(dict(fed.spec.ray.runtimeEnv))
     return yaml.safe_dump({"applications": [app]}, sort_keys=True)

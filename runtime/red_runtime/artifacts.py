@@ -23,11 +23,13 @@ def code_references(fed: Federation) -> list[tuple[str, str]]:
     return [(field, ref) for field, ref in refs if ":" in ref]
 
 
-def require_trust(fed: Federation, where: str, trust_code: bool) -> None:
+def require_trust(fed: Federation, where: str, trust_code: bool | list[str]) -> None:
     """Refuse to load a run folder's model when its federation.yaml names code and the user did not say to
-    trust it: a folder on shared storage may have been written by anyone who can write there."""
+    trust it: a folder on shared storage may have been written by anyone who can write there. `trust_code`
+    True trusts any; a list trusts those references only (what the Federation being served names itself)."""
     refs = code_references(fed)
-    if refs and not trust_code:
+    trusted = trust_code is True or (isinstance(trust_code, list) and all(ref in trust_code for _, ref in refs))
+    if refs and not trusted:
         named = "; ".join(f"{field}: {ref!r}" for field, ref in refs)
         raise ValueError(
             f"{where}: its federation.yaml names code that loading the model would import and run ({named}); "

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from red_api.manifest import load_manifest, read_manifest
-from red_api.spec import SpecError
+from red_api.spec import Federation, SpecError
 
 
 def run_command(
@@ -164,10 +164,9 @@ def fetch_command(
     except (FetchError, StorageError, SpecError, OSError, ValueError) as err:
         print(f"red: {err}", file=sys.stderr)
         return 1
-    print(
-        f"red: fetched {count} files of {source} into {target}/: final accuracy {summary['final_accuracy']:.4f} "
-        f"after {summary['rounds_run']} rounds"
-    )
+    accuracy, rounds = summary.get("final_accuracy"), summary.get("rounds_run")
+    said = f"final accuracy {accuracy:.4f}" if isinstance(accuracy, float) else "no final accuracy in summary.json"
+    print(f"red: fetched {count} files of {source} into {target}/: {said} after {rounds} rounds")
     if rescore:
         from red_runtime.artifacts import require_trust
 
@@ -175,19 +174,30 @@ def fetch_command(
             if fed is None:  # the folder's own manifest, which whoever wrote the folder wrote
                 fed = load_manifest(str(target / MANIFEST))
                 require_trust(fed, str(target), trust_code)
-        except (SpecError, OSError, ValueError) as err:
-            print(f"red: {err}", file=sys.stderr)
+            loss, accuracy = score(fed, target)
+        except Exception as err:  # noqa: BLE001 - a model that will not load is a line, not a traceback
+            print(f"red: {target}: cannot score its model: {type(err).__name__}: {err}", file=sys.stderr)
             return 2
-        loss, accuracy = score(fed, target)
         print(f"red: {target / 'model.pt'} on the test set: accuracy {accuracy:.4f}, loss {loss:.4f}")
     return 0
+
+
+def folder_manifest(location: str) -> Federation:
+    """The Federation a run folder (local or s3://) says it ran, read on its own."""
+    from red_api.manifest import MAX_FILE_BYTES, parse_text
+    from red_api.names import MANIFEST
+    from red_runtime.storage import Mirror, is_remote
+
+    if is_remote(location):
+        uri = f"{location.rstrip('/')}/{MANIFEST}"
+        return parse_text(Mirror(Path(), location).read(MANIFEST, MAX_FILE_BYTES), uri)[1]
+    return load_manifest(str(Path(location) / MANIFEST))
 
 
 def serve_command(
     run: str, host: str, port: int, replicas: int, cpu: float, gpu: float, address: str | None, trust_code: bool
 ) -> int:
     """Serve a finished run's model over HTTP (POST /predict, GET /healthz) until Ctrl-C or SIGTERM."""
-    from red_api.names import MANIFEST
     from red_runtime.artifacts import require_trust
     from red_runtime.serving import app_options, check_run, port_free, serve_until_stopped
     from red_runtime.storage import StorageError, is_remote
@@ -198,8 +208,7 @@ def serve_command(
         args = {"run": location, "replicas": replicas, "cpu": cpu, "gpu": gpu, "trustCode": trust_code}
         options = app_options(args)
         check_run(location)
-        if not is_remote(location):  # an s3:// folder's replicas refuse it in the same words
-            require_trust(load_manifest(str(Path(location) / MANIFEST)), run, trust_code)
+        require_trust(folder_manifest(location), run, trust_code)  # before Ray starts, not in its replicas
     except (OSError, ValueError, StorageError, SpecError) as err:
         print(f"red: {err}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ starts a short-lived Pod that mounts the claim read-only (as the Federation's ow
 from __future__ import annotations
 
 import base64
+import binascii
 import shutil
 import tarfile
 import tempfile
@@ -132,9 +133,11 @@ def _from_claim(api: Any, fed: Federation, claim: str, folder: str, to: Path) ->
     from kubernetes.stream import stream
 
     core = client.CoreV1Api(api)
+    source = f"{PVC}{claim}/{folder}"
     with _running(core, fed.namespace, fetch_pod(fed, claim)) as pod:
-        # exec carries text: the archive travels base64-encoded.
-        script = f"cd {STORAGE_MOUNT}/{folder} && tar -cf - . | base64 -w0"
+        # exec carries text: the archive travels base64-encoded. The pipe's status is base64's, so a tar that
+        # fails says so on stderr, which fails the fetch.
+        script = f"cd {STORAGE_MOUNT}/{folder} && {{ tar -cf - . || echo 'tar failed' >&2; }} | base64 -w0"
         resp = stream(
             core.connect_get_namespaced_pod_exec,
             pod,
@@ -155,45 +158,64 @@ def _from_claim(api: Any, fed: Federation, claim: str, folder: str, to: Path) ->
                     yield resp.read_stdout()
                 if resp.peek_stderr():
                     err.append(resp.read_stderr())
+                # The client keeps a copy of every frame for read_all(), which stream() gives no way to turn
+                # off: dropped as it goes, or a whole run folder would sit in memory after all.
+                if hasattr(resp, "_all"):
+                    resp._all = resp._all.__class__()
 
-        with tempfile.TemporaryDirectory() as tmp:
-            archive = Path(tmp) / "run.tar"
-            spool(stdout(), archive, MAX_FETCH_BYTES)
-            code = resp.returncode  # from the error channel, read before the socket closes
+        try:
+            with tempfile.TemporaryDirectory(dir=to.parent if to.parent.is_dir() else None) as tmp:
+                archive = Path(tmp) / "run.tar"
+                spool(stdout(), archive, MAX_FETCH_BYTES, source)
+                code = exit_code(resp)
+                if code or "".join(err).strip():
+                    raise FetchError(f"{source}: {''.join(err).strip() or 'nothing there yet'}")
+                return unpack(archive, to, source)
+        finally:
             resp.close()
-            if code:
-                raise FetchError(f"{PVC}{claim}/{folder}: {''.join(err).strip() or 'nothing there yet'}")
-            return unpack(archive, to, f"{PVC}{claim}/{folder}")
 
 
-def spool(chunks: Iterable[str], into: Path, limit: int) -> None:
+def exit_code(resp: Any) -> int:
+    """The exec's exit status, from its error channel; one that cannot be read is a failure."""
+    try:
+        return int(resp.returncode or 0)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return 1
+
+
+def spool(chunks: Iterable[str], into: Path, limit: int, source: str = "the run folder") -> None:
     """Write a base64 text stream (exec carries text) to a file as bytes, refusing more than `limit`."""
     written, rest = 0, ""
-    with open(into, "wb") as out:
-        for chunk in chunks:
-            text = rest + chunk
-            cut = len(text) - len(text) % 4
-            data, rest = base64.b64decode(text[:cut]), text[cut:]
-            written += len(data)
-            if written > limit:
-                raise FetchError(f"the run folder is larger than {limit} bytes: not fetched")
-            out.write(data)
-        out.write(base64.b64decode(rest))
+    try:
+        with open(into, "wb") as out:
+            for chunk in chunks:
+                text = rest + "".join(chunk.split())
+                cut = len(text) - len(text) % 4
+                data, rest = base64.b64decode(text[:cut], validate=True), text[cut:]
+                written += len(data)
+                if written > limit:
+                    raise FetchError(f"{source}: larger than {limit} bytes: not fetched")
+                out.write(data)
+            out.write(base64.b64decode(rest, validate=True))
+    except binascii.Error as err:
+        raise FetchError(f"{source}: the stream ended or broke before the whole folder came ({err})") from None
 
 
-def unpack(archive: Path, to: Path, source: str) -> int:
+# What a run folder holds: plain files and folders. A sparse file's header may claim any size.
+PLAIN = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE)
+MAX_ENTRIES = 100_000
+
+
+def unpack(archive: Path, to: Path, source: str, limit: int = MAX_FETCH_BYTES) -> int:
     """Extract a run folder's plain tar (no compression guessed) into `to`: every entry is checked before any is
-    written, and one that is a link or lands outside `to` refuses the whole archive in one line."""
+    written, and one that is a link, a sparse file, a path outside `to` or in the way of another refuses the
+    whole archive in one line."""
     try:
         with tarfile.open(archive, mode="r:") as tar:
-            members = [m for m in tar.getmembers() if m.isfile() or m.isdir()]
-            odd = [m.name for m in tar.getmembers() if not (m.isfile() or m.isdir())]
-            if odd:
-                raise FetchError(f"{source}: holds {odd[0]!r}, which is not a plain file or folder: nothing fetched")
-            for member in members:
-                if member.name.startswith("/"):  # tar's data filter would strip it; no run folder has one
-                    raise FetchError(f"{source}: holds {member.name!r}, an absolute path: nothing fetched")
-                tarfile.data_filter(member, str(to))  # raises for a path that leaves `to`
+            members = tar.getmembers()
+            problem = entries_problem(members, to, limit)
+            if problem:
+                raise FetchError(f"{source}: {problem}: nothing fetched")
             to.mkdir(parents=True, exist_ok=True)
             tar.extractall(to, members=members, filter="data")
     except tarfile.FilterError as err:
@@ -201,3 +223,29 @@ def unpack(archive: Path, to: Path, source: str) -> int:
     except tarfile.TarError as err:
         raise FetchError(f"{source}: not a tar archive of a run folder: {err}") from None
     return sum(1 for m in members if m.isfile())
+
+
+def entries_problem(members: list[tarfile.TarInfo], to: Path, limit: int) -> str | None:
+    """Why these entries are no run folder's, or None."""
+    if len(members) > MAX_ENTRIES:
+        return f"{len(members)} entries, more than {MAX_ENTRIES}"
+    if sum(m.size for m in members) > limit:
+        return f"more than {limit} bytes"
+    files, folders = set(), set()
+    for member in members:
+        if member.type not in PLAIN or member.sparse is not None:
+            return f"holds {member.name!r}, which is not a plain file or folder"
+        if member.name.startswith("/"):  # tar's data filter would strip it; no run folder has one
+            return f"holds {member.name!r}, an absolute path"
+        tarfile.data_filter(member, str(to))  # raises for a path that leaves `to`
+        name = member.name.removeprefix("./").rstrip("/")
+        (files if member.isfile() else folders).add(name)
+    for name in files:
+        parent = name.rpartition("/")[0]
+        while parent:
+            if parent in files:
+                return f"holds {name!r} below the file {parent!r}"
+            parent = parent.rpartition("/")[0]
+        if name in folders:
+            return f"holds {name!r} as a file and as a folder"
+    return None

@@ -166,7 +166,7 @@ class ModelServer:
     the copy removed: the model lives in memory from then on.
     """
 
-    def __init__(self, location: str, device: str = "cpu", trust_code: bool = False):
+    def __init__(self, location: str, device: str = "cpu", trust_code: bool | list[str] = False):
         import torch
 
         from red_api.manifest import load_manifest
@@ -216,7 +216,7 @@ def _response(status: int, payload: Mapping[str, Any]) -> Any:
 class ModelDeployment:
     """The Serve replica: HTTP in, `@serve.batch` around the model, HTTP out."""
 
-    def __init__(self, run: str, gpu: float = 0.0, trust_code: bool = False):
+    def __init__(self, run: str, gpu: float = 0.0, trust_code: bool | list[str] = False):
         from ray import serve
 
         self.server = ModelServer(run, device="cuda" if gpu > 0 else "cpu", trust_code=trust_code)
@@ -301,13 +301,16 @@ def app_options(args: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _flag_arg(args: Mapping[str, Any], key: str) -> bool:
-    """args[key] as true or false (`serve run key=true` passes a string); ValueError naming the key otherwise."""
+def _flag_arg(args: Mapping[str, Any], key: str) -> bool | list[str]:
+    """args[key] as true or false (`serve run key=true` passes a string), or a list of the references trusted;
+    ValueError naming the key otherwise."""
     value = args.get(key, False)
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
     if not isinstance(value, bool):
-        raise ValueError(f"build_app args: {key}: {value!r}: must be true or false")
+        raise ValueError(f"build_app args: {key}: {value!r}: must be true or false, or a list of references")
     return value
 
 

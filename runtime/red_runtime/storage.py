@@ -96,10 +96,14 @@ class Mirror:
         files = self._remote_files()
         for rel in files:
             self._refuse_outside(rel)
+        folders = {rel.rpartition("/")[0] for rel in files}
+        clash = next((rel for rel in files if any(f == rel or f.startswith(f"{rel}/") for f in folders)), None)
+        if clash is not None:
+            raise StorageError(f"{join(self.uri, clash)}: is a file and a folder of other keys: nothing was downloaded")
         for rel in files:
             target = self.local / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
             try:
+                target.parent.mkdir(parents=True, exist_ok=True)
                 with self.fs.open_input_stream(f"{self.root}/{rel}") as src:
                     target.write_bytes(src.read())
             except OSError as err:
@@ -108,11 +112,20 @@ class Mirror:
             self._pushed[rel] = (stat.st_size, stat.st_mtime_ns)
         return len(files)
 
+    def read(self, rel: str, limit: int) -> bytes:
+        """One file of the prefix, at most `limit` bytes (a longer one is cut there, for the reader to refuse)."""
+        try:
+            with self.fs.open_input_stream(f"{self.root}/{rel}") as src:
+                return src.read(limit + 1)
+        except OSError as err:
+            raise StorageError(f"{join(self.uri, rel)}: cannot read: {err}") from err
+
     def _refuse_outside(self, rel: str) -> None:
         parts = rel.split("/")
+        odd = rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts)
+        odd = odd or any(ord(ch) < 32 for ch in rel)
         root = self.local.resolve()
-        inside = (root / rel).resolve().is_relative_to(root)
-        if rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts) or not inside:
+        if odd or not (root / rel).resolve().is_relative_to(root):
             raise StorageError(
                 f"{join(self.uri, excerpt(rel)[1:-1])}: a key with an empty, '.' or '..' part is no file of a run "
                 "folder: nothing was downloaded"

@@ -401,7 +401,7 @@ def test_the_rayservice_serves_the_run_folder_the_driver_wrote():
                 "name": "model",
                 "route_prefix": "/",
                 "import_path": "red_runtime.serving:build_app",
-                "args": {"run": "/red/storage/digits", "replicas": 3, "cpu": 0.5, "gpu": 1.0, "trustCode": True},
+                "args": {"run": "/red/storage/digits", "replicas": 3, "cpu": 0.5, "gpu": 1.0},
                 "runtime_env": {"pip": ["my-models"]},
             }
         ]
@@ -449,7 +449,7 @@ def test_the_rayservice_reads_object_storage_with_the_secrets_keys():
     spec["ray"] = {"workerGroups": [{"name": "cpu"}]}
     service = builders.build_rayservice(fed(spec))
     config = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]
-    assert config["args"] == {"run": "s3://team/feds/digits", "replicas": 1, "cpu": 1.0, "gpu": 0.0, "trustCode": True}
+    assert config["args"] == {"run": "s3://team/feds/digits", "replicas": 1, "cpu": 1.0, "gpu": 0.0}
     assert "runtime_env" not in config
     cluster = service["spec"]["rayClusterConfig"]
     for template in (cluster["headGroupSpec"]["template"], cluster["workerGroupSpecs"][0]["template"]):
@@ -481,3 +481,13 @@ def test_spec_serve_changes_the_rayservice_but_never_the_rayjob():
     assert builders.serve_hash(fed({"rounds": 5, "serve": {}, "ray": {"image": "x/y:2"}}).spec) != base
     assert builders.serve_hash(fed({"rounds": 5, "serve": {}, "storage": {"uri": "s3://team/p"}}).spec) != base
     assert builders.serve_hash(fed({"rounds": 5, "serve": {}, "ray": {"keepCluster": True}}).spec) == base
+
+
+def test_a_served_federation_trusts_only_the_code_it_names_itself():
+    """The RayService's replicas import what the run folder's federation.yaml names only if the Federation
+    names the same: another tenant who can write the folder cannot plant code there."""
+    f = fed({"serve": {}, "task": {"model": {"name": "my_models.nets:Net"}}})
+    (app,) = yaml.safe_load(builders.build_rayservice(f)["spec"]["serveConfigV2"])["applications"]
+    assert app["args"]["trustCode"] == ["my_models.nets:Net"]
+    (plain,) = yaml.safe_load(builders.build_rayservice(fed({"serve": {}}))["spec"]["serveConfigV2"])["applications"]
+    assert "trustCode" not in plain["args"], "an older runtime image refuses an argument it does not know"

@@ -59,13 +59,7 @@ def test_a_succeeded_federation_is_served_resized_in_place_and_stopped(kube, nam
     fed_obj = get(kube, namespace, "federation", "served")
     (ref,) = service["metadata"]["ownerReferences"]
     assert (ref["kind"], ref["uid"], ref["controller"]) == ("Federation", fed_obj["metadata"]["uid"], True)
-    assert served_args(service) == {
-        "run": "/red/storage/served",
-        "replicas": 1,
-        "cpu": 0.5,
-        "gpu": 0.0,
-        "trustCode": True,
-    }
+    assert served_args(service) == {"run": "/red/storage/served", "replicas": 1, "cpu": 0.5, "gpu": 0.0}
     parsed = parse_manifest({**fed_obj, "metadata": {**fed_obj["metadata"], "namespace": namespace}})
     assert subset(builders.build_rayservice(parsed)["spec"], service["spec"]), "a RayService field was dropped"
     url = f"http://served-serve-serve-svc.{namespace}.svc:8000"

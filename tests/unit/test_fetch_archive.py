@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import lzma
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -68,6 +69,31 @@ def test_a_hostile_archive_is_refused_in_one_line_and_writes_nothing(tmp_path, d
     assert "\n" not in str(err.value) and str(err.value).startswith("pvc://claim/run")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.*"))
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_a_sparse_file_whose_header_claims_any_size_is_refused(tmp_path):
+    """A 10 KiB archive held a 20 GiB sparse summary.json (found by review)."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with open(folder / "summary.json", "wb") as fh:
+        fh.truncate(64 * 1024)  # all hole: GNU tar stores it as a sparse entry
+    data = subprocess.run(
+        ["tar", "--sparse", "-cf", "-", "-C", str(folder), "."], capture_output=True, check=True
+    ).stdout
+    with pytest.raises(FetchError, match="not a plain file or folder"):
+        fetched(tmp_path, data)
+
+
+def test_an_entry_below_a_file_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(FetchError, match="below the file"):
+        fetched(tmp_path, tar_of({"./a.txt": b"x", "./a.txt/b": b"y"}))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_stream_that_breaks_off_says_so_in_one_line(tmp_path):
+    text = base64.b64encode(tar_of({"./model.pt": b"w" * 1000})).decode()
+    with pytest.raises(FetchError, match="ended or broke"):
+        spool([text[:-3]], tmp_path / "run.tar", 1 << 20)
 
 
 def test_more_than_the_cap_is_refused_while_it_streams(tmp_path):

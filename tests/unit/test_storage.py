@@ -127,7 +127,9 @@ def test_a_listing_of_the_bucket_finds_what_was_pushed(tmp_path, s3, s3_server):
     assert s3fs.get_file_info(f"{s3[5:]}/a/b/model.pt").size == len(b"weights")
 
 
-@pytest.mark.parametrize("key", ["../escape.txt", "a/../../escape.txt", "a//b.txt", "./x.txt", "a/./b.txt"])
+@pytest.mark.parametrize(
+    "key", ["../escape.txt", "a/../../escape.txt", "a//b.txt", "./x.txt", "a/./b.txt", "a\x00b", "model.pt/x"]
+)
 def test_a_hostile_key_in_a_shared_prefix_writes_nothing_anywhere(tmp_path, s3, s3_server, key):
     """Mirror.pull joined each key onto the folder unchecked: `..` and `//` wrote outside it (red fetch from
     S3, red serve s3://, the driver's resume)."""
@@ -138,6 +140,6 @@ def test_a_hostile_key_in_a_shared_prefix_writes_nothing_anywhere(tmp_path, s3, 
     client.put_object(Bucket=bucket, Key="run/model.pt", Body=b"weights")
     client.put_object(Bucket=bucket, Key=f"run/{key}", Body=b"theirs")
     into = tmp_path / "deep" / "fetched"
-    with pytest.raises(StorageError, match=r"no file of a run folder: nothing was downloaded"):
+    with pytest.raises(StorageError, match=r"nothing was downloaded|cannot list"):
         Mirror(into, f"{s3}/run").pull()
     assert not [p for p in tmp_path.rglob("*") if p.is_file()], "a file was written"
