@@ -386,7 +386,9 @@ class Train(Declared):
     epochs: int = api(Int(1, minimum=1, maximum=10_000))
     batchSize: int = api(Int(32, minimum=1, maximum=1_000_000))
     optimizer: str = api(Word("sgd", choices=OPTIMIZERS))
-    lr: float = api(Num(0.05, minimum=0, exclusive_min=True, maximum=1000))
+    # At most what float32 holds with room to spare: 1e300 was accepted; a huge but finite rate is how a run is
+    # made to diverge on purpose (faultTolerance.divergence).
+    lr: float = api(Num(0.05, minimum=0, exclusive_min=True, maximum=1e30))
     momentum: float = api(Num(0.0, minimum=0, maximum=1))
     weightDecay: float = api(Num(0.0, minimum=0, maximum=1000))
     vectorize: str = api(
