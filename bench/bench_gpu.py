@@ -25,9 +25,9 @@ import pynvml
 import ray
 from bench_runtime import Sampler, Timing, manifest
 
+from red_api.spec import parse_manifest
 from red_runtime.driver import Driver, ray_session
 from red_runtime.reporting import Reporter
-from red_runtime.spec import parse_manifest
 from red_runtime.stopping import StopRequest
 
 

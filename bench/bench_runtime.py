@@ -32,12 +32,12 @@ import numpy as np
 import psutil
 import torch
 
+from red_api.spec import parse_manifest
 from red_runtime.data import DataSource
 from red_runtime.driver import Driver, ray_session
 from red_runtime.models import build_model, get_flat
 from red_runtime.node import round_generator
 from red_runtime.reporting import Reporter, Sink
-from red_runtime.spec import parse_manifest
 from red_runtime.stopping import StopRequest
 from red_runtime.training import local_splits, train_local
 

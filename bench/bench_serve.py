@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from red_api.manifest import load_manifest
+from red_api.names import MANIFEST
 from red_runtime.artifacts import load_model
-from red_runtime.outputs import MANIFEST
-from red_runtime.spec import load_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 

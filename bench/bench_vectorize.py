@@ -22,9 +22,9 @@ import time
 import numpy as np
 import torch
 
+from red_api.spec import Model, Train
 from red_runtime.data import Arrays
 from red_runtime.models import build_model, get_flat
-from red_runtime.spec import Model, Train
 from red_runtime.training import LocalState, train_local
 from red_runtime.vectorized import Job, train_many
 

@@ -16,6 +16,7 @@ RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))
       > requirements.txt \
     && pip install --no-cache-dir -r requirements.txt
 COPY --chown=1000:100 README.md ./
+COPY --chown=1000:100 api api
 COPY --chown=1000:100 runtime runtime
 COPY --chown=1000:100 operator operator
 RUN pip install --no-cache-dir --no-deps . && rm -rf /tmp/red

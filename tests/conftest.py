@@ -225,6 +225,23 @@ def _wants_cluster(item: pytest.Item) -> bool:
     return bool(CLUSTER_FIXTURES.intersection(getattr(item, "fixturenames", ())))
 
 
+TIERS = ("unit", "ray", "cluster", "e2e")
+_tier_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Time each tier spends, fixtures included (the first cluster test's share holds `ctl up`)."""
+    tier = next((t for t in TIERS if t in report.keywords), "unmarked")
+    _tier_seconds[tier] = _tier_seconds.get(tier, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Where the suite's time went, tier by tier: CI has 90 minutes (issue 38)."""
+    if _tier_seconds:
+        parts = [f"{tier} {_tier_seconds[tier] / 60:.1f} min" for tier in (*TIERS, "unmarked") if tier in _tier_seconds]
+        terminalreporter.write_sep("=", "time by tier: " + ", ".join(parts))
+
+
 @pytest.hookimpl(trylast=True)  # after `-m`/`-k` deselection: `pytest -m unit` must never build Kubernetes
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     """Build the control-plane binaries before any test runs, outside per-test timeouts.

@@ -13,27 +13,29 @@ import dataclasses
 import hashlib
 import json
 import math
-import re
 import shlex
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
-from red_runtime import RAY_VERSION
-from red_runtime.artifacts import STORAGE_MOUNT, artifacts_base, claim_name, owns_claim, run_location
-from red_runtime.drain import DRIVER_MODULE
-from red_runtime.pod_options import CONTAINER_SECURITY, POD_SECURITY, STORAGE_VOLUME
-from red_runtime.spec import (
+from red_api.kinds import quantity_value
+from red_api.names import (
     API_VERSION,
+    DRAIN_MODULE,
+    DRIVER_MODULE,
     KIND,
-    PRIORITY_LABEL,
-    QUEUE_LABEL,
-    Federation,
-    FederationSpec,
-    PodOptions,
-    WorkerGroup,
+    RAY_VERSION,
+    SERVE_IMPORT_PATH,
+    STORAGE_MOUNT,
+    STORAGE_VOLUME,
+    artifacts_base,
+    claim_name,
+    owns_claim,
+    run_location,
 )
+from red_api.pod import CONTAINER_SECURITY, POD_SECURITY
+from red_api.spec import PRIORITY_LABEL, QUEUE_LABEL, Federation, FederationSpec, PodOptions, WorkerGroup
 
 LABEL_FEDERATION = "red.dev/federation"
 LABEL_SPEC_HASH = "red.dev/spec-hash"
@@ -53,9 +55,8 @@ MAX_RAYSERVICE_NAME = 47
 # KubeRay's Serve Service of a RayService (utils.GenerateServeServiceName) and its port (utils.DefaultServingPort).
 SERVE_SERVICE_SUFFIX = "-serve-svc"
 SERVE_PORT = 8000
-# The Ray Serve application that loads a run folder's model (red_runtime.serving).
+# The Ray Serve application that loads a run folder's model (SERVE_IMPORT_PATH).
 SERVE_APP = "model"
-SERVE_IMPORT_PATH = "red_runtime.serving:build_app"
 HEAD_CONTAINER = "ray-head"
 WORKER_CONTAINER = "ray-worker"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -78,9 +79,6 @@ SUBMITTER_RESOURCES = {"requests": {"cpu": "500m", "memory": "200Mi"}, "limits":
 ANNOTATION_KEYS = "red.dev/spec-annotations"
 # On a claim kept after its Federation (storage.retain), which has no owner reference: the uid it was made for.
 ANNOTATION_CLAIM_OF = "red.dev/claim-of"
-
-_QUANTITY = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)([a-zA-Z]*)$")
-_SUFFIX = {"": 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 1024.0, "Mi": 1024.0**2, "Gi": 1024.0**3}
 
 
 def _digest(text: str, length: int) -> str:
@@ -188,10 +186,10 @@ def ray_hash(spec: FederationSpec) -> str:
 
 def cpu_cores(quantity: str | int | float) -> float:
     """A Kubernetes CPU or memory quantity as a number ("500m" -> 0.5, "2" -> 2.0, "1Gi" -> 1073741824)."""
-    match = _QUANTITY.match(str(quantity).strip())
-    if not match or match.group(2) not in _SUFFIX:
+    value = quantity_value(quantity.strip() if isinstance(quantity, str) else quantity)
+    if value is None:
         raise ValueError(f"{quantity!r} is not a Kubernetes quantity")
-    return float(match.group(1)) * _SUFFIX[match.group(2)]
+    return float(value)
 
 
 def ray_cpus(quantity: str | int | float) -> str:
@@ -269,7 +267,7 @@ def _container(
     # However the Pods go (Kueue preempts, spec.suspend, a drain), the driver first stops after its round and
     # checkpoints, so that the next attempt loses nothing: the head's hook asks it to, and a worker's keeps the
     # node actors there until it has (red_runtime.drain).
-    drain = ["python", "-m", "red_runtime.drain", "--timeout", str(JOB_STOP_WAIT_S)]
+    drain = ["python", "-m", DRAIN_MODULE, "--timeout", str(JOB_STOP_WAIT_S)]
     container["lifecycle"] = {
         "preStop": {"exec": {"command": drain if name == HEAD_CONTAINER else [*drain, "--actors"]}}
     }
@@ -440,6 +438,9 @@ def serve_config(fed: Federation) -> str:
         "import_path": SERVE_IMPORT_PATH,
         "args": {"run": run_location(fed), "replicas": serve.replicas, "cpu": serve.cpu, "gpu": serve.gpu},
     }
+    refs = [ref for ref in (fed.spec.task.dataset.name, fed.spec.task.model.name) if ":" in ref]
+    if refs:  # the code this Federation names itself, and only that, even if its folder names other code
+        app["args"]["trustCode"] = refs
     if fed.spec.ray.runtimeEnv:
         app["runtime_env"] = copy.deepcopy(dict(fed.spec.ray.runtimeEnv))
     return yaml.safe_dump({"applications": [app]}, sort_keys=True)
@@ -580,8 +581,9 @@ def driver_rules(fed: Federation) -> list[dict[str, Any]]:
             "apiGroups": ["red.dev"],
             "resources": ["federations/status"],
             "resourceNames": [fed.name],
-            # get: `kubectl patch --subresource=status` reads before it patches (the driver's own status only)
-            "verbs": ["get", "patch", "update"],
+            # get: `kubectl patch --subresource=status` reads before it patches (the driver's own status only);
+            # no update: the driver merges its own fields and never replaces the whole status.
+            "verbs": ["get", "patch"],
         },
     ]
 
@@ -609,3 +611,14 @@ def build_role_binding(fed: Federation) -> dict[str, Any]:
 def build_rbac(fed: Federation) -> list[dict[str, Any]]:
     """In creation order: the Role must exist before a binding that grants it."""
     return [build_service_account(fed), build_role(fed), build_role_binding(fed)]
+
+
+def build_all(fed: Federation, generation: int) -> list[dict[str, Any]]:
+    """Every child a Federation can have, rendered: what reconcile checks before it creates any."""
+    children = [*build_rbac(fed), *build_worker_accounts(fed), build_raycluster(fed), build_rayjob(fed, 1, generation)]
+    claim = build_claim(fed) if owns_claim(fed) else None
+    if claim:
+        children.append(claim)
+    if fed.spec.serve is not None:
+        children.append(build_rayservice(fed))
+    return children

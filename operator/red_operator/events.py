@@ -13,8 +13,8 @@ from typing import Any
 import urllib3
 from kubernetes.client import ApiException
 
+from red_api.names import API_VERSION, KIND
 from red_operator.kube import Rest
-from red_runtime.spec import API_VERSION, KIND
 
 log = logging.getLogger("red.operator")
 COMPONENT = "red-operator"

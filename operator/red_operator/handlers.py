@@ -15,6 +15,8 @@ the resync heals whatever a child's event left undone.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -25,12 +27,12 @@ import kopf
 import urllib3
 from kubernetes.client import ApiException
 
+from red_api.names import API_GROUP, KIND
 from red_operator.builders import LABEL_FEDERATION
 from red_operator.children import IndexSeen, by_controller, by_name
 from red_operator.kube import Rest, new_api_client
 from red_operator.metrics import ERRORS, known
 from red_operator.passes import Passes, key_of
-from red_runtime.spec import API_GROUP, KIND
 
 VERSION = "v1alpha1"
 PLURAL = "federations"
@@ -74,10 +76,37 @@ def _accounts_by_controller(body: kopf.Body, **_: Any) -> dict:
     return by_controller(body)
 
 
+# What the operator reads of a Federation's metadata; its annotations and managedFields are not kept.
+KEPT_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp", "labels")
+
+
 @kopf.index(API_GROUP, VERSION, PLURAL, id="red_federations")
 def _federations(body: kopf.Body, **_: Any) -> dict:
-    """The newest body of each Federation, as the watch delivers it."""
-    return {key_of(body): _plain(body)}
+    """The newest body of each Federation, as the watch delivers it, less what the operator never reads."""
+    return {key_of(body): essence(body)}
+
+
+def essence(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields a pass reads: the kept metadata, the spec and the status, as plain data. A body nested too
+    deeply to copy (stored before the CRD bounded it) keeps a spec that parses as the error it is."""
+    meta = body.get("metadata") or {}
+    try:
+        return {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "metadata": {k: _plain(meta[k]) for k in KEPT_METADATA if k in meta},
+            "spec": _plain(body.get("spec")),
+            "status": _plain(body.get("status")),
+        }
+    except RecursionError:
+        kept = {k: meta[k] for k in ("name", "namespace", "uid", "generation", "resourceVersion") if k in meta}
+        return {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "metadata": kept,
+            "spec": "nested too deeply to read",
+            "status": {},
+        }
 
 
 def _plain(value: Any) -> Any:
@@ -86,6 +115,24 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
+
+
+class SpecDigestDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf's record of the last handled spec, as a digest of it rather than kopf's copy of the whole spec,
+    labels and annotations: that copy, in an annotation, could push the object past the API server's
+    262,144 bytes for all annotations, and a refused patch of kopf's own stops the operator. The digest
+    changes exactly when the spec does, which is all the update handler (field="spec") asks of it."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        return {"spec": {"sha256": spec_digest(body.get("spec"))}}
+
+
+def spec_digest(spec: Any) -> str:
+    try:
+        text = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+    except (RecursionError, ValueError, TypeError):
+        text = repr(type(spec))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @kopf.on.startup()
@@ -99,9 +146,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **indices: Any) 
     # kopf's own Events are for its failures; the operator posts its own (events.py).
     settings.posting.level = logging.WARNING
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=API_GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = SpecDigestDiffBase(prefix=API_GROUP, key="last-handled-configuration")
     settings.execution.max_workers = int(os.environ.get("RED_OPERATOR_WORKERS", "32"))
     seen = IndexSeen(
         {k: indices[_index_id(k)] for k in CHILD_INDICES},
@@ -123,7 +168,7 @@ def _reconcile(body: kopf.Body, memo: kopf.Memo, trigger: str) -> None:
     """A pass for a Federation handler, its API failures sorted into retry-later and give-up."""
     memo.indexed.set()  # kopf runs resource handlers only once it has filled every index
     try:
-        memo.passes.run(key_of(body), trigger, hint=_plain(body))
+        memo.passes.run(key_of(body), trigger, hint=essence(body))
     except ApiException as err:
         ERRORS.labels(kind=f"http-{err.status}").inc()
         message = f"Kubernetes API {err.status} {err.reason}: {str(err.body)[:500]}"

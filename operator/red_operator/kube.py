@@ -13,7 +13,7 @@ from typing import Any
 
 from kubernetes.client import ApiClient, ApiException
 
-from red_runtime.spec import API_GROUP
+from red_api.names import API_GROUP
 
 FEDERATIONS = f"/apis/{API_GROUP}/v1alpha1/namespaces/{{namespace}}/federations"
 PATHS = {

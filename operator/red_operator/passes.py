@@ -4,7 +4,9 @@ Every pass (create, resume, update, a child's event, the resync) takes its Feder
 newest body the watches have seen, overlaid with the operator's own last write until the watch shows it,
 reconciles, and patches the status before it lets go. So passes land in the order they ran, none works
 from a status older than the last one written, and the phase never steps back. kopf's handler patch, which
-lands after the handler returns and outside any lock, is not used for status.
+lands after the handler returns and outside any lock, is not used for status. An exception that is not the
+API's ends the pass in a status too (phase Failed, reason ReconcileError): one Federation's content never
+stops the operator, nor loops in retries that say nothing.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+import urllib3
+from kubernetes.client import ApiException
+
+from red_api.names import KIND
 from red_operator import events
 from red_operator.children import Seen
 from red_operator.kube import Rest
-from red_operator.metrics import RECONCILES, set_phase
-from red_operator.reconcile import Result, reconcile
+from red_operator.metrics import ERRORS, RECONCILES, set_phase
+from red_operator.reconcile import Result, failed, reconcile
 from red_operator.status import FAILED, OPERATOR_FIELDS, SUCCEEDED, SUSPENDED, changed_fields
-from red_runtime.spec import KIND
 
 log = logging.getLogger("red.operator")
 Key = tuple[str, str]
@@ -85,7 +90,14 @@ class Passes:
             meta = (body or {}).get("metadata") or {}
             if body is None or meta.get("deletionTimestamp") or (uid and meta.get("uid") != uid):
                 return None
-            result = reconcile(body, self.rest, self.seen)
+            try:
+                result = reconcile(body, self.rest, self.seen)
+            except (ApiException, urllib3.exceptions.HTTPError, OSError):
+                raise  # the API's, which the handlers sort into retry-later and give-up
+            except Exception as err:  # anything else this Federation's content caused: its status says so
+                ERRORS.labels(kind="reconcile").inc()
+                log.exception("reconcile of Federation %s/%s failed", *key)
+                result = failed(body, err)
             if result is None:
                 return None
             self._write(key, body, result)

@@ -15,6 +15,8 @@ from typing import Any
 
 from kubernetes.client import ApiException
 
+from red_api.names import claim_name, owns_claim
+from red_api.spec import QUEUE_LABEL, Federation, SpecError, parse_manifest
 from red_operator import builders
 from red_operator.builders import (
     LABEL_ATTEMPT,
@@ -27,8 +29,6 @@ from red_operator.builders import (
 from red_operator.children import ApiSeen, Seen, terminating
 from red_operator.kube import Rest
 from red_operator.status import FAILED, SUCCEEDED, Observed, QueueWait, compute_status, job_outcome
-from red_runtime.artifacts import claim_name, owns_claim
-from red_runtime.spec import QUEUE_LABEL, Federation, SpecError, parse_manifest
 
 # Kueue's label on the Workload it makes for a job: the job's uid.
 KUEUE_JOB_UID = "kueue.x-k8s.io/job-uid"
@@ -207,6 +207,21 @@ def _problems(err: Exception) -> str:
     return f"spec: {err}"
 
 
+def failed(body: Mapping[str, Any], err: BaseException) -> Result:
+    """The status of a Federation whose pass raised: Failed, reason ReconcileError, naming the exception. What
+    exists stays as it was (reconcile builds every child before it creates one, so a spec that a builder
+    cannot render has created nothing)."""
+    meta = body.get("metadata") or {}
+    previous = body.get("status") or {}
+    obs = Observed(
+        cluster_name=builders.raycluster_name(str(meta.get("name") or "")),
+        job_name=str(previous.get("rayJobName") or ""),
+        attempts=_attempts(body),
+        error=f"{type(err).__name__}: {str(err)[:500]}",
+    )
+    return Result(compute_status(body, obs))
+
+
 def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> Result | None:
     """Drive the children toward the spec; None when `body` is older than the children (a stale event).
 
@@ -214,7 +229,7 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
     """
     seen = seen or ApiSeen(rest)
     meta = body.get("metadata") or {}
-    namespace, name = meta.get("namespace") or "default", meta.get("name") or ""
+    namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name") or "")
     uid = str(meta.get("uid") or "")
     generation = int(meta.get("generation") or 0)
     p = _Pass(rest, namespace, uid)
@@ -229,9 +244,12 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
     service = seen.get("RayService", namespace, builders.rayservice_name(name))
     try:
         fed = parse_manifest({**body, "metadata": {**meta, "namespace": namespace}}, stored=True)
-    except (SpecError, ValueError, TypeError) as err:
+    except Exception as err:  # noqa: BLE001 - whatever a spec makes the parser raise, it runs nothing
         _stop_serving(p, service, "the spec is invalid")
         return _release(body, p, jobs, cluster, cluster_name, _problems(err))
+    # Every child is rendered before any is created: a spec that a builder cannot render raises here (and
+    # ends in ReconcileError, passes.py) with nothing created.
+    builders.build_all(fed, generation)
 
     _ensure_rbac(p, seen, fed)
 

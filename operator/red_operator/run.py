@@ -1,7 +1,9 @@
-"""`red operator`: run the Federation operator against the current kubeconfig, or in-cluster."""
+"""`red operator` (or `python -m red_operator`, as the operator image runs it): run the Federation operator
+against the current kubeconfig, or in-cluster."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 
@@ -43,3 +45,16 @@ def run_operator(
         identity=operator_identity(),
     )
     return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--namespace", action="append", help="watch only this namespace (repeatable; default: all)")
+    parser.add_argument("--kubeconfig", help="default: KUBECONFIG, ~/.kube/config, or in-cluster credentials")
+    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint ('' turns it off)")
+    parser.add_argument("--metrics-port", type=int, default=8000, help="Prometheus /metrics port (0 turns it off)")
+    parser.add_argument("--verbose", action="store_true")
+    return parser
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    return run_operator(args.namespace, args.kubeconfig, args.liveness, args.metrics_port, args.verbose)

@@ -41,6 +41,7 @@ CONDITION_TYPES = (
 # KubeRay's RayJob status.jobDeploymentStatus values that end a RayJob.
 FAILED_DEPLOYMENTS = ("Failed", "ValidationFailed")
 MAX_MESSAGE = 1000
+MAX_REASON = 128
 # A RayJob may report success a moment before the driver's last status patch lands; past this grace the
 # Federation succeeds without it (the driver's sink flushes for 60 s, so the report is lost, not late).
 REPORT_GRACE_S = 90.0
@@ -78,6 +79,7 @@ class Observed:
     service: Mapping[str, Any] | None = None  # that RayService, as KubeRay reports it
     queue: str = ""  # the LocalQueue of a queued Federation
     waiting: QueueWait | None = None  # while Kueue holds its RayCluster
+    error: str = ""  # what stopped this pass (an exception reconciling this Federation), "" if nothing
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,8 @@ def _with_driver_report(outcome: Outcome, obs: Observed, previous: Mapping[str, 
 
 
 def _phase(obs: Observed, previous: Mapping[str, Any], now: str) -> Outcome:
+    if obs.error:
+        return Outcome(FAILED, "ReconcileError", f"{obs.error} (retried when the spec or a child changes)")
     if obs.invalid:
         return Outcome(FAILED, "InvalidSpec", f"{obs.invalid} (no RayJob or RayCluster runs until the spec is fixed)")
     if obs.suspended:
@@ -290,7 +294,7 @@ def compute_status(
             {
                 "type": ctype,
                 "status": cstatus,
-                "reason": reason,
+                "reason": reason[:MAX_REASON],
                 "message": message[:MAX_MESSAGE],
                 "lastTransitionTime": kept or now,
                 "observedGeneration": generation,
@@ -303,7 +307,7 @@ def compute_status(
     return {
         "observedGeneration": generation,
         "phase": outcome.phase,
-        "reason": "Conflict" if obs.conflicts else outcome.reason,
+        "reason": "Conflict" if obs.conflicts else outcome.reason[:MAX_REASON],
         "conditions": conditions,
         "rayClusterName": obs.cluster_name,
         "rayJobName": obs.job_name,

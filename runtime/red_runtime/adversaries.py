@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from red_runtime.spec import ATTACK_SCALES, Adversaries
+from red_api.spec import ATTACK_SCALES, Adversaries
 
 
 def chosen(adversaries: Adversaries, seed: int, count: int) -> frozenset[int]:

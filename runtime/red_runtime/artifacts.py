@@ -1,4 +1,4 @@
-"""What a run leaves behind, where it is kept on Kubernetes, and how to load it safely.
+"""Loading what a run left behind, safely: its summary and its model (red_api.names says where it is kept).
 
 A Federation keeps its run folder (checkpoints/, metrics.jsonl, summary.json, model.pt, metrics.png,
 nodes.json) in a folder named after it: on its claim, mounted at STORAGE_MOUNT in the head Pod, or under
@@ -11,41 +11,30 @@ import json
 from pathlib import Path
 from typing import Any
 
-from red_runtime.outputs import CHECKPOINTS, METRICS, MODEL, SUMMARY
-from red_runtime.spec import Federation
-from red_runtime.storage import join
-
-STORAGE_MOUNT = "/red/storage"
-PVC = "pvc://"
+from red_api.names import MODEL, SUMMARY
+from red_api.spec import Federation
 
 
-def claim_name(fed: Federation) -> str:
-    """The claim a Federation keeps its folder on: the one it names, else `<name>-storage`, the operator's."""
-    return fed.spec.storage.claim.claimName or f"{fed.name}-storage"
+def code_references(fed: Federation) -> list[tuple[str, str]]:
+    """The "package.module:name" references a Federation names (its dataset factory, its model class), with
+    their fields: what loading its model imports and runs."""
+    task = fed.spec.task
+    refs = (("spec.task.dataset.name", task.dataset.name), ("spec.task.model.name", task.model.name))
+    return [(field, ref) for field, ref in refs if ":" in ref]
 
 
-def owns_claim(fed: Federation) -> bool:
-    """Whether the operator creates (and, with retain: false, deletes) the claim."""
-    return not fed.spec.storage.uri and not fed.spec.storage.claim.claimName
-
-
-def run_location(fed: Federation) -> str:
-    """Where the driver in the head Pod writes: a folder on the mounted claim, or an s3:// folder."""
-    if fed.spec.storage.uri:
-        return join(fed.spec.storage.uri, fed.name)
-    return f"{STORAGE_MOUNT}/{fed.name}"
-
-
-def artifacts_base(fed: Federation) -> str:
-    """The run folder as a URI anyone can read: pvc://claim/name or s3://bucket/prefix/name."""
-    if fed.spec.storage.uri:
-        return join(fed.spec.storage.uri, fed.name)
-    return f"{PVC}{claim_name(fed)}/{fed.name}"
-
-
-def artifact_uris(base: str) -> dict[str, str]:
-    """status.artifacts: the model, the metrics and the checkpoint folder under a run folder's URI."""
-    return {"model": join(base, MODEL), "metrics": join(base, METRICS), "checkpoint": join(base, CHECKPOINTS) + "/"}
+def require_trust(fed: Federation, where: str, trust_code: bool | list[str]) -> None:
+    """Refuse to load a run folder's model when its federation.yaml names code and the user did not say to
+    trust it: a folder on shared storage may have been written by anyone who can write there. `trust_code`
+    True trusts any; a list trusts those references only (what the Federation being served names itself)."""
+    refs = code_references(fed)
+    trusted = trust_code is True or (isinstance(trust_code, list) and all(ref in trust_code for _, ref in refs))
+    if refs and not trusted:
+        named = "; ".join(f"{field}: {ref!r}" for field, ref in refs)
+        raise ValueError(
+            f"{where}: its federation.yaml names code that loading the model would import and run ({named}); "
+            "pass --trust-code if you trust whoever wrote it"
+        )
 
 
 def read_summary(folder: Path) -> dict[str, Any]:

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from red_api.spec import FederationSpec
 from red_runtime import strict_json
 from red_runtime.models import flattened, named
 from red_runtime.outputs import atomic_write
-from red_runtime.spec import FederationSpec
 
 log = logging.getLogger("red.checkpoint")
 FORMAT = 2

@@ -12,11 +12,11 @@ from typing import Any
 
 import ray
 
+from red_api.spec import Federation
 from red_runtime import checkpoint
 from red_runtime.checkpoint import Checkpoint
 from red_runtime.pool import NodePool
 from red_runtime.reporting import NodeStatus
-from red_runtime.spec import Federation
 
 log = logging.getLogger("red.checkpoint")
 

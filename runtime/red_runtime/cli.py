@@ -8,9 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-
-from red_runtime.spec import SpecError, load_manifest
+from red_api.manifest import load_manifest, read_manifest
+from red_api.spec import Federation, SpecError
 
 
 def run_command(
@@ -20,7 +19,7 @@ def run_command(
     MLflow where `mlflow` (or spec.tracking.mlflow) names a server."""
     # Torch-free until Ray is starting: the checks fail in a fraction of a second, and the driver's imports
     # (torch, about two seconds) then overlap Ray's start.
-    from red_runtime.artifacts import run_location
+    from red_api.names import run_location
     from red_runtime.data import check_references
     from red_runtime.outputs import ConsoleSink, RunFolder
     from red_runtime.phases import Phases
@@ -31,18 +30,18 @@ def run_command(
 
     phases = Phases()
     try:
-        fed = load_manifest(manifest)
+        doc, fed = read_manifest(manifest)
         check_references(fed)
         check_tracking(fed, mlflow)
         location = out or (run_location(fed) if fed.spec.storage.uri else f"runs/{fed.name}")
-        run = RunFolder(location, resume, manifest=yaml.safe_load(Path(manifest).read_text()))
+        run = RunFolder(location, resume, manifest=doc)
     except (SpecError, OSError, ValueError, StorageError, TrackingError) as err:
         print(f"red: {err}", file=sys.stderr)
         return EXIT_INVALID
     if fed.spec.sweep is not None:  # as the RayJob's driver does: the sweep, its best model on top
         from red_runtime.tuning import execute_sweep
 
-        return execute_sweep(fed, yaml.safe_load(Path(manifest).read_text()), None, address, run, mlflow)
+        return execute_sweep(fed, doc, None, address, run, mlflow)
     ray_start = RayStart(address).begin()
     from red_runtime.driver import execute_into
 
@@ -55,16 +54,16 @@ def run_command(
 
 def tune_command(manifest: str, args: argparse.Namespace) -> int:
     """Sweep a Federation's spec with Ray Tune: every trial a whole federation; table, CSV, plot, best/."""
+    from red_api.sweep import parse_sweep
+    from red_api.trial import check_sweep
     from red_runtime.data import check_references
     from red_runtime.driver import EXIT_FAILED, EXIT_INVALID, ray_session
     from red_runtime.stopping import StopRequest
-    from red_runtime.sweep import check_sweep, parse_sweep
     from red_runtime.tracking import TrackingError, check_tracking
     from red_runtime.tuning import TRIALS_CSV, finish_sweep, tune_federations, without_sweep
 
     try:
-        fed = load_manifest(manifest)
-        doc = yaml.safe_load(Path(manifest).read_text())
+        doc, fed = read_manifest(manifest)
         if args.param or fed.spec.sweep is None:
             sweep = parse_sweep(args.param, args.samples, args.metric, args.mode, args.scheduler, args.concurrency)
         else:  # the manifest's own spec.sweep
@@ -107,29 +106,45 @@ def tune_command(manifest: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def validate_command(manifest: str) -> int:
-    """Check a manifest as `red run` does before it starts Ray: the spec, then the data each node gets."""
+def validate_command(manifest: str, imports: bool = False) -> int:
+    """Check a manifest as `red run` does before it starts Ray, running nothing the manifest names: the spec,
+    then the data each node gets. A "package.module:name" reference is checked for its form only; with
+    `imports`, also that it imports and names something (the module runs on import; nothing is called)."""
     from red_runtime.data import check_partition
+    from red_runtime.imports import resolve
 
     try:
         fed = load_manifest(manifest)
-        sizes = check_partition(fed.spec.task, fed.spec.nodes.count)
+        task = fed.spec.task
+        refs = ((task.dataset.name, "spec.task.dataset.name"), (task.model.name, "spec.task.model.name"))
+        for ref, field in refs:
+            if imports and ":" in ref:
+                resolve(ref, field)
+        sizes = None if ":" in task.dataset.name else check_partition(task, fed.spec.nodes.count)
     except (SpecError, OSError, ValueError) as err:
         print(f"red: {err}", file=sys.stderr)
         return 2
-    print(
-        f"{manifest}: Federation {fed.name} is valid: {len(sizes)} nodes with {sizes.min()} to {sizes.max()} "
-        "training samples each"
-    )
+    if sizes is None:
+        print(
+            f"{manifest}: Federation {fed.name} is valid; what each node gets of {task.dataset.name} is checked when "
+            "`red run` loads it (validate calls no code a manifest names)"
+        )
+    else:
+        print(
+            f"{manifest}: Federation {fed.name} is valid: {len(sizes)} nodes with {sizes.min()} to {sizes.max()} "
+            "training samples each"
+        )
     return 0
 
 
-def fetch_command(name: str | None, namespace: str | None, source: str | None, to: str | None, rescore: bool) -> int:
+def fetch_command(
+    name: str | None, namespace: str | None, source: str | None, to: str | None, rescore: bool, trust_code: bool
+) -> int:
     """Download a run folder (a Federation's, from its storage; or any s3:// or local one) and print its
     final accuracy, and with --evaluate the accuracy of the fetched model measured again on the test set."""
+    from red_api.names import MANIFEST
     from red_runtime.artifacts import read_summary, score
     from red_runtime.fetch import FetchError, fetch_federation, fetch_folder
-    from red_runtime.outputs import MANIFEST
     from red_runtime.storage import StorageError
 
     try:
@@ -149,29 +164,52 @@ def fetch_command(name: str | None, namespace: str | None, source: str | None, t
     except (FetchError, StorageError, SpecError, OSError, ValueError) as err:
         print(f"red: {err}", file=sys.stderr)
         return 1
-    print(
-        f"red: fetched {count} files of {source} into {target}/: final accuracy {summary['final_accuracy']:.4f} "
-        f"after {summary['rounds_run']} rounds"
-    )
+    accuracy, rounds = summary.get("final_accuracy"), summary.get("rounds_run")
+    said = f"final accuracy {accuracy:.4f}" if isinstance(accuracy, float) else "no final accuracy in summary.json"
+    print(f"red: fetched {count} files of {source} into {target}/: {said} after {rounds} rounds")
     if rescore:
-        if fed is None:
-            fed = load_manifest(str(target / MANIFEST))
-        loss, accuracy = score(fed, target)
+        from red_runtime.artifacts import require_trust
+
+        try:
+            if fed is None:  # the folder's own manifest, which whoever wrote the folder wrote
+                fed = load_manifest(str(target / MANIFEST))
+                require_trust(fed, str(target), trust_code)
+            loss, accuracy = score(fed, target)
+        except Exception as err:  # noqa: BLE001 - a model that will not load is a line, not a traceback
+            print(f"red: {target}: cannot score its model: {type(err).__name__}: {err}", file=sys.stderr)
+            return 2
         print(f"red: {target / 'model.pt'} on the test set: accuracy {accuracy:.4f}, loss {loss:.4f}")
     return 0
 
 
-def serve_command(run: str, host: str, port: int, replicas: int, cpu: float, gpu: float, address: str | None) -> int:
+def folder_manifest(location: str) -> Federation:
+    """The Federation a run folder (local or s3://) says it ran, read on its own."""
+    from red_api.manifest import MAX_FILE_BYTES, parse_text
+    from red_api.names import MANIFEST
+    from red_runtime.storage import Mirror, is_remote
+
+    if is_remote(location):
+        uri = f"{location.rstrip('/')}/{MANIFEST}"
+        return parse_text(Mirror(Path(), location).read(MANIFEST, MAX_FILE_BYTES), uri)[1]
+    return load_manifest(str(Path(location) / MANIFEST))
+
+
+def serve_command(
+    run: str, host: str, port: int, replicas: int, cpu: float, gpu: float, address: str | None, trust_code: bool
+) -> int:
     """Serve a finished run's model over HTTP (POST /predict, GET /healthz) until Ctrl-C or SIGTERM."""
+    from red_runtime.artifacts import require_trust
     from red_runtime.serving import app_options, check_run, port_free, serve_until_stopped
     from red_runtime.storage import StorageError, is_remote
 
     try:
         # Replicas run in Ray's worker processes, which have a directory of their own.
         location = run if is_remote(run) else str(Path(run).resolve())
-        options = app_options({"run": location, "replicas": replicas, "cpu": cpu, "gpu": gpu})
+        args = {"run": location, "replicas": replicas, "cpu": cpu, "gpu": gpu, "trustCode": trust_code}
+        options = app_options(args)
         check_run(location)
-    except (OSError, ValueError, StorageError) as err:
+        require_trust(folder_manifest(location), run, trust_code)  # before Ray starts, not in its replicas
+    except (OSError, ValueError, StorageError, SpecError) as err:
         print(f"red: {err}", file=sys.stderr)
         return 2
     if address is None and not port_free(host, port):
@@ -220,12 +258,20 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--mlflow", metavar="URI", help="track the run on this MLflow server (spec.tracking.mlflow.uri)")
     check = sub.add_parser("validate", help="check a Federation manifest without running it")
     check.add_argument("file")
+    check.add_argument(
+        "--import",
+        dest="imports",
+        action="store_true",
+        help="also import the dataset and model references (their modules run; nothing is called)",
+    )
     fetch = sub.add_parser("fetch", help="download a Federation's model, metrics and checkpoints")
     fetch.add_argument("name", nargs="?", help="the Federation (read from the current kubeconfig's cluster)")
     fetch.add_argument("-n", "--namespace", help="its namespace (default: the kubeconfig context's)")
     fetch.add_argument("--from", dest="source", help="a run folder instead: s3://bucket/prefix or a local path")
     fetch.add_argument("--to", help="where to put it (default: ./NAME)")
     fetch.add_argument("--evaluate", action="store_true", help="score the fetched model on the test set again")
+    trust = "import the dataset and model code the folder's federation.yaml names (only if you trust its writer)"
+    fetch.add_argument("--trust-code", action="store_true", help=trust)
     srv = sub.add_parser("serve", help="serve a finished run's model over HTTP with Ray Serve")
     srv.add_argument("run", help="the run folder (runs/NAME, or s3://bucket/prefix/NAME)")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -234,28 +280,26 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--cpu", type=float, default=1.0, help="CPUs per replica (default 1)")
     srv.add_argument("--gpu", type=float, default=0.0, help="GPUs per replica (default 0)")
     srv.add_argument("--address", help="serve on this Ray cluster instead of an embedded one")
-    op = sub.add_parser("operator", help="run the Federation operator (kopf) against the current kubeconfig")
-    op.add_argument("--namespace", action="append", help="watch only this namespace (repeatable; default: all)")
-    op.add_argument("--kubeconfig", help="default: KUBECONFIG, ~/.kube/config, or in-cluster credentials")
-    op.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint ('' turns it off)")
-    op.add_argument("--metrics-port", type=int, default=8000, help="Prometheus /metrics port (0 turns it off)")
-    op.add_argument("--verbose", action="store_true")
+    srv.add_argument("--trust-code", action="store_true", help=trust)
+    from red_operator.run import add_arguments, run_from_args
+
+    add_arguments(sub.add_parser("operator", help="run the Federation operator (kopf) against the current kubeconfig"))
     args = parser.parse_args(argv)
     if args.command == "operator":
-        from red_operator.run import run_operator
-
-        return run_operator(args.namespace, args.kubeconfig, args.liveness, args.metrics_port, args.verbose)
+        return run_from_args(args)
     if args.command == "run":
         return run_command(args.file, args.out, args.address, args.resume, args.mlflow)
     if args.command == "tune":
         return tune_command(args.file, args)
     if args.command == "serve":
-        return serve_command(args.run, args.host, args.port, args.replicas, args.cpu, args.gpu, args.address)
+        return serve_command(
+            args.run, args.host, args.port, args.replicas, args.cpu, args.gpu, args.address, args.trust_code
+        )
     if args.command == "fetch":
         if bool(args.name) == bool(args.source):
             parser.error("fetch takes a Federation NAME or --from LOCATION")
-        return fetch_command(args.name, args.namespace, args.source, args.to, args.evaluate)
-    return validate_command(args.file)
+        return fetch_command(args.name, args.namespace, args.source, args.to, args.evaluate, args.trust_code)
+    return validate_command(args.file, args.imports)
 
 
 def console() -> None:

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from red_runtime.spec import Compression
+from red_api.spec import Compression
 
 VALUE_BYTES = 4  # float32
 

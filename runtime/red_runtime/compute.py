@@ -14,9 +14,9 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from red_api.spec import FederationSpec
 from red_runtime.placement import SlotPlan
 from red_runtime.pool import NodePool
-from red_runtime.spec import FederationSpec
 from red_runtime.topology import TopologyManager, manager_name
 
 PLACEMENT_TIMEOUT_S = float(os.environ.get("RED_PLACEMENT_TIMEOUT_S", "120"))

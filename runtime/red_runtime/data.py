@@ -14,9 +14,9 @@ from functools import cached_property, partial
 
 import numpy as np
 
+from red_api.spec import Federation, Partition, SpecError, Task
 from red_runtime import partition
 from red_runtime.imports import resolve
-from red_runtime.spec import Federation, Partition, SpecError, Task
 
 # Under task.dataset.cache auto, an actor holds its nodes' generated data when all of it takes at most this:
 # a thousand reference nodes (512 x 784 floats each) in two actors are held, ten thousand are made again.

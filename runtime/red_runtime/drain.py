@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+from red_api.names import DRIVER_MODULE
 from red_runtime.stopping import STOP_FILE
 
-DRIVER_MODULE = "red_runtime.driver"  # the RayJob's entrypoint (red_operator.builders.entrypoint)
 # Ray titles an actor's worker process after its class: `ray::NodeHost`, `ray::NodeHost.train`, ...
 NODE_ACTOR = b"ray::NodeHost"
 

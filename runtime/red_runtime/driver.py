@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import ray
 import torch
-import yaml
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayTaskError
 
+from red_api.catalog import CATALOG
+from red_api.spec import Federation, SpecError
 from red_runtime.adversaries import chosen
 from red_runtime.checkpointer import Checkpointer
 from red_runtime.compute import FederationCompute
@@ -40,10 +41,8 @@ from red_runtime.privacy import published, summary_metrics
 from red_runtime.ray_start import RayStart
 from red_runtime.reporting import FAILED, HEALTHY, NodeStatus, Reporter, RoundReport, RunInfo, Summary
 from red_runtime.schemas import Context, RoundOutcome, schema_for
-from red_runtime.spec import Federation, SpecError
 from red_runtime.stopping import EXIT_FAILED, EXIT_INVALID, STOP_FILE, Interrupted, RoundAbandoned, StopRequest
 from red_runtime.strategies import make_strategy
-from red_runtime.strategies.catalog import CATALOG
 from red_runtime.topology import build_graph, node_id, relink
 from red_runtime.training import evaluate
 
@@ -556,9 +555,9 @@ def execute_into(
 
 def main(argv: list[str] | None = None) -> int:
     """The RayJob entrypoint: read the Federation from the API server and report into its status."""
+    from red_api.spec import SpecError
     from red_runtime.kube import api_client, parse_ref, patch_status, read_federation
     from red_runtime.outputs import ConsoleSink, RunFolder
-    from red_runtime.spec import SpecError
     from red_runtime.status_sink import StatusSink
     from red_runtime.storage import StorageError
     from red_runtime.tracking import TrackingError, check_tracking, tracking_sinks
@@ -578,10 +577,9 @@ def main(argv: list[str] | None = None) -> int:
     report = None
     try:
         if args.manifest:
-            from red_runtime.spec import load_manifest
+            from red_api.manifest import read_manifest
 
-            fed = load_manifest(args.manifest)
-            doc = yaml.safe_load(Path(args.manifest).read_text())
+            doc, fed = read_manifest(args.manifest)
         else:
             namespace, name = parse_ref(args.federation)
             api = api_client()

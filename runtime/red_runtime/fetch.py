@@ -8,24 +8,27 @@ starts a short-lived Pod that mounts the claim read-only (as the Federation's ow
 from __future__ import annotations
 
 import base64
-import io
+import binascii
 import shutil
 import tarfile
+import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from red_runtime.artifacts import PVC, STORAGE_MOUNT, artifacts_base
-from red_runtime.pod_options import CONTAINER_SECURITY, POD_SECURITY
-from red_runtime.spec import Federation
+from red_api.names import PVC, STORAGE_MOUNT, artifacts_base
+from red_api.pod import CONTAINER_SECURITY, POD_SECURITY
+from red_api.spec import Federation
 from red_runtime.storage import Mirror, is_remote, s3_filesystem
 
 POD_START_S = 180
 # The fetch Pod ends itself after this even if `red fetch` is killed before it deletes it.
 POD_DEADLINE_S = 900
+# A run folder is a model, metrics and a few checkpoints; a claim another tenant can write may hold anything.
+MAX_FETCH_BYTES = 16 * 1024**3
 
 
 class FetchError(RuntimeError):
@@ -130,9 +133,11 @@ def _from_claim(api: Any, fed: Federation, claim: str, folder: str, to: Path) ->
     from kubernetes.stream import stream
 
     core = client.CoreV1Api(api)
+    source = f"{PVC}{claim}/{folder}"
     with _running(core, fed.namespace, fetch_pod(fed, claim)) as pod:
-        # exec carries text: the archive travels base64-encoded.
-        script = f"cd {STORAGE_MOUNT}/{folder} && tar -cf - . | base64 -w0"
+        # exec carries text: the archive travels base64-encoded. The pipe's status is base64's, so a tar that
+        # fails says so on stderr, which fails the fetch.
+        script = f"cd {STORAGE_MOUNT}/{folder} && {{ tar -cf - . || echo 'tar failed' >&2; }} | base64 -w0"
         resp = stream(
             core.connect_get_namespaced_pod_exec,
             pod,
@@ -144,20 +149,103 @@ def _from_claim(api: Any, fed: Federation, claim: str, folder: str, to: Path) ->
             tty=False,
             _preload_content=False,
         )
-        out, err = [], []
-        while resp.is_open():
-            resp.update(timeout=5)
-            if resp.peek_stdout():
-                out.append(resp.read_stdout())
-            if resp.peek_stderr():
-                err.append(resp.read_stderr())
-        code = resp.returncode  # from the error channel, read before the socket closes
-        resp.close()
-        if code:
-            raise FetchError(f"{PVC}{claim}/{folder}: {''.join(err).strip() or 'nothing there yet'}")
-    data = base64.b64decode("".join(out))
-    to.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
-        members = [m for m in archive.getmembers() if m.isfile()]
-        archive.extractall(to, members=members, filter="data")  # no links, no paths outside `to`
-    return len(members)
+        err: list[str] = []
+
+        def stdout() -> Iterator[str]:
+            while resp.is_open():
+                resp.update(timeout=5)
+                if resp.peek_stdout():
+                    yield resp.read_stdout()
+                if resp.peek_stderr():
+                    err.append(resp.read_stderr())
+                # The client keeps a copy of every frame for read_all(), which stream() gives no way to turn
+                # off: dropped as it goes, or a whole run folder would sit in memory after all.
+                if hasattr(resp, "_all"):
+                    resp._all = resp._all.__class__()
+
+        try:
+            with tempfile.TemporaryDirectory(dir=to.parent if to.parent.is_dir() else None) as tmp:
+                archive = Path(tmp) / "run.tar"
+                spool(stdout(), archive, MAX_FETCH_BYTES, source)
+                code = exit_code(resp)
+                if code or "".join(err).strip():
+                    raise FetchError(f"{source}: {''.join(err).strip() or 'nothing there yet'}")
+                return unpack(archive, to, source)
+        finally:
+            resp.close()
+
+
+def exit_code(resp: Any) -> int:
+    """The exec's exit status, from its error channel; one that cannot be read is a failure."""
+    try:
+        return int(resp.returncode or 0)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return 1
+
+
+def spool(chunks: Iterable[str], into: Path, limit: int, source: str = "the run folder") -> None:
+    """Write a base64 text stream (exec carries text) to a file as bytes, refusing more than `limit`."""
+    written, rest = 0, ""
+    try:
+        with open(into, "wb") as out:
+            for chunk in chunks:
+                text = rest + "".join(chunk.split())
+                cut = len(text) - len(text) % 4
+                data, rest = base64.b64decode(text[:cut], validate=True), text[cut:]
+                written += len(data)
+                if written > limit:
+                    raise FetchError(f"{source}: larger than {limit} bytes: not fetched")
+                out.write(data)
+            out.write(base64.b64decode(rest, validate=True))
+    except binascii.Error as err:
+        raise FetchError(f"{source}: the stream ended or broke before the whole folder came ({err})") from None
+
+
+# What a run folder holds: plain files and folders. A sparse file's header may claim any size.
+PLAIN = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE)
+MAX_ENTRIES = 100_000
+
+
+def unpack(archive: Path, to: Path, source: str, limit: int = MAX_FETCH_BYTES) -> int:
+    """Extract a run folder's plain tar (no compression guessed) into `to`: every entry is checked before any is
+    written, and one that is a link, a sparse file, a path outside `to` or in the way of another refuses the
+    whole archive in one line."""
+    try:
+        with tarfile.open(archive, mode="r:") as tar:
+            members = tar.getmembers()
+            problem = entries_problem(members, to, limit)
+            if problem:
+                raise FetchError(f"{source}: {problem}: nothing fetched")
+            to.mkdir(parents=True, exist_ok=True)
+            tar.extractall(to, members=members, filter="data")
+    except tarfile.FilterError as err:
+        raise FetchError(f"{source}: {err}: nothing fetched") from None
+    except tarfile.TarError as err:
+        raise FetchError(f"{source}: not a tar archive of a run folder: {err}") from None
+    return sum(1 for m in members if m.isfile())
+
+
+def entries_problem(members: list[tarfile.TarInfo], to: Path, limit: int) -> str | None:
+    """Why these entries are no run folder's, or None."""
+    if len(members) > MAX_ENTRIES:
+        return f"{len(members)} entries, more than {MAX_ENTRIES}"
+    if sum(m.size for m in members) > limit:
+        return f"more than {limit} bytes"
+    files, folders = set(), set()
+    for member in members:
+        if member.type not in PLAIN or member.sparse is not None:
+            return f"holds {member.name!r}, which is not a plain file or folder"
+        if member.name.startswith("/"):  # tar's data filter would strip it; no run folder has one
+            return f"holds {member.name!r}, an absolute path"
+        tarfile.data_filter(member, str(to))  # raises for a path that leaves `to`
+        name = member.name.removeprefix("./").rstrip("/")
+        (files if member.isfile() else folders).add(name)
+    for name in files:
+        parent = name.rpartition("/")[0]
+        while parent:
+            if parent in files:
+                return f"holds {name!r} below the file {parent!r}"
+            parent = parent.rpartition("/")[0]
+        if name in folders:
+            return f"holds {name!r} as a file and as a folder"
+    return None

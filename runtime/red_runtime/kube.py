@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from red_api.names import API_GROUP
+from red_api.spec import Federation, parse_manifest
 from red_runtime import strict_json
-from red_runtime.spec import API_GROUP, Federation, parse_manifest
 
 VERSION = "v1alpha1"
 PLURAL = "federations"

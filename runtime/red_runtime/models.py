@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from red_api.spec import Model, SpecError
 from red_runtime.imports import resolve
-from red_runtime.spec import Model, SpecError
 
 
 def build_model(spec: Model, input_shape: tuple[int, ...], classes: int, seed: int) -> nn.Module:

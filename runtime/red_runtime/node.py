@@ -21,6 +21,8 @@ import numpy as np
 import ray
 import torch
 
+from red_api.catalog import CATALOG
+from red_api.spec import MODELS, FederationSpec
 from red_runtime import vectorized
 from red_runtime.adversaries import attack_generator, chosen, flipped_labels, poisoned
 from red_runtime.compression import dense_bytes, with_error_feedback
@@ -29,10 +31,8 @@ from red_runtime.messages import readable
 from red_runtime.models import build_model, get_flat, local_indices
 from red_runtime.placement import slot_nodes
 from red_runtime.privacy import clip_update, counted
-from red_runtime.spec import MODELS, FederationSpec
 from red_runtime.stragglers import hold_back, slow_nodes
 from red_runtime.strategies import Update
-from red_runtime.strategies.catalog import CATALOG
 from red_runtime.strategies.qfedavg import START_LOSS
 from red_runtime.strategies.scaffold import split
 from red_runtime.topology import manager_name, node_id

@@ -15,17 +15,11 @@ from typing import Any
 
 import yaml
 
+from red_api.names import CHECKPOINTS, MANIFEST, METRICS, MODEL, SUMMARY
 from red_runtime import strict_json
 from red_runtime.plot import plot_history, warm_plotting
 from red_runtime.reporting import NodeStatus, RoundReport, RunInfo, Sink, Summary
 from red_runtime.storage import Mirror, MirrorSink, is_remote
-
-# The run folder's files; status.artifacts and `red fetch` name them too (red_runtime.artifacts).
-MODEL = "model.pt"
-METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
-CHECKPOINTS = "checkpoints"
-MANIFEST = "federation.yaml"
 
 
 class ConsoleSink(Sink):

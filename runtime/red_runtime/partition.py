@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from red_runtime.spec import Partition
+from red_api.spec import Partition
 
 
 def split(labels: np.ndarray, nodes: int, spec: Partition, seed: int) -> list[np.ndarray]:

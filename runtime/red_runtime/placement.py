@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from red_runtime.spec import FederationSpec
+from red_api.spec import FederationSpec
 
 # The topology manager and aggregators mostly wait on messages: they reserve memory, not a CPU, so
 # every core stays with the node actors that train.

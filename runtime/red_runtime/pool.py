@@ -7,9 +7,9 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from red_api.spec import FederationSpec
 from red_runtime.node import NodeHost
 from red_runtime.placement import SlotPlan, slot_nodes
-from red_runtime.spec import FederationSpec
 
 
 class NodePool:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from red_runtime.spec import Algorithm, Privacy
+from red_api.spec import Algorithm, Privacy
 from red_runtime.strategies import Update
 
 RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from red_api.names import MANIFEST, MODEL
 from red_runtime import strict_json
-from red_runtime.outputs import MANIFEST, MODEL
 
 # A request's examples; more is a client's mistake (or an attempt to tie a replica up), not a batch.
 MAX_EXAMPLES = 1024
@@ -33,7 +33,7 @@ MAX_BATCH_REQUESTS = 64
 BATCH_WAIT_S = 0.005
 MAX_ONGOING_REQUESTS = 2 * MAX_BATCH_REQUESTS
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-APP_ARGS = ("run", "replicas", "cpu", "gpu")
+APP_ARGS = ("run", "replicas", "cpu", "gpu", "trustCode")
 
 
 class InputError(ValueError):
@@ -166,12 +166,12 @@ class ModelServer:
     the copy removed: the model lives in memory from then on.
     """
 
-    def __init__(self, location: str, device: str = "cpu"):
+    def __init__(self, location: str, device: str = "cpu", trust_code: bool | list[str] = False):
         import torch
 
-        from red_runtime.artifacts import load_model
+        from red_api.manifest import load_manifest
+        from red_runtime.artifacts import load_model, require_trust
         from red_runtime.fetch import fetch_folder
-        from red_runtime.spec import load_manifest
         from red_runtime.storage import is_remote
 
         self.location = location
@@ -182,6 +182,7 @@ class ModelServer:
             folder = staging or Path(location)
             check_run(str(folder))
             fed = load_manifest(str(folder / MANIFEST))
+            require_trust(fed, location, trust_code)
             model, source = load_model(fed, folder)
         finally:
             if staging is not None:
@@ -215,10 +216,10 @@ def _response(status: int, payload: Mapping[str, Any]) -> Any:
 class ModelDeployment:
     """The Serve replica: HTTP in, `@serve.batch` around the model, HTTP out."""
 
-    def __init__(self, run: str, gpu: float = 0.0):
+    def __init__(self, run: str, gpu: float = 0.0, trust_code: bool | list[str] = False):
         from ray import serve
 
-        self.server = ModelServer(run, device="cuda" if gpu > 0 else "cpu")
+        self.server = ModelServer(run, device="cuda" if gpu > 0 else "cpu", trust_code=trust_code)
         # Decorated here, not on the class, so that importing this module (for parse_inputs) needs no Ray.
         self._predict_batch = serve.batch(max_batch_size=MAX_BATCH_REQUESTS, batch_wait_timeout_s=BATCH_WAIT_S)(
             self._predict_many
@@ -296,13 +297,29 @@ def app_options(args: Mapping[str, Any]) -> dict[str, Any]:
         "replicas": _number_arg(args, "replicas", 1, whole=True),
         "cpu": _number_arg(args, "cpu", 1.0, whole=False),
         "gpu": _number_arg(args, "gpu", 0.0, whole=False),
+        "trustCode": _flag_arg(args, "trustCode"),
     }
+
+
+def _flag_arg(args: Mapping[str, Any], key: str) -> bool | list[str]:
+    """args[key] as true or false (`serve run key=true` passes a string), or a list of the references trusted;
+    ValueError naming the key otherwise."""
+    value = args.get(key, False)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    if not isinstance(value, bool):
+        raise ValueError(f"build_app args: {key}: {value!r}: must be true or false, or a list of references")
+    return value
 
 
 def build_app(args: Mapping[str, Any]) -> Any:
     """The Serve application for `serve run red_runtime.serving:build_app run=...` and a RayService's
     serveConfigV2 (import_path red_runtime.serving:build_app): args {"run": LOCATION (a local run
-    folder or an s3:// one), "replicas": 1, "cpu": 1, "gpu": 0}. Each replica loads the model itself."""
+    folder or an s3:// one), "replicas": 1, "cpu": 1, "gpu": 0, "trustCode": false}. Each replica loads the
+    model itself; trustCode lets it import the code the folder's federation.yaml names (a RayService's own run
+    folder, which its own driver wrote, is trusted so)."""
     from ray import serve
 
     opts = app_options(args)
@@ -313,7 +330,7 @@ def build_app(args: Mapping[str, Any]) -> Any:
         max_ongoing_requests=MAX_ONGOING_REQUESTS,
         ray_actor_options={"num_cpus": opts["cpu"], "num_gpus": opts["gpu"]},
     )
-    return deployment.bind(opts["run"], opts["gpu"])
+    return deployment.bind(opts["run"], opts["gpu"], opts["trustCode"])
 
 
 APP_NAME = "red"

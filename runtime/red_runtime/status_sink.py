@@ -22,8 +22,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from red_api.names import artifact_uris
+from red_api.status import MAX_LISTED_NODES, clamp
 from red_runtime import privacy, strict_json
-from red_runtime.artifacts import artifact_uris
 from red_runtime.kube import Superseded, driver_rayjob
 from red_runtime.reporting import HEALTHY, NODE_STATES, NodeStatus, RoundReport, RunInfo, Sink, Summary, now_iso
 
@@ -51,8 +52,6 @@ DRIVER_FIELDS = (
     "trials",
     "best",
 )
-# At about 110 bytes an entry, the status stays far below etcd's 1.5 MiB object limit with this many listed.
-MAX_LISTED_NODES = 100
 
 
 def nodes_ready(nodes: list[NodeStatus]) -> str:
@@ -163,11 +162,11 @@ class StatusSink(Sink):
         self.update(completionTime=now_iso(), **({"artifacts": self.artifacts} if self.artifacts else {}))
 
     def failed(self, reason: str) -> None:
-        self.update(completionTime=now_iso(), driverError=reason[:1000])
+        self.update(completionTime=now_iso(), driverError=clamp(reason, 1000))
 
     def stopped(self, reason: str) -> None:
         # Not an error: the operator says StoppedBySignal, and a later attempt resumes from the checkpoint.
-        self.update(completionTime=now_iso(), driverStopped=reason[:1000])
+        self.update(completionTime=now_iso(), driverStopped=clamp(reason, 1000))
 
     def close(self) -> None:
         """Send what is pending, waiting up to `final_flush_s` for the API server to come back."""

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from red_api.kinds import excerpt
+from red_api.names import join
 from red_runtime.reporting import NodeStatus, RoundReport, Sink, Summary
 
 log = logging.getLogger("red.storage")
@@ -31,10 +33,6 @@ class StorageError(RuntimeError):
 
 def is_remote(location: str | os.PathLike) -> bool:
     return str(location).startswith(S3)
-
-
-def join(location: str, *parts: str) -> str:
-    return "/".join([str(location).rstrip("/"), *parts])
 
 
 def s3_filesystem(env: Mapping[str, str] | None = None) -> Any:
@@ -91,12 +89,21 @@ class Mirror:
         return {i.path[len(self.root) + 1 :]: i.size for i in infos if i.type == fs.FileType.File}
 
     def pull(self) -> int:
-        """Download what the prefix holds (an earlier attempt's checkpoints and metrics); returns the count."""
+        """Download what the prefix holds (an earlier attempt's checkpoints and metrics); returns the count.
+
+        The prefix may be shared with others (a bucket other tenants write): every key is checked before any
+        file is written, and each lands below `local`, never beside or above it."""
         files = self._remote_files()
         for rel in files:
+            self._refuse_outside(rel)
+        folders = {rel.rpartition("/")[0] for rel in files}
+        clash = next((rel for rel in files if any(f == rel or f.startswith(f"{rel}/") for f in folders)), None)
+        if clash is not None:
+            raise StorageError(f"{join(self.uri, clash)}: is a file and a folder of other keys: nothing was downloaded")
+        for rel in files:
             target = self.local / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
             try:
+                target.parent.mkdir(parents=True, exist_ok=True)
                 with self.fs.open_input_stream(f"{self.root}/{rel}") as src:
                     target.write_bytes(src.read())
             except OSError as err:
@@ -104,6 +111,25 @@ class Mirror:
             stat = target.stat()
             self._pushed[rel] = (stat.st_size, stat.st_mtime_ns)
         return len(files)
+
+    def read(self, rel: str, limit: int) -> bytes:
+        """One file of the prefix, at most `limit` bytes (a longer one is cut there, for the reader to refuse)."""
+        try:
+            with self.fs.open_input_stream(f"{self.root}/{rel}") as src:
+                return src.read(limit + 1)
+        except OSError as err:
+            raise StorageError(f"{join(self.uri, rel)}: cannot read: {err}") from err
+
+    def _refuse_outside(self, rel: str) -> None:
+        parts = rel.split("/")
+        odd = rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts)
+        odd = odd or any(ord(ch) < 32 for ch in rel)
+        root = self.local.resolve()
+        if odd or not (root / rel).resolve().is_relative_to(root):
+            raise StorageError(
+                f"{join(self.uri, excerpt(rel)[1:-1])}: a key with an empty, '.' or '..' part is no file of a run "
+                "folder: nothing was downloaded"
+            )
 
     def push(self) -> int:
         """Upload the files changed since the last push, metadata after tensors, and remove checkpoints the

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from red_runtime.spec import Stragglers
+from red_api.spec import Stragglers
 
 
 def slow_nodes(stragglers: Stragglers, seed: int, count: int) -> frozenset[int]:

@@ -9,9 +9,9 @@ from typing import Any
 
 from ray.tune import Callback
 
+from red_api.sweep import Sweep
 from red_runtime.reporting import now_iso
 from red_runtime.status_sink import StatusSink
-from red_runtime.sweep import Sweep
 from red_runtime.trials import TrialRow, best_trial, read_trial
 
 

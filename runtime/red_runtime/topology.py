@@ -12,7 +12,7 @@ from typing import Any
 
 import networkx as nx
 
-from red_runtime.spec import Topology
+from red_api.spec import Topology
 
 SERVER = "server"
 

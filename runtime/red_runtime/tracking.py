@@ -21,10 +21,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from red_api.names import MANIFEST, MODEL, SUMMARY
+from red_api.spec import Federation, Mlflow, Tracking, tracking_uri_problem
 from red_runtime import strict_json
-from red_runtime.outputs import MANIFEST, MODEL, SUMMARY
 from red_runtime.reporting import NodeStatus, RoundReport, RunInfo, Sink, Summary
-from red_runtime.spec import Federation, Mlflow, Tracking, tracking_uri_problem
 
 log = logging.getLogger("red.tracking")
 

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from red_api.spec import Train
 from red_runtime.data import Arrays, Rows
 from red_runtime.models import get_flat, parameter_slices, set_flat
-from red_runtime.spec import Train
 
 
 @dataclass

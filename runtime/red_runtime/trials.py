@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from red_runtime.outputs import METRICS, MODEL, SUMMARY
+from red_api.names import METRICS, MODEL, SUMMARY
 
 
 @dataclass

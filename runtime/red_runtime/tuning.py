@@ -17,9 +17,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from red_api.sweep import Param, Sweep
+from red_api.trial import apply_values, trial_manifest
 from red_runtime.reporting import NodeStatus, RoundReport, Sink, Summary
 from red_runtime.stopping import Interrupted
-from red_runtime.sweep import Param, Sweep, apply_values, trial_manifest
 from red_runtime.trials import TrialRow, best_trial, format_table, read_trial, write_csv
 
 TRIALS_CSV, TRIALS_PLOT, TRIALS, BEST = "trials.csv", "trials.png", "trials", "best"
@@ -266,10 +267,10 @@ def execute_sweep(
 ) -> int:
     """spec.sweep in a RayJob: the sweep on the Federation's own RayCluster, trials and the best trial in its
     status, the run folder holding trials.csv, trials.png, trials/, best/ and the best trial's model."""
+    from red_api.trial import check_sweep
     from red_runtime.driver import EXIT_FAILED, EXIT_INVALID, ray_session
     from red_runtime.reporting import now_iso
     from red_runtime.stopping import StopRequest
-    from red_runtime.sweep import check_sweep
     from red_runtime.sweep_status import SweepStatus
     from red_runtime.trial_progress import TrialProgress
 

@@ -24,8 +24,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
+from red_api.spec import Train
 from red_runtime.models import layout
-from red_runtime.spec import Train
 from red_runtime.training import LocalState, make_optimizer
 
 # What one group may stack: its parameters, gradients, two optimizer moments and the update's temporaries,

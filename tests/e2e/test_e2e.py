@@ -13,8 +13,8 @@ import time
 
 import pytest
 
+from red_api.spec import parse_manifest
 from red_operator import builders
-from red_runtime.spec import parse_manifest
 from tests.e2e.conftest import head_service_host, hosts_entry
 from tests.e2e.models import MESSAGE
 from tests.operator.test_operator_cluster import apply, names, status

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from red_api.manifest import load_manifest
+from red_api.names import MANIFEST
 from red_runtime.artifacts import load_model
-from red_runtime.outputs import MANIFEST
-from red_runtime.spec import load_manifest
 from tests.e2e.test_real_pod_storage import red_fetch
 from tests.e2e.test_real_pods import (  # noqa: F401 - chart, _the_suites_real_node: fixtures
     _the_suites_real_node,

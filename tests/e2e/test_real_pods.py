@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from red_runtime.spec import RaySpec
+from red_api.spec import RaySpec
 from tests.e2e.test_e2e import Watch
 from tests.helm.conftest import CHART, Helm, helm  # noqa: F401 - the fixture
 from tests.operator.test_operator_cluster import get, status

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+from red_api.spec import parse_manifest
 from red_operator.builders import driver_rules
-from red_runtime.spec import parse_manifest
 from tests.helm.conftest import CHART, Helm, as_list, find, sets
 
 pytestmark = pytest.mark.cluster
@@ -61,8 +61,8 @@ def test_the_deployment_runs_one_hardened_operator(helm: Helm):
     pod = dep["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/red-dev/red-operator:0.1.0"
-    assert container["command"] == ["red"]
-    assert container["args"] == ["operator", "--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=8000"]
+    assert container["command"] == ["python3", "-m", "red_operator"]  # the image has no runtime, so no `red`
+    assert container["args"] == ["--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=8000"]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"healthz": 8080, "metrics": 8000}
@@ -100,7 +100,7 @@ def test_values_reach_the_deployment(helm: Helm):
     pod = deployment(objs)["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/red-dev/red-operator:0.2.0-rc.1"
-    assert container["args"][2:] == ["--metrics-port=0", "--namespace=team-a", "--namespace=team-b", "--verbose"]
+    assert container["args"][1:] == ["--metrics-port=0", "--namespace=team-a", "--namespace=team-b", "--verbose"]
     assert [p["name"] for p in container["ports"]] == ["healthz"]
     assert container["resources"]["limits"] == {"memory": "1Gi"}
     assert container["env"] == [{"name": "RED_RECONCILE_INTERVAL", "value": "30"}]
@@ -211,7 +211,7 @@ def grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
 # What operator/red_operator and kopf call, verb by verb (see the chart's _helpers.tpl).
 OPERATOR_GRANTS = (
     {("red.dev", "federations", v) for v in ("get", "list", "watch", "patch")}
-    | {("red.dev", "federations/status", v) for v in ("get", "patch", "update")}
+    | {("red.dev", "federations/status", v) for v in ("get", "patch")}
     | {("red.dev", "federations/finalizers", "update")}
     | {("ray.io", x, v) for x in ("rayclusters", "rayjobs") for v in ("get", "list", "watch", "create", "delete")}
     # patch: a RayService follows spec.serve in place (a new serveConfigV2 retrains nothing, restarts no Pod)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import re
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -18,8 +20,8 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "images"
-# What `red operator` loads: the CLI, the operator, its handlers and metrics.
-OPERATOR_MODULES = ("red_runtime.cli", "red_operator.run", "red_operator.handlers", "red_operator.metrics")
+# What `python -m red_operator` loads: the operator, its handlers and metrics (and through them the API).
+OPERATOR_MODULES = ("red_operator.__main__", "red_operator.run", "red_operator.handlers", "red_operator.metrics")
 
 
 def test_the_runtime_image_has_the_ray_red_is_tested_with():
@@ -60,7 +62,7 @@ def test_the_operator_starts_with_only_what_the_operator_image_installs(tmp_path
         for top in {Path(str(f)).parts[0] for f in dist.files or []} - {".."}:
             if not (site / top).exists():
                 (site / top).symlink_to(dist.locate_file(top))
-    path = os.pathsep.join(map(str, (site, ROOT / "runtime", ROOT / "operator")))
+    path = os.pathsep.join(map(str, (site, ROOT / "api", ROOT / "operator")))  # no runtime: the image has none
     proc = subprocess.run(
         [sys.executable, "-S", "-c", f"import {', '.join(OPERATOR_MODULES)}"],
         env={**os.environ, "PYTHONPATH": path, "PYTHONNOUSERSITE": "1"},
@@ -76,3 +78,19 @@ def test_the_operator_image_asks_for_what_pyproject_asks():
     declared = {canonicalize_name(r.name): r.specifier for r in map(Requirement, re.findall(r'"([^"]+)"', block))}
     for req in operator_image_requirements():
         assert req.specifier == declared.get(canonicalize_name(req.name), req.specifier), req
+
+
+def test_the_wheel_the_images_install_carries_the_apis_data(tmp_path: Path):
+    """The runtime image installs Red with `pip install .`, not editable: a file the API reads at import
+    (the Kubernetes schemas) must be in the wheel, or the driver fails on its first import."""
+    source = tmp_path / "src"  # a copy: a build leaves build/ and egg-info behind
+    for part in ("api", "runtime", "operator"):
+        shutil.copytree(ROOT / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / part, source / part)
+    build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", "out", "."]
+    subprocess.run(build, cwd=source, check=True, capture_output=True)
+    (wheel,) = (source / "out").glob("red-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert "red_api/k8s/affinity.json" in names and "red_operator/__main__.py" in names

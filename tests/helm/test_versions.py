@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from red_runtime.spec import RaySpec
+from red_api.spec import RaySpec
 
 pytestmark = pytest.mark.unit
 

@@ -37,12 +37,15 @@ def free_port() -> int:
 
 
 class Operator:
-    """`red operator` as a child process, with a liveness endpoint to know when it is up.
+    """`python -m red_operator` (as its image runs it) as a child process, with a liveness endpoint to know
+    when it is up; `namespace` one, or a list of them.
 
-    `source` runs the operator of another checkout (a release's `runtime/` and `operator/` folders) instead
-    of this one: what an upgrade test starts from."""
+    `source` runs the operator of another checkout (a release's `runtime/` and `operator/` folders, started as
+    that release's `red operator`) instead of this one: what an upgrade test starts from."""
 
-    def __init__(self, kube, namespace: str, log_dir: Path, interval_s: float = 2.0, source: Path | None = None):
+    def __init__(
+        self, kube, namespace: str | list[str], log_dir: Path, interval_s: float = 2.0, source: Path | None = None
+    ):
         self.kube, self.namespace, self.log_dir, self.interval_s = kube, namespace, log_dir, interval_s
         self.source = source
         self.proc: subprocess.Popen | None = None
@@ -52,10 +55,13 @@ class Operator:
         port = free_port()
         self.starts += 1
         env = {**self.kube.env(), "RED_RECONCILE_INTERVAL": str(self.interval_s), "PYTHONUNBUFFERED": "1"}
+        cmd = [sys.executable, "-m", "red_operator"]
         if self.source:
             env["PYTHONPATH"] = os.pathsep.join(str(self.source / part) for part in ("runtime", "operator"))
+            cmd = [sys.executable, "-m", "red_runtime.cli", "operator"]
         log = open(self.log_dir / f"operator-{self.starts}.log", "w")  # noqa: SIM115 - closed by the child's exit
-        cmd = [sys.executable, "-m", "red_runtime.cli", "operator", "--namespace", self.namespace]
+        for namespace in [self.namespace] if isinstance(self.namespace, str) else self.namespace:
+            cmd += ["--namespace", namespace]
         cmd += ["--metrics-port", "0", "--liveness", f"http://127.0.0.1:{port}/healthz", "--verbose"]
         self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 60

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from red_api.spec import MAX_NAME_LENGTH, parse_manifest
 from red_operator import builders
-from red_runtime.spec import MAX_NAME_LENGTH, parse_manifest
 
 pytestmark = pytest.mark.unit
 
@@ -190,7 +190,7 @@ def test_driver_role_is_limited_to_its_own_federation():
             "apiGroups": ["red.dev"],
             "resources": ["federations/status"],
             "resourceNames": ["digits"],
-            "verbs": ["get", "patch", "update"],
+            "verbs": ["get", "patch"],
         },
     ]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "digits-driver"}
@@ -481,3 +481,13 @@ def test_spec_serve_changes_the_rayservice_but_never_the_rayjob():
     assert builders.serve_hash(fed({"rounds": 5, "serve": {}, "ray": {"image": "x/y:2"}}).spec) != base
     assert builders.serve_hash(fed({"rounds": 5, "serve": {}, "storage": {"uri": "s3://team/p"}}).spec) != base
     assert builders.serve_hash(fed({"rounds": 5, "serve": {}, "ray": {"keepCluster": True}}).spec) == base
+
+
+def test_a_served_federation_trusts_only_the_code_it_names_itself():
+    """The RayService's replicas import what the run folder's federation.yaml names only if the Federation
+    names the same: another tenant who can write the folder cannot plant code there."""
+    f = fed({"serve": {}, "task": {"model": {"name": "my_models.nets:Net"}}})
+    (app,) = yaml.safe_load(builders.build_rayservice(f)["spec"]["serveConfigV2"])["applications"]
+    assert app["args"]["trustCode"] == ["my_models.nets:Net"]
+    (plain,) = yaml.safe_load(builders.build_rayservice(fed({"serve": {}}))["spec"]["serveConfigV2"])["applications"]
+    assert "trustCode" not in plain["args"], "an older runtime image refuses an argument it does not know"

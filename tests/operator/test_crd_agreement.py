@@ -1,6 +1,6 @@
-"""The CRD schema and the spec model agree: every manifest here passes both or fails both.
+"""The generated CRD schema and the spec model agree: every manifest here passes both or fails both.
 
-"Both" means red_runtime.spec.parse_manifest and the real API server (server-side dry-run apply with strict
+"Both" means red_api.spec.parse_manifest and the real API server (server-side dry-run apply with strict
 field validation, so an unknown field is refused rather than pruned, as spec.py refuses it). A failure must
 name the same field in both messages. KNOWN_GAPS lists, on purpose, what only one side can check.
 """
@@ -13,7 +13,7 @@ import json
 import pytest
 import yaml
 
-from red_runtime.spec import MAX_NAME_LENGTH, MAX_WORKER_GROUPS, SpecError, parse_manifest
+from red_api.spec import MAX_NAME_LENGTH, MAX_WORKER_GROUPS, SpecError, parse_manifest
 from tests.operator.conftest import EXAMPLES, ROOT
 
 pytestmark = pytest.mark.cluster
@@ -374,6 +374,68 @@ INVALID = {
         doc({"serve": {"gpu": 1}, "ray": {"workerGroups": [{"name": "c"}, {"name": "off", "gpu": 1, "replicas": 0}]}}),
         "spec.serve.gpu",
     ),
+    # Once known gaps: each side now checks them.
+    "bad strategy option": (
+        doc({"algorithm": {"name": "fedprox", "options": {"mu": -1}}}),
+        "spec.algorithm.options.mu",
+    ),
+    "an option of another strategy": (
+        doc({"algorithm": {"name": "fedavg", "options": {"mu": 0.1}}}),
+        "spec.algorithm.options.mu",
+    ),
+    "compression under privacy": (
+        doc({"communication": {"compression": {"kind": "topk"}}, "algorithm": {"privacy": {"noiseMultiplier": 1}}}),
+        "spec.communication.compression.kind",
+    ),
+    "fedbuff staleness of an unknown kind": (
+        doc({"algorithm": {"name": "fedbuff", "options": {"staleness": "linear"}}}),
+        "spec.algorithm.options.staleness",
+    ),
+    "malformed cpu quantity": (doc({"ray": {"head": {"cpu": "two"}}}), "spec.ray.head.cpu"),
+    "affinity term without an operator": (
+        doc(
+            group(
+                affinity={
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool"}]}]
+                        }
+                    }
+                }
+            )
+        ),
+        "spec.ray.workerGroups[0].affinity.nodeAffinity",
+    ),  # fmt: skip
+    "personal layers without the test role": (doc({"task": {"model": {"personal": ["3"]}}}), "spec.task.model"),
+    "local norm on a ring": (
+        doc({"topology": {"kind": "ring"}, "nodes": {"role": "train-test"}, "task": {"model": {"localNorm": True}}}),
+        "spec.task.model",
+    ),
+    "more labels per node than synthetic classes": (
+        doc({"task": {"dataset": {"name": "synthetic", "classes": 3}, "partition": {"kind": "labels", "labels": 4}}}),
+        "spec.task.partition.labels",
+    ),
+    "an option within another strategy's bounds": (  # multikrum takes m: 0 (n - f), krum needs m >= 1
+        doc({"nodes": {"count": 10}, "algorithm": {"name": "krum", "options": {"m": 0}}}),
+        "spec.algorithm.options.m",
+    ),
+    "an adaptive server step of 0": (doc({"algorithm": {"name": "fedadam", "options": {"tau": 0}}}), "options.tau"),
+    "a fractional cpu as a YAML number": (doc({"ray": {"head": {"cpu": 0.5}}}), "spec.ray.head.cpu"),
+    # Bounds: no value can run the operator or the API server out of memory or range.
+    "a 40 KB environment variable": (
+        doc({"ray": {"runtimeEnv": {"env_vars": {"A": "x" * 40_000}}}}),
+        "spec.ray.runtimeEnv.env_vars",
+    ),
+    "a runtimeEnv field Ray's RayCluster has no use for": (
+        doc({"ray": {"runtimeEnv": {"container": {"image": "x"}}}}),
+        "spec.ray.runtimeEnv.container",
+    ),
+    "an infinite cpu quantity": (doc({"ray": {"head": {"cpu": "1e400"}}}), "spec.ray.head.cpu"),
+    "more cpu than a node has": (doc({"ray": {"workerGroups": [{"name": "w", "cpu": "5000"}]}}), "spec.ray"),
+    "a negative memory quantity": (doc({"ray": {"head": {"memory": "-1Gi"}}}), "spec.ray.head.memory"),
+    "a learning rate of 1e300": (doc({"task": {"train": {"lr": 1e300}}}), "spec.task.train.lr"),
+    "a billion-unit hidden layer": (doc({"task": {"model": {"hidden": [10**9]}}}), "spec.task.model.hidden"),
+    "a very long image name": (doc({"ray": {"image": "x" * 1000}}), "spec.ray.image"),
     f"{MAX_WORKER_GROUPS + 1} worker groups": (
         doc({"ray": {"workerGroups": [{"name": f"g{i}"} for i in range(MAX_WORKER_GROUPS + 1)]}}),
         "spec.ray.workerGroups",
@@ -388,38 +450,14 @@ KNOWN_GAPS = {
         doc({"topology": {"kind": "custom", "edges": [[0, 1], [2, 3]]}, "nodes": {"count": 4}}),
         "spec model only",
     ),
-    # Options differ per strategy (red_runtime.strategies); the schema keeps them free-form.
-    "bad strategy option": (doc({"algorithm": {"name": "fedprox", "options": {"mu": -1}}}), "spec model only"),
-    "compression under privacy": (
-        doc({"communication": {"compression": {"kind": "topk"}}, "algorithm": {"privacy": {"noiseMultiplier": 1}}}),
-        "spec model only",
-    ),
-    "personal layers without the test role": (doc({"task": {"model": {"personal": ["3"]}}}), "spec model only"),
-    "fedbuff staleness of an unknown kind": (
-        doc({"algorithm": {"name": "fedbuff", "options": {"staleness": "linear"}}}),
-        "spec model only",
-    ),
+    # Each strategy's own bounds (the schema has the loosest of all strategies that take an option) and the
+    # rules over several options and the nodes per round.
+    # The API server drops a null (as if the field were unset); `red validate` refuses it, as it always has.
+    "a null role": (doc({"nodes": {"role": None}}), "spec model only"),
     "bulyan with fewer than 4f+3 nodes": (
         doc({"nodes": {"count": 10}, "algorithm": {"name": "bulyan", "options": {"f": 2}}}),
         "spec model only",
     ),
-    # The spec model passes quantities through as strings; the schema checks the Kubernetes quantity syntax.
-    "malformed cpu quantity": (doc({"ray": {"head": {"cpu": "two"}}}), "schema only"),
-    # The spec model checks an affinity's three kinds; what is inside each is Kubernetes' own schema, in the CRD.
-    "affinity term without an operator": (
-        doc(
-            group(
-                affinity={
-                    "nodeAffinity": {
-                        "requiredDuringSchedulingIgnoredDuringExecution": {
-                            "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool"}]}]
-                        }
-                    }
-                }
-            )
-        ),
-        "schema only",
-    ),  # fmt: skip
 }
 
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from red_api.spec import parse_manifest
 from red_operator import builders
-from red_runtime.spec import parse_manifest
 from tests.operator.conftest import EXAMPLES
 
 pytestmark = pytest.mark.cluster

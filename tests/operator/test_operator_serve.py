@@ -13,9 +13,9 @@ import json
 import pytest
 import yaml
 
+from red_api.spec import parse_manifest
 from red_operator import builders
 from red_operator.status import now_iso as now
-from red_runtime.spec import parse_manifest
 from tests.operator.test_operator_cluster import apply, federation, get, names, status, subset, wait_children
 
 pytestmark = pytest.mark.cluster

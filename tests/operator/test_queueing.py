@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from red_api.spec import QUEUE_LABEL, SpecError, parse_manifest
 from red_operator import builders
 from red_operator.reconcile import KUEUE_JOB_UID, reconcile
-from red_runtime.spec import QUEUE_LABEL, SpecError, parse_manifest
 from tests.operator.test_reconcile import FakeRest, federation, settle
 
 pytestmark = pytest.mark.unit

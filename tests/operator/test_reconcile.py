@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from red_api.spec import parse_manifest
 from red_operator import builders
 from red_operator.reconcile import reconcile
-from red_runtime.spec import parse_manifest
 
 pytestmark = pytest.mark.unit
 

@@ -9,8 +9,8 @@ import pytest
 import ray
 import yaml
 
+from red_api.spec import parse_manifest
 from red_runtime.reporting import Reporter, Sink
-from red_runtime.spec import parse_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,9 +8,9 @@ import pytest
 import ray
 from ray.util import placement_group_table
 
+from red_api.spec import Topology, parse_manifest
 from red_runtime.driver import Driver
 from red_runtime.reporting import HEALTHY, PENDING, Reporter
-from red_runtime.spec import Topology, parse_manifest
 from red_runtime.stopping import Interrupted, StopRequest
 from red_runtime.topology import TopologyError, TopologyManager, build_graph
 from tests.runtime.conftest import Recorder, example

@@ -14,10 +14,10 @@ import ray
 import torch
 import yaml
 
+from red_api.spec import parse_manifest
 from red_runtime.driver import Driver
 from red_runtime.reporting import FAILED, HEALTHY, RESTARTING, STRAGGLING, Reporter
 from red_runtime.schemas import QuorumError
-from red_runtime.spec import parse_manifest
 from tests.runtime.conftest import Recorder, example, rounds_done
 
 pytestmark = pytest.mark.ray

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from red_api.spec import Privacy
 from red_runtime.privacy import epsilon
-from red_runtime.spec import Privacy
 from tests.runtime.conftest import example
 
 pytestmark = pytest.mark.ray

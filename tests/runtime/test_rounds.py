@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from red_api.spec import parse_manifest
 from red_runtime.checkpoint import rounds_in
 from red_runtime.driver import Diverged, Driver
 from red_runtime.outputs import RunFolderSink
 from red_runtime.reporting import Reporter
 from red_runtime.schemas import QuorumError
-from red_runtime.spec import parse_manifest
 from tests.runtime.conftest import Recorder, example, run
 
 pytestmark = pytest.mark.ray

@@ -15,9 +15,9 @@ import psutil
 import pytest
 import torch
 
+from red_api.manifest import load_manifest
+from red_api.names import MANIFEST
 from red_runtime.artifacts import load_model
-from red_runtime.outputs import MANIFEST
-from red_runtime.spec import load_manifest
 from tests.runtime.conftest import example
 from tests.runtime.test_cli import red, write
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from red_api.spec import parse_spec
 from red_runtime import checkpoint
-from red_runtime.spec import parse_spec
 
 SPEC = parse_spec({"rounds": 10})
 DIGEST = checkpoint.training_digest(SPEC)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from red_api.spec import Compression, SpecError, parse_spec
 from red_runtime.compression import dense_bytes, quantize, topk, with_error_feedback
-from red_runtime.spec import Compression, SpecError, parse_spec
 
 pytestmark = pytest.mark.unit
 

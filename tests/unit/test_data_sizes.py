@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
+from red_api.spec import DIGITS_CLASSES, SpecError, parse_manifest, parse_spec
 from red_runtime.data import check_partition, load_digits_pool
-from red_runtime.spec import DIGITS_CLASSES, SpecError, parse_manifest, parse_spec
 
 pytestmark = pytest.mark.unit
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from red_api.spec import parse_manifest
 from red_runtime import drain
 from red_runtime.checkpointer import Checkpointer
-from red_runtime.spec import parse_manifest
 from red_runtime.stopping import Interrupted, StopRequest
 
 pytestmark = pytest.mark.unit

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from red_api.spec import Model, SpecError, parse_spec
 from red_runtime.driver import check_personal_layers
 from red_runtime.models import (
     buffer_indices,
@@ -17,7 +18,6 @@ from red_runtime.models import (
     named,
     parameter_slices,
 )
-from red_runtime.spec import Model, SpecError, parse_spec
 
 pytestmark = pytest.mark.unit
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from red_api.spec import SpecError, parse_spec
 from red_runtime.data import AUTO_CACHE_BYTES, DataSource, Rows, holds_generated
 from red_runtime.node import NodeHost, round_generator
-from red_runtime.spec import SpecError, parse_spec
 from red_runtime.training import local_splits, train_local
 
 pytestmark = pytest.mark.unit

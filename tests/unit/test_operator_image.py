@@ -2,8 +2,9 @@
 
 images/operator.Dockerfile installs kopf, kubernetes, PyYAML and prometheus-client, not Red's training
 stack. A Python that sees only those distributions (and theirs), and in which numpy, torch, ray, scikit-learn
-and matplotlib raise ImportError wherever they are found, loads `red operator`'s modules, parses every example
-manifest (and one per strategy) and runs the operator's pure builders, as a reconcile does in the image.
+and matplotlib raise ImportError wherever they are found (and red_runtime is not on the path at all), loads
+`python -m red_operator`'s modules, parses every example manifest (and one per strategy) and runs the
+operator's pure builders, as a reconcile does in the image.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
-from red_runtime.spec import ALGORITHMS
+from red_api.spec import ALGORITHMS
 from tests.helm.test_images import operator_image_requirements, with_dependencies
 
 pytestmark = pytest.mark.unit
@@ -41,9 +42,9 @@ sys.meta_path.insert(0, NotInTheImage())
 before = set(sys.modules)
 
 import yaml
-import red_operator.handlers, red_operator.run, red_runtime.cli  # what `red operator` loads
+import red_operator.__main__, red_operator.handlers, red_operator.run  # what `python -m red_operator` loads
 from red_operator import builders
-from red_runtime.spec import SpecError, parse_manifest
+from red_api.spec import SpecError, parse_manifest
 
 def reconcile_pure(doc):
     fed = parse_manifest(doc)
@@ -89,7 +90,7 @@ def image_site(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 @pytest.fixture(scope="module")
 def loaded(image_site) -> list[str]:
     """Start the operator and reconcile in that Python; the files of every module it loaded."""
-    path = os.pathsep.join(map(str, [image_site[0], ROOT / "runtime", ROOT / "operator"]))
+    path = os.pathsep.join(map(str, [image_site[0], ROOT / "api", ROOT / "operator"]))
     args = [json.dumps(NOT_IN_THE_IMAGE), json.dumps([str(p) for p in EXAMPLES]), json.dumps(ALGORITHMS)]
     proc = subprocess.run(
         [sys.executable, "-S", "-c", RECONCILE_IN_THE_IMAGE, *args],

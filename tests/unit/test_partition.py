@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from red_api.spec import Partition
 from red_runtime.partition import class_counts, split
-from red_runtime.spec import Partition
 
 pytestmark = pytest.mark.unit
 

@@ -2,8 +2,8 @@
 
 import pytest
 
+from red_api.spec import parse_spec
 from red_runtime.placement import MANAGER_BUNDLE, plan_slots
-from red_runtime.spec import parse_spec
 
 pytestmark = pytest.mark.unit
 

@@ -3,7 +3,7 @@ refuse refused here first, with the field named."""
 
 import pytest
 
-from red_runtime.spec import SpecError, parse_spec
+from red_api.spec import SpecError, parse_spec
 
 pytestmark = pytest.mark.unit
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from dp_accounting.rdp import RdpAccountant
 
+from red_api.spec import Privacy, SpecError, parse_manifest, parse_spec
 from red_runtime.driver import sample_nodes
 from red_runtime.privacy import (
     RDP_ORDERS,
@@ -21,7 +22,6 @@ from red_runtime.privacy import (
 )
 from red_runtime.reporting import HEALTHY, NodeStatus, RoundReport
 from red_runtime.schemas.base import Context, server_updates
-from red_runtime.spec import Privacy, SpecError, parse_manifest, parse_spec
 from red_runtime.status_sink import StatusSink
 from red_runtime.strategies import Update
 

@@ -2,14 +2,20 @@
 
 import pytest
 
-from red_runtime.spec import SpecError, parse_spec
+from red_api.spec import SpecError, parse_spec
 
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize("privacy", [{"clip": 1}, {"clip": 1, "noiseMultiplier": 0}])
-def test_privacy_without_noise_is_refused(privacy):
-    with pytest.raises(SpecError, match=r"spec\.algorithm\.privacy\.noiseMultiplier: 0(\.0)?: must be greater than 0"):
+@pytest.mark.parametrize(
+    "privacy, reason",
+    [
+        ({"clip": 1}, r"None: is required \(Gaussian noise per round"),
+        ({"clip": 1, "noiseMultiplier": 0}, r"0(\.0)?: must be greater than 0"),
+    ],
+)
+def test_privacy_without_noise_is_refused(privacy, reason):
+    with pytest.raises(SpecError, match=r"spec\.algorithm\.privacy\.noiseMultiplier: " + reason):
         parse_spec({"algorithm": {"privacy": privacy}})
 
 

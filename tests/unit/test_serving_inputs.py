@@ -94,13 +94,20 @@ def test_a_long_string_is_shortened_in_the_message():
 
 
 def test_app_options_defaults_and_serve_run_strings():
-    assert app_options({"run": "runs/a"}) == {"run": "runs/a", "replicas": 1, "cpu": 1.0, "gpu": 0.0}
+    assert app_options({"run": "runs/a"}) == {
+        "run": "runs/a",
+        "replicas": 1,
+        "cpu": 1.0,
+        "gpu": 0.0,
+        "trustCode": False,
+    }
     # `serve run red_runtime.serving:build_app run=... replicas=2` passes strings.
-    assert app_options({"run": "s3://b/p/a", "replicas": "2", "cpu": "0.5", "gpu": 1}) == {
+    assert app_options({"run": "s3://b/p/a", "replicas": "2", "cpu": "0.5", "gpu": 1, "trustCode": "true"}) == {
         "run": "s3://b/p/a",
         "replicas": 2,
         "cpu": 0.5,
         "gpu": 1.0,
+        "trustCode": True,
     }
 
 
@@ -111,12 +118,13 @@ def test_app_options_defaults_and_serve_run_strings():
         ({"run": ""}, "build_app args: run: '': must name a run folder"),
         ({"run": 3}, "build_app args: run: 3: must name a run folder"),
         ({"run": "r", "replicas": 0}, "build_app args: replicas: 0: must be a whole number at least 1"),
+        ({"run": "r", "trustCode": "yes"}, "build_app args: trustCode: 'yes': must be true or false"),
         ({"run": "r", "replicas": 1.5}, "build_app args: replicas: 1.5: must be a whole number at least 1"),
         ({"run": "r", "replicas": "two"}, "build_app args: replicas: 'two': must be a whole number at least 1"),
         ({"run": "r", "replicas": True}, "build_app args: replicas: True: must be a whole number at least 1"),
         ({"run": "r", "cpu": -1}, "build_app args: cpu: -1: must be a number at least 0"),
         ({"run": "r", "gpu": "nan"}, "build_app args: gpu: 'nan': must be a number at least 0"),
-        ({"run": "r", "memory": 1}, "build_app args: memory: unknown (known: run, replicas, cpu, gpu)"),
+        ({"run": "r", "memory": 1}, "build_app args: memory: unknown (known: run, replicas, cpu, gpu, trustCode)"),
         (["run"], "build_app args: expected a mapping"),
     ],
 )

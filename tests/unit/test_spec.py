@@ -2,7 +2,8 @@
 
 import pytest
 
-from red_runtime.spec import MAX_NAME_LENGTH, SpecError, load_manifest, parse_manifest, parse_spec
+from red_api.manifest import load_manifest
+from red_api.spec import MAX_NAME_LENGTH, SpecError, parse_manifest, parse_spec
 
 pytestmark = pytest.mark.unit
 

@@ -14,8 +14,9 @@ import typing
 
 import pytest
 
-from red_runtime.spec import FederationSpec, SpecError, parse_manifest
-from red_runtime.strategies.catalog import CATALOG
+from red_api.catalog import CATALOG
+from red_api.kinds import excerpt
+from red_api.spec import FederationSpec, SpecError, parse_manifest
 
 pytestmark = pytest.mark.unit
 
@@ -83,7 +84,7 @@ def outcome(spec: dict) -> list[str] | None:
 
 def named(problems: list[str] | None, path: str, value) -> bool:
     path = path.replace(".workerGroups.", ".workerGroups[0].")
-    return problems is not None and any(p.startswith(f"spec.{path}:") and repr(value) in p for p in problems)
+    return problems is not None and any(p.startswith(f"spec.{path}:") and excerpt(value) in p for p in problems)
 
 
 def test_the_walk_finds_the_numeric_fields():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pyarrow import fs
 
-from red_runtime.artifacts import artifact_uris, artifacts_base, claim_name, owns_claim, run_location
+from red_api.names import artifact_uris, artifacts_base, claim_name, owns_claim, run_location
+from red_api.spec import SpecError, parse_manifest
 from red_runtime.reporting import RunInfo, Summary
-from red_runtime.spec import SpecError, parse_manifest
 from red_runtime.status_sink import StatusSink
 from red_runtime.storage import Mirror, StorageError
 
@@ -125,3 +125,21 @@ def test_a_listing_of_the_bucket_finds_what_was_pushed(tmp_path, s3, s3_server):
     Mirror(tmp_path, f"{s3}/a/b").push()
     s3fs = fs.S3FileSystem(endpoint_override=s3_server, region="us-east-1")
     assert s3fs.get_file_info(f"{s3[5:]}/a/b/model.pt").size == len(b"weights")
+
+
+@pytest.mark.parametrize(
+    "key", ["../escape.txt", "a/../../escape.txt", "a//b.txt", "./x.txt", "a/./b.txt", "a\x00b", "model.pt/x"]
+)
+def test_a_hostile_key_in_a_shared_prefix_writes_nothing_anywhere(tmp_path, s3, s3_server, key):
+    """Mirror.pull joined each key onto the folder unchecked: `..` and `//` wrote outside it (red fetch from
+    S3, red serve s3://, the driver's resume)."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    bucket = s3[len("s3://") :]
+    client.put_object(Bucket=bucket, Key="run/model.pt", Body=b"weights")
+    client.put_object(Bucket=bucket, Key=f"run/{key}", Body=b"theirs")
+    into = tmp_path / "deep" / "fetched"
+    with pytest.raises(StorageError, match=r"nothing was downloaded|cannot list"):
+        Mirror(into, f"{s3}/run").pull()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()], "a file was written"

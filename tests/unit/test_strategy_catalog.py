@@ -2,9 +2,9 @@
 
 import pytest
 
-from red_runtime.spec import SpecError, parse_spec
+from red_api.catalog import CATALOG, NAMES, defaults
+from red_api.spec import SpecError, parse_spec
 from red_runtime.strategies import STRATEGIES, make_strategy
-from red_runtime.strategies.catalog import CATALOG, NAMES, defaults
 
 pytestmark = pytest.mark.unit
 

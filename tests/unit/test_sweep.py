@@ -2,9 +2,10 @@
 
 import pytest
 
+from red_api.spec import parse_spec
+from red_api.sweep import parse_param, parse_sweep, sweep_from_spec
+from red_api.trial import apply_values, check_sweep
 from red_runtime.placement import trial_plan
-from red_runtime.spec import parse_spec
-from red_runtime.sweep import apply_values, check_sweep, parse_param, parse_sweep, sweep_from_spec
 from tests.runtime.conftest import example
 
 pytestmark = pytest.mark.unit

@@ -4,7 +4,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from red_runtime.spec import Topology
+from red_api.spec import Topology
 from red_runtime.topology import (
     SERVER,
     TopologyError,

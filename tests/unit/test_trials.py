@@ -58,7 +58,7 @@ def test_csv_has_a_row_per_trial_with_config_outcome_and_no_nan(tmp_path):
 
 
 def test_status_counts_trials_and_names_the_best(tmp_path):
-    from red_runtime.sweep import parse_sweep
+    from red_api.sweep import parse_sweep
     from red_runtime.sweep_status import trial_fields
 
     sweep = parse_sweep(["task.train.lr=uniform:0.01:0.5"], 4, "accuracy", "max", "asha", 0)
@@ -113,7 +113,7 @@ def test_a_trial_the_scheduler_stops_ends_as_stopped_not_failed():
 def test_the_status_callback_does_not_count_a_trial_tune_is_completing_as_running(tmp_path):
     import types
 
-    from red_runtime.sweep import parse_sweep
+    from red_api.sweep import parse_sweep
     from red_runtime.sweep_status import SweepStatus
 
     class Sink:

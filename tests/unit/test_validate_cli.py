@@ -33,15 +33,15 @@ BAD = {
     "metadata a list": (HEAD.replace("{name: fed}", "[fed]"), "metadata.name"),
     "a number as a key": (HEAD + "spec: {1: 2, rounds: 3}\n", "spec.1: 2: unknown field"),
     "quantity of the wrong type": (HEAD + "spec: {ray: {head: {cpu: [2]}}}\n", "spec.ray.head.cpu: [2]"),
-    "dataset module missing": (HEAD + "spec: {task: {dataset: {name: 'nope.mod:load'}}}\n", "spec.task.dataset.name"),
     "huge integer": (HEAD + "spec: {task: {train: {batchSize: " + "9" * 30 + "}}}\n", "spec.task.train.batchSize"),
 }
 
 
-def validate(path: Path) -> subprocess.CompletedProcess:
-    pythonpath = os.pathsep.join([str(ROOT / "runtime"), str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")])
+def validate(path: Path, *flags: str) -> subprocess.CompletedProcess:
+    parts = [str(ROOT / part) for part in ("api", "runtime", "operator")]
+    pythonpath = os.pathsep.join([*parts, os.environ.get("PYTHONPATH", "")])
     return subprocess.run(
-        [sys.executable, "-m", "red_runtime.cli", "validate", str(path)],
+        [sys.executable, "-m", "red_runtime.cli", "validate", str(path), *flags],
         env={**os.environ, "PYTHONPATH": pythonpath},
         capture_output=True,
         text=True,
@@ -72,3 +72,44 @@ def test_a_good_manifest_exits_0_with_what_each_node_gets():
     proc = validate(ROOT / "manifests" / "examples" / "digits-star.yaml")
     assert proc.returncode == 0, proc.stderr
     assert "Federation digits-star is valid: 8 nodes with" in proc.stdout
+
+
+def manifest_naming(tmp_path: Path, dataset: str, model: str = "mlp") -> Path:
+    path = tmp_path / "fed.yaml"
+    spec = f"{{task: {{dataset: {{name: '{dataset}'}}, model: {{name: '{model}'}}}}}}"
+    path.write_text(f"apiVersion: red.dev/v1alpha1\nkind: Federation\nmetadata: {{name: f}}\nspec: {spec}\n")
+    return path
+
+
+def test_validate_calls_no_code_a_manifest_names(tmp_path):
+    """It imported the dataset reference and called it: `builtins:print` printed, `time:sleep` hung."""
+    (tmp_path / "loud.py").write_text("print('imported!')\ndef make():\n    print('called!')\n")
+    path = manifest_naming(tmp_path, "loud:make", "time:sleep")
+    proc = subprocess.run(
+        [sys.executable, "-m", "red_runtime.cli", "validate", str(path)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT / "api"), str(ROOT / "runtime")])},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "imported!" not in proc.stdout and "called!" not in proc.stdout
+    assert "checked when `red run` loads it" in proc.stdout
+
+
+def test_validate_import_imports_the_references_and_calls_nothing(tmp_path):
+    (tmp_path / "loud.py").write_text("print('imported!')\ndef make():\n    print('called!')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT / "api"), str(ROOT / "runtime")])}
+    cmd = [sys.executable, "-m", "red_runtime.cli", "validate", "--import"]
+    proc = subprocess.run(
+        [*cmd, str(manifest_naming(tmp_path, "loud:make"))], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "imported!" in proc.stdout and "called!" not in proc.stdout, proc
+    missing = subprocess.run(
+        [*cmd, str(manifest_naming(tmp_path, "loud:nothing"))], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert missing.returncode == 2 and "spec.task.dataset.name: 'loud:nothing'" in missing.stderr, missing.stderr
+    nowhere = subprocess.run(
+        [*cmd, str(manifest_naming(tmp_path, "nope.mod:load"))], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert nowhere.returncode == 2 and "spec.task.dataset.name: 'nope.mod:load'" in nowhere.stderr, nowhere.stderr

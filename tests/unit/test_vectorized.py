@@ -12,12 +12,13 @@ import pytest
 import torch
 from torch import nn
 
+from red_api.manifest import load_manifest
+from red_api.spec import Model, SpecError, Train, parse_manifest, parse_spec
 from red_runtime import node as node_module
 from red_runtime import vectorized
 from red_runtime.data import Arrays
 from red_runtime.models import build_model, get_flat, local_indices
 from red_runtime.node import NodeHost
-from red_runtime.spec import Model, SpecError, Train, load_manifest, parse_manifest, parse_spec
 from red_runtime.training import LocalState, train_local
 from red_runtime.vectorized import Job, train_many
 

@@ -39,8 +39,8 @@ What the operator does in a watched namespace, derived from operator/red_operato
 reconcile.py, passes.py, handlers.py) and kopf's own calls; nothing more.
 federations: kopf lists and watches them (an index) and patches its annotations (and removes a finalizer an
 older release left); get is held only so that the operator may grant it to each Federation's driver Role
-(RBAC lets a subject grant only verbs it holds). federations/status: the operator patches it; get and update
-are, likewise, for the driver Role. federations/finalizers update: children set blockOwnerDeletion, which
+(RBAC lets a subject grant only verbs it holds). federations/status: the operator patches it; get is,
+likewise, for the driver Role. federations/finalizers update: children set blockOwnerDeletion, which
 OwnerReferencesPermissionEnforcement (OpenShift) allows only to who may update the owner's finalizers.
 Children: listed and watched (kopf indices), created, and read after a 409 to see whose the name is;
 RayClusters and RayJobs are deleted when replaced, finished or suspended, Roles' rules patched back after a
@@ -54,7 +54,7 @@ events: one per child change.
   verbs: [get, list, watch, patch]
 - apiGroups: [red.dev]
   resources: [federations/status]
-  verbs: [get, patch, update]
+  verbs: [get, patch]
 - apiGroups: [red.dev]
   resources: [federations/finalizers]
   verbs: [update]

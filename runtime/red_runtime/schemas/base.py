@@ -12,10 +12,10 @@ import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
+from red_api.spec import FederationSpec
 from red_runtime.messages import delivered
 from red_runtime.pool import NodePool
 from red_runtime.privacy import noise_generator, noisy_mean
-from red_runtime.spec import FederationSpec
 from red_runtime.stopping import RoundAbandoned, StopRequest
 from red_runtime.strategies import Strategy, Update
 

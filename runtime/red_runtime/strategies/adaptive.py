@@ -13,7 +13,7 @@ from red_runtime.strategies.base import Strategy, Update, weighted_mean
 
 
 class _Adaptive(Strategy, ABC):
-    """Options serverLr, beta1, beta2 and tau (strategies/catalog.py)."""
+    """Options serverLr, beta1, beta2 and tau (red_api/catalog.py)."""
 
     def __init__(self, **options: float):
         super().__init__(**options)

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from red_runtime.strategies.catalog import CATALOG, Choice, Option
+from red_api.catalog import CATALOG, Choice, Option
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Strategy:
 
     `linear` strategies only need the weighted mean of the updates, so node actors pre-aggregate;
     robust ones (median, trimmed mean, Krum) must see each node's update. A class that names itself
-    takes `linear` and `options` from its entry in strategies/catalog.py, which the spec model reads.
+    takes `linear` and `options` from its entry in red_api/catalog.py, which the spec model reads.
     """
 
     name: ClassVar[str]

@@ -8,7 +8,7 @@ from red_runtime.strategies.base import Strategy, Update, weighted_mean
 
 
 class FedAvgM(Strategy):
-    name = "fedavgm"  # options serverLr, momentum: strategies/catalog.py
+    name = "fedavgm"  # options serverLr, momentum: red_api/catalog.py
 
     def __init__(self, **options: float):
         super().__init__(**options)

@@ -4,7 +4,7 @@ from red_runtime.strategies.base import Strategy
 
 
 class FedProx(Strategy):
-    name = "fedprox"  # option mu: strategies/catalog.py
+    name = "fedprox"  # option mu: red_api/catalog.py
 
     @property
     def proximal_mu(self) -> float:

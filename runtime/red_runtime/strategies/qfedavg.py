@@ -14,7 +14,7 @@ START_LOSS = "start_loss"
 
 
 class QFedAvg(Strategy):
-    name = "qfedavg"  # option q: strategies/catalog.py
+    name = "qfedavg"  # option q: red_api/catalog.py
 
     def step(self, global_params: np.ndarray, updates: list[Update]) -> np.ndarray:
         rows = stacked_means(updates)

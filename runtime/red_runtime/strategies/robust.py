@@ -1,7 +1,7 @@
 """Byzantine-robust aggregation: each needs every node's own update, never a pooled one.
 
 None is linear, and their options (and the rules that tie them to the sampled count) are in
-strategies/catalog.py.
+red_api/catalog.py.
 """
 
 import math

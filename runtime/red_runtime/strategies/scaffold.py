@@ -21,7 +21,7 @@ def split(received: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Scaffold(Strategy):
-    name = "scaffold"  # option serverLr: strategies/catalog.py
+    name = "scaffold"  # option serverLr: red_api/catalog.py
 
     def __init__(self, **options: float):
         super().__init__(**options)

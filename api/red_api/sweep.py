@@ -1,13 +1,12 @@
 """A sweep over a Federation: what `red tune --param PATH=SPEC` and `spec.sweep` mean, checked without Ray.
 
 Every check here runs before any trial starts. A parameter names a dotted path inside `spec`
-(`task.train.lr`); each value a trial could draw (a range's bounds, each choice) is applied to the
-manifest and validated by the spec model, so a value the spec refuses fails here, naming the parameter.
+(`task.train.lr`); trial.py applies each value a trial could draw (a range's bounds, each choice) to the
+manifest and validates it with the spec model, so a value the spec refuses fails there, naming the parameter.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,13 +14,15 @@ from typing import Any
 
 import yaml
 
-from red_runtime.spec import SpecError, parse_manifest
-
 KINDS = ("loguniform", "uniform", "choice", "randint", "grid")
 SCHEDULERS = ("asha", "fifo")
 MODES = ("max", "min")
 METRICS = ("accuracy", "loss")
 SWEEP_FIELDS = ("params", "samples", "metric", "mode", "scheduler", "concurrency")
+MAX_SAMPLES = 10_000
+MAX_CONCURRENCY = 1000
+MAX_PARAMS = 32
+MAX_PARAM_LENGTH = 1024
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,10 @@ class Sweep:
 
 def _scalar(text: str) -> Any:
     """A choice written on the command line, read as YAML reads it: 0.1 a number, fedavg a string."""
-    value = yaml.safe_load(text) if text.strip() else text
+    try:
+        value = yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:  # not a YAML scalar ("[,1"): the text itself
+        return text
     return value if isinstance(value, (int, float, str, bool)) else text
 
 
@@ -107,12 +111,16 @@ def parse_sweep(
     if dupes:
         raise ValueError(f"{params_field}: {', '.join(dupes)}: swept twice")
     checks = (
-        (isinstance(samples, int) and not isinstance(samples, bool) and 1 <= samples <= 10000, "samples", samples),
+        (
+            isinstance(samples, int) and not isinstance(samples, bool) and 1 <= samples <= MAX_SAMPLES,
+            "samples",
+            samples,
+        ),
         (metric in METRICS, "metric", metric),
         (mode in MODES, "mode", mode),
         (scheduler in SCHEDULERS, "scheduler", scheduler),
         (
-            isinstance(concurrency, int) and not isinstance(concurrency, bool) and 0 <= concurrency <= 1000,
+            isinstance(concurrency, int) and not isinstance(concurrency, bool) and 0 <= concurrency <= MAX_CONCURRENCY,
             "concurrency",
             concurrency,
         ),
@@ -120,7 +128,11 @@ def parse_sweep(
     for ok, name, value in checks:
         if not ok:
             allowed = {"metric": METRICS, "mode": MODES, "scheduler": SCHEDULERS}.get(name)
-            hint = f"one of {', '.join(allowed)}" if allowed else "an integer (samples 1..10000, concurrency >= 0)"
+            hint = (
+                f"one of {', '.join(allowed)}"
+                if allowed
+                else f"an integer (samples 1..{MAX_SAMPLES}, concurrency 0..{MAX_CONCURRENCY})"
+            )
             raise ValueError(f"{flag(name)}: {value!r}: expected {hint}")
     return Sweep(parsed, samples, metric, mode, scheduler, concurrency)
 
@@ -129,12 +141,14 @@ def sweep_from_spec(raw: Mapping[str, Any], path: str = "spec.sweep") -> Sweep:
     """spec.sweep: the same fields as `red tune`'s flags, params as a list of PATH=SPEC strings."""
     if not isinstance(raw, Mapping):
         raise ValueError(f"{path}: {raw!r}: must be a mapping")
-    unknown = sorted(set(raw) - set(SWEEP_FIELDS))
+    unknown = sorted(map(str, set(raw) - set(SWEEP_FIELDS)))
     if unknown:
         raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(SWEEP_FIELDS)}")
     params = raw.get("params") or []
     if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
         raise ValueError(f"{path}.params: {params!r}: a list of PATH=KIND:VALUES strings")
+    if len(params) > MAX_PARAMS or any(len(p) > MAX_PARAM_LENGTH for p in params):
+        raise ValueError(f"{path}.params: at most {MAX_PARAMS} parameters of at most {MAX_PARAM_LENGTH} characters")
     return parse_sweep(
         params,
         raw.get("samples", 8),
@@ -146,35 +160,32 @@ def sweep_from_spec(raw: Mapping[str, Any], path: str = "spec.sweep") -> Sweep:
     )
 
 
-def apply_values(manifest: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of the manifest with each dotted spec path set; missing sections are made on the way."""
-    doc = copy.deepcopy(dict(manifest))
-    for path, value in values.items():
-        node = doc.setdefault("spec", {})
-        *parents, leaf = path.split(".")
-        for key in parents:
-            child = node.get(key)
-            if child is None:
-                child = node[key] = {}
-            if not isinstance(child, dict):
-                raise ValueError(f"spec.{path}: spec.{key} is {child!r}, not a section")
-            node = child
-        node[leaf] = value
-    return doc
-
-
-def trial_manifest(manifest: Mapping[str, Any], values: Mapping[str, Any], where: str):
-    """Apply a trial's values and validate: the Federation, or ValueError naming `where` and the problem."""
-    try:
-        return parse_manifest(apply_values(manifest, values))
-    except (SpecError, ValueError) as err:
-        problems = err.problems if isinstance(err, SpecError) else [str(err)]
-        raise ValueError(f"{where}: {'; '.join(problems)}") from None
-
-
-def check_sweep(manifest: Mapping[str, Any], sweep: Sweep) -> None:
-    """Validate every bound and choice of every parameter against the spec, before any trial runs."""
-    trial_manifest(manifest, {}, "the manifest")
-    for param in sweep.params:
-        for value in param.values:
-            trial_manifest(manifest, {param.path: value}, f"{param.label}: value {value!r}")
+def openapi() -> dict[str, Any]:
+    """spec.sweep in the CRD, from the same bounds as the checks above."""
+    return {
+        "type": "object",
+        "description": "a Ray Tune sweep on the Federation's RayCluster, every trial a whole federation "
+        "(as `red tune`).",
+        "required": ["params"],
+        "properties": {
+            "params": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_PARAMS,
+                "description": "PATH=SPEC, e.g. task.train.lr=loguniform:1e-3:0.3 (loguniform, uniform, randint, "
+                "choice, grid).",
+                "items": {"type": "string", "maxLength": MAX_PARAM_LENGTH},
+            },
+            "samples": {"type": "integer", "minimum": 1, "maximum": MAX_SAMPLES, "default": 8},
+            "metric": {"type": "string", "enum": list(METRICS), "default": "accuracy"},
+            "mode": {"type": "string", "enum": list(MODES), "default": "max"},
+            "scheduler": {"type": "string", "enum": list(SCHEDULERS), "default": "asha"},
+            "concurrency": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": MAX_CONCURRENCY,
+                "default": 0,
+                "description": "trials at once; 0 as many as the cluster holds.",
+            },
+        },
+    }

@@ -1,4 +1,4 @@
-"""What the spec model knows about each strategy, in plain Python: names, linearity and option rules.
+"""What the API knows about each strategy, in plain Python: names, linearity and option rules.
 
 The operator image has no numpy, yet it parses every Federation, so the spec model reads these entries
 instead of the strategy classes. The classes take their `linear` flag and options from here as well
@@ -12,24 +12,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from red_api.kinds import excerpt, finite_number
 
-def finite_number(value: Any) -> bool:
-    """A YAML number that fits a double and is neither NaN nor infinite (`.nan`, `.inf`, 1e400 are not)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int beyond the range of a double
-        return False
+MAX_COUNT = 100_000  # a count of nodes (Krum's f and m, FedBuff's concurrency): at most nodes.count
 
 
 @dataclass(frozen=True)
 class Option:
-    """One numeric option of a strategy: its default and its bounds."""
+    """One numeric option of a strategy: its default and its bounds (every option has a maximum: a learning
+    rate or a count beyond these is a mistake, and a bounded one cannot overflow what is computed from it)."""
 
     default: float
     minimum: float | None = None
-    maximum: float | None = None
+    maximum: float = 1000.0
     exclusive_min: bool = False
     integer: bool = False
 
@@ -45,7 +40,7 @@ class Option:
                 return f"must be greater than {self.minimum}"
             if not self.exclusive_min and value < self.minimum:
                 return f"must be at least {self.minimum}"
-        if self.maximum is not None and value > self.maximum:
+        if value > self.maximum:
             return f"must be at most {self.maximum}"
         return None
 
@@ -117,6 +112,8 @@ def _fedbuff_rule(opts: Mapping[str, Any], sampled: int) -> str | None:
     return None
 
 
+_COUNT = {"minimum": 0, "maximum": MAX_COUNT, "integer": True}  # of nodes: Krum's f and m, FedBuff's concurrency
+
 _ADAPTIVE = {
     "serverLr": Option(0.01, minimum=0, exclusive_min=True),
     "beta1": Option(0.9, 0, 1),
@@ -135,16 +132,22 @@ CATALOG: dict[str, Entry] = {
     "trimmedmean": Entry(linear=False, options={"beta": Option(0.1, minimum=0, maximum=0.49)}, rule=_trimmed_mean_rule),
     "krum": Entry(
         linear=False,
-        options={"f": Option(1, minimum=0, integer=True), "m": Option(1, minimum=1, integer=True)},
+        options={
+            "f": Option(1, **_COUNT),
+            "m": Option(1, **{**_COUNT, "minimum": 1}),
+        },
         rule=_krum_rule,
     ),
     # m = 0 keeps n - f, the count of nodes Multi-Krum assumes honest.
     "multikrum": Entry(
         linear=False,
-        options={"f": Option(1, minimum=0, integer=True), "m": Option(0, minimum=0, integer=True)},
+        options={
+            "f": Option(1, **_COUNT),
+            "m": Option(0, **_COUNT),
+        },
         rule=_multikrum_rule,
     ),
-    "bulyan": Entry(linear=False, options={"f": Option(1, minimum=0, integer=True)}, rule=_bulyan_rule),
+    "bulyan": Entry(linear=False, options={"f": Option(1, **_COUNT)}, rule=_bulyan_rule),
     "scaffold": Entry(options={"serverLr": Option(1.0, minimum=0, exclusive_min=True)}, control_variates=True),
     "qfedavg": Entry(linear=False, options={"q": Option(0.2, minimum=0, maximum=10)}, start_loss=True),
     # concurrency 0: every node that takes part trains at once.
@@ -152,8 +155,8 @@ CATALOG: dict[str, Entry] = {
         linear=False,
         asynchronous=True,
         options={
-            "concurrency": Option(0, minimum=0, integer=True),
-            "bufferSize": Option(2, minimum=1, integer=True),
+            "concurrency": Option(0, **_COUNT),
+            "bufferSize": Option(2, **{**_COUNT, "minimum": 1}),
             "serverLr": Option(1.0, minimum=0, exclusive_min=True),
             "staleness": Choice("polynomial", ("constant", "polynomial")),
         },
@@ -176,13 +179,95 @@ def option_problems(name: str, options: Mapping[Any, Any], sampled: int) -> list
     for key, value in options.items():
         if key not in entry.options:
             known = ", ".join(entry.options) or "none"
-            problems.append(f"{key}: {value!r}: unknown option for {name} (known: {known})")
+            problems.append(f"{key}: {excerpt(value)}: unknown option for {name} (known: {known})")
             continue
         reason = entry.options[key].problem(value)
         if reason:
-            problems.append(f"{key}: {value!r}: {reason}")
+            problems.append(f"{key}: {excerpt(value)}: {reason}")
     if not problems and entry.rule is not None:
         problem = entry.rule({**defaults(name), **options}, sampled)
         if problem:
             problems.append(problem)
     return problems
+
+
+def _loosest(name: str) -> Option:
+    """One option's bounds across the strategies that take it: the loosest of theirs."""
+    found = [entry.options[name] for entry in CATALOG.values() if name in entry.options]
+    lows = [o.minimum for o in found]
+    low = None if None in lows else min(lows)
+    return Option(
+        found[0].default,
+        minimum=low,
+        maximum=max(o.maximum for o in found),
+        exclusive_min=all(o.exclusive_min and o.minimum == low for o in found),
+        integer=all(o.integer for o in found),
+    )
+
+
+def _option_schema(name: str) -> dict[str, Any]:
+    found = [entry.options[name] for entry in CATALOG.values() if name in entry.options]
+    if isinstance(found[0], Choice):
+        return {"type": "string", "enum": sorted({c for o in found for c in o.choices})}
+    loose = _loosest(name)
+    schema: dict[str, Any] = {"type": "integer" if loose.integer else "number"}
+    if loose.minimum is not None:
+        schema["minimum"] = loose.minimum
+        if loose.exclusive_min:
+            schema["exclusiveMinimum"] = True
+    schema["maximum"] = loose.maximum
+    return schema
+
+
+def option_names() -> list[str]:
+    return sorted({key for entry in CATALOG.values() for key in entry.options})
+
+
+def options_openapi() -> dict[str, Any]:
+    """algorithm.options in the CRD: every strategy's options, typed; which strategy takes which is a rule."""
+    return {
+        "type": "object",
+        "description": "per strategy, e.g. {mu: 0.01} for fedprox; each strategy's options and bounds are checked "
+        "by the spec model.",
+        "properties": {name: _option_schema(name) for name in option_names()},
+    }
+
+
+def _bound_cel(strategy: str, key: str, option: Option, loose: Option) -> dict[str, str] | None:
+    """A strategy's own bounds on an option, where they are tighter than the schema's (the loosest)."""
+    tests, said = [], []
+    literal = int if loose.integer else float  # CEL compares an int field with ints, a number with doubles
+    if option.minimum is not None and (option.minimum, option.exclusive_min) != (loose.minimum, loose.exclusive_min):
+        tests.append(f"self.options.{key} {'>' if option.exclusive_min else '>='} {literal(option.minimum)!r}")
+        said.append(f"{'greater than' if option.exclusive_min else 'at least'} {option.minimum}")
+    if option.maximum != loose.maximum:
+        tests.append(f"self.options.{key} <= {literal(option.maximum)!r}")
+        said.append(f"at most {option.maximum}")
+    if not tests:
+        return None
+    return {
+        "rule": f"self.name != '{strategy}' || !has(self.options) || !has(self.options.{key}) || " + " && ".join(tests),
+        "fieldPath": f".options.{key}",
+        "message": f"must be {' and '.join(said)} for {strategy}",
+    }
+
+
+def option_cel() -> list[dict[str, str]]:
+    """The rules over algorithm.options that the schema's types cannot say: which strategies take an option,
+    and a strategy's own bounds where they are tighter than the schema's."""
+    rules = []
+    for key in option_names():
+        takers = [name for name, entry in CATALOG.items() if key in entry.options]
+        names = ", ".join(f"'{n}'" for n in takers)
+        rules.append(
+            {
+                "rule": f"!has(self.options) || !has(self.options.{key}) || self.name in [{names}]",
+                "fieldPath": f".options.{key}",
+                "message": f"is an option of {', '.join(takers)} only",
+            }
+        )
+        if isinstance(CATALOG[takers[0]].options[key], Choice):
+            continue
+        loose = _loosest(key)
+        rules += [r for name in takers if (r := _bound_cel(name, key, CATALOG[name].options[key], loose))]
+    return rules

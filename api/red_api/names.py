@@ -1,0 +1,79 @@
+"""Names that Red's parts agree on: the API's group and kind, the run folder's files, where a Federation keeps
+them on Kubernetes (claim, mount, URIs), the driver's module, and the name patterns Kubernetes enforces.
+
+The operator reads these without importing the runtime; the runtime writes what they name.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+API_GROUP = "red.dev"
+API_VERSION = f"{API_GROUP}/v1alpha1"
+KIND = "Federation"
+PLURAL = "federations"
+# The Ray that Red pins (pyproject.toml) and that its runtime image carries; KubeRay needs it stated on the
+# RayCluster (spec.rayVersion) to turn on Ray's token authentication.
+RAY_VERSION = "2.60.0"
+DEFAULT_IMAGE = "ghcr.io/red-dev/red-runtime:0.1.0"
+# The RayJob's entrypoint (red_operator.builders) and what the Pods' preStop hook looks for (red_runtime.drain).
+DRIVER_MODULE = "red_runtime.driver"
+DRAIN_MODULE = "red_runtime.drain"
+# The Ray Serve application that loads a run folder's model (red_runtime.serving).
+SERVE_IMPORT_PATH = "red_runtime.serving:build_app"
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+# The run folder's files; status.artifacts and `red fetch` name them too.
+MODEL = "model.pt"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+CHECKPOINTS = "checkpoints"
+MANIFEST = "federation.yaml"
+
+# Where the head Pod mounts the Federation's claim, and the volume it comes from.
+STORAGE_MOUNT = "/red/storage"
+STORAGE_VOLUME = "red-storage"
+PVC = "pvc://"
+
+
+class _Stored(Protocol):
+    """What the layout needs of a Federation (red_api.spec.Federation)."""
+
+    name: str
+    spec: object
+
+
+def join(location: str, *parts: str) -> str:
+    return "/".join([str(location).rstrip("/"), *parts])
+
+
+def claim_name(fed: _Stored) -> str:
+    """The claim a Federation keeps its folder on: the one it names, else `<name>-storage`, the operator's."""
+    return fed.spec.storage.claim.claimName or f"{fed.name}-storage"
+
+
+def owns_claim(fed: _Stored) -> bool:
+    """Whether the operator creates (and, with retain: false, deletes) the claim."""
+    return not fed.spec.storage.uri and not fed.spec.storage.claim.claimName
+
+
+def run_location(fed: _Stored) -> str:
+    """Where the driver in the head Pod writes: a folder on the mounted claim, or an s3:// folder."""
+    if fed.spec.storage.uri:
+        return join(fed.spec.storage.uri, fed.name)
+    return f"{STORAGE_MOUNT}/{fed.name}"
+
+
+def artifacts_base(fed: _Stored) -> str:
+    """The run folder as a URI anyone can read: pvc://claim/name or s3://bucket/prefix/name."""
+    if fed.spec.storage.uri:
+        return join(fed.spec.storage.uri, fed.name)
+    return f"{PVC}{claim_name(fed)}/{fed.name}"
+
+
+def artifact_uris(base: str) -> dict[str, str]:
+    """status.artifacts: the model, the metrics and the checkpoint folder under a run folder's URI."""
+    return {"model": join(base, MODEL), "metrics": join(base, METRICS), "checkpoint": join(base, CHECKPOINTS) + "/"}
