@@ -13,11 +13,10 @@ from typing import Any
 import yaml
 
 from red_api.kinds import Obj
-from red_api.names import API_GROUP, KIND, PLURAL
+from red_api.names import API_GROUP, KIND, PLURAL, VERSION
 from red_api.spec import MAX_NAME_LENGTH, FederationSpec
 from red_api.status import STATUS
 
-VERSION = "v1alpha1"
 HEADER = """\
 # The Federation CustomResourceDefinition (red.dev/v1alpha1).
 # Generated from api/red_api (spec.py, status.py) by scripts/render-install: do not edit.

@@ -10,7 +10,8 @@ import re
 from typing import Protocol
 
 API_GROUP = "red.dev"
-API_VERSION = f"{API_GROUP}/v1alpha1"
+VERSION = "v1alpha1"
+API_VERSION = f"{API_GROUP}/{VERSION}"
 KIND = "Federation"
 PLURAL = "federations"
 # The Ray that Red pins (pyproject.toml) and that its runtime image carries; KubeRay needs it stated on the

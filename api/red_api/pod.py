@@ -399,6 +399,3 @@ class PodOptions(Declared):
             "self.volumes.exists(v, v.name == m.name))",
         ),
     )
-
-
-POD_FIELDS = tuple(f for f in PodOptions.__dataclass_fields__)

@@ -39,7 +39,7 @@ from red_api.kinds import (
 from red_api.limits import MAX_MANIFEST_BYTES, MAX_NESTING, largest, manifest_size, too_deep
 from red_api.names import API_VERSION, DEFAULT_IMAGE, DNS_LABEL, KIND, SUBDOMAIN
 from red_api.pod import PodOptions
-from red_api.rules import DECENTRALIZED, FEDERATION_RULES
+from red_api.rules import FEDERATION_RULES
 
 TOPOLOGIES = ("star", "ring", "mesh", "kregular", "custom", "hierarchical")
 ALGORITHMS = catalog.NAMES
@@ -832,9 +832,6 @@ class FederationSpec(Declared):
     RULES = FEDERATION_RULES
 
 
-SPEC_FIELDS = tuple(FederationSpec.__dataclass_fields__)
-
-
 @dataclass(frozen=True)
 class Federation:
     name: str
@@ -860,11 +857,6 @@ def parse_spec(spec: Mapping[str, Any] | None, path: str = "spec", stored: bool 
     if c.problems:
         raise SpecError(c.problems)
     return parsed
-
-
-def kind_is_decentralized(spec: Mapping) -> bool:
-    topology = spec.get("topology")
-    return isinstance(topology, Mapping) and topology.get("kind") in DECENTRALIZED
 
 
 def parse_manifest(doc: Mapping[str, Any], stored: bool = False) -> Federation:

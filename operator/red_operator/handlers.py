@@ -27,15 +27,13 @@ import kopf
 import urllib3
 from kubernetes.client import ApiException
 
-from red_api.names import API_GROUP, KIND
+from red_api.names import API_GROUP, KIND, PLURAL, VERSION
 from red_operator.builders import LABEL_FEDERATION
 from red_operator.children import IndexSeen, by_controller, by_name
 from red_operator.kube import Rest, new_api_client
 from red_operator.metrics import ERRORS, known
 from red_operator.passes import Passes, key_of
 
-VERSION = "v1alpha1"
-PLURAL = "federations"
 INTERVAL_S = float(os.environ.get("RED_RECONCILE_INTERVAL", "60"))
 RETRIES = 8
 BACKOFF_S = 5.0

@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from red_api.names import API_GROUP
+from red_api.names import API_GROUP, PLURAL, VERSION
 from red_api.spec import Federation, parse_manifest
 from red_runtime import strict_json
 
-VERSION = "v1alpha1"
-PLURAL = "federations"
 # Set by the operator in the RayJob's runtime env (Ray passes a runtime env's env_vars to the entrypoint).
 RAYJOB_ENV = "RED_RAYJOB"
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
-import math
 import os
 import re
 import ssl
@@ -21,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from red_api.kinds import finite_number
 from red_api.names import MANIFEST, MODEL, SUMMARY
 from red_api.spec import Federation, Mlflow, Tracking, tracking_uri_problem
 from red_runtime import strict_json
@@ -85,11 +85,7 @@ def round_metrics(report: RoundReport) -> dict[str, float]:
         "nodes_healthy": report.nodes_healthy,
         **report.metrics,
     }
-    return {k: float(v) for k, v in values.items() if _finite_number(v)}
-
-
-def _finite_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return {k: float(v) for k, v in values.items() if finite_number(v)}
 
 
 def check_reachable(uri: str, field: str) -> None:
@@ -270,7 +266,7 @@ class MlflowSink(Sink):
 
     def finished(self, summary: Summary, params: Any, model: Any) -> None:
         self.status = "FINISHED"
-        final = {k: float(v) for k, v in summary.metrics.items() if _finite_number(v)}
+        final = {k: float(v) for k, v in summary.metrics.items() if finite_number(v)}
         self._log_metrics(final, summary.rounds_run)
 
     def failed(self, reason: str) -> None:
@@ -315,7 +311,7 @@ class TensorBoardSink(Sink):
             return
         for key, value in round_metrics(report).items():
             self.writer.add_scalar(key, value, report.round)
-        losses = [v for v in report.node_losses.values() if _finite_number(v)]
+        losses = [v for v in report.node_losses.values() if finite_number(v)]
         if losses:
             import numpy as np
 

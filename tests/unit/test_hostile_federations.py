@@ -12,7 +12,6 @@ import json
 import math
 import random
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -172,14 +171,13 @@ def federation(spec: Any, **metadata: Any) -> dict:
         ({"ray": {"workerGroups": [{"name": f"g{i}"} for i in range(100)]}}, "spec.ray.workerGroups"),
     ],
 )
+@pytest.mark.timeout(60)  # a bound on a hang, not on speed: the YAML and JSON work is bounded
 def test_hostile_specs_are_refused_naming_the_field_and_create_nothing(spec, field):
-    started = time.monotonic()
     with pytest.raises(SpecError) as err:
         parse_manifest(stored(federation(spec)), stored=True)
     assert any(p.startswith(field) for p in err.value.problems), err.value.problems
     assert all(len(p) < 2000 for p in err.value.problems)
     check(federation(spec))
-    assert time.monotonic() - started < 60  # not a speed bound: a hang would otherwise pass
 
 
 @pytest.mark.parametrize(
@@ -242,15 +240,14 @@ def test_a_body_nested_beyond_recursion_is_an_invalid_spec_not_a_crash():
     ],
     ids=["alias-bomb", "flow-nesting-5000", "block-and-flow-nesting", "2MiB-file"],
 )
+@pytest.mark.timeout(30)  # an alias bomb or deep nesting hung validate: a bound on a hang, not on speed
 def test_a_hostile_file_is_refused_at_once_naming_the_file_and_line(tmp_path, text, says):
     path = tmp_path / "f.yaml"
     path.write_text(text)
-    started = time.monotonic()
     with pytest.raises(SpecError) as err:
         read_manifest(str(path))
     (problem,) = err.value.problems
     assert problem.startswith(str(path)) and says in problem, problem
-    assert time.monotonic() - started < 30
 
 
 def test_an_alias_within_bounds_still_reads(tmp_path):
