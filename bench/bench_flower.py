@@ -64,7 +64,7 @@ def main() -> None:
     doc = manifest(args.nodes, args.rounds)
     doc["metadata"]["name"] = "reference"
     (work / "reference.yaml").write_text(yaml.safe_dump(doc))
-    red_cmd = [sys.executable, "-m", "red_runtime.cli", "run", "reference.yaml", "--out"]
+    red_cmd = [sys.executable, "-m", "red_runtime.apps.cli", "run", "reference.yaml", "--out"]
     flower_cmd = [str(python), str(HERE / "flower_reference.py"), "--nodes", str(args.nodes)]
     flower_cmd += ["--rounds", str(args.rounds), "--out", "flower-model.pt"]
     red_s, flower_s, phases = [], [], []

@@ -26,9 +26,10 @@ import ray
 from bench_runtime import Sampler, Timing, manifest
 
 from red_api.spec import parse_manifest
-from red_runtime.driver import Driver, ray_session
-from red_runtime.reporting import Reporter
-from red_runtime.stopping import StopRequest
+from red_runtime.engine.driver import Driver
+from red_runtime.engine.events import Reporter
+from red_runtime.engine.session import ray_session
+from red_runtime.engine.stopping import StopRequest
 
 
 class GpuWatch(Sampler):

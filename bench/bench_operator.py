@@ -165,7 +165,7 @@ def start_operator(namespace: str, kubeconfig: Path) -> subprocess.Popen:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "red_runtime.cli", "operator", "--namespace", namespace, "--metrics-port", "0"]
+    cmd = [sys.executable, "-m", "red_runtime.apps.cli", "operator", "--namespace", namespace, "--metrics-port", "0"]
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     proc = subprocess.Popen(
         [*cmd, "--liveness", f"http://127.0.0.1:{port}/healthz"],

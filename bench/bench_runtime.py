@@ -33,13 +33,14 @@ import psutil
 import torch
 
 from red_api.spec import parse_manifest
-from red_runtime.data import DataSource
-from red_runtime.driver import Driver, ray_session
-from red_runtime.models import build_model, get_flat
-from red_runtime.node import round_generator
-from red_runtime.reporting import Reporter, Sink
-from red_runtime.stopping import StopRequest
-from red_runtime.training import local_splits, train_local
+from red_runtime.engine.driver import Driver
+from red_runtime.engine.events import Reporter, Sink
+from red_runtime.engine.node import round_generator
+from red_runtime.engine.session import ray_session
+from red_runtime.engine.stopping import StopRequest
+from red_runtime.learn.data import DataSource
+from red_runtime.learn.models import build_model, get_flat
+from red_runtime.learn.training import local_splits, train_local
 
 
 def manifest(nodes: int, rounds: int, cache: str = "auto") -> dict:

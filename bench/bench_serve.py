@@ -33,7 +33,7 @@ import yaml
 
 from red_api.manifest import load_manifest
 from red_api.names import MANIFEST
-from red_runtime.artifacts import load_model
+from red_runtime.apps.artifacts import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def train(folder: Path) -> Path:
     manifest = folder / "digits-star.yaml"
     manifest.write_text(yaml.safe_dump(doc))
     out = folder / "run"
-    subprocess.run([sys.executable, "-m", "red_runtime.cli", "run", str(manifest), "--out", str(out)], check=True)
+    subprocess.run([sys.executable, "-m", "red_runtime.apps.cli", "run", str(manifest), "--out", str(out)], check=True)
     return out
 
 
@@ -124,7 +124,7 @@ def main() -> None:
         port = free_port()
         log = open(Path(tmp) / "serve.log", "w")  # noqa: SIM115 (open while the server runs)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "red_runtime.cli", "serve", str(run), "--port", str(port)],
+            [sys.executable, "-m", "red_runtime.apps.cli", "serve", str(run), "--port", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -36,7 +36,7 @@ def manifest(rounds: int) -> dict:
 
 def red(*args: str) -> float:
     began = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "red_runtime.cli", *args], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "red_runtime.apps.cli", *args], capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"red {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
     return time.perf_counter() - began

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from red_api.spec import Model, Train
-from red_runtime.data import Arrays
-from red_runtime.models import build_model, get_flat
-from red_runtime.training import LocalState, train_local
-from red_runtime.vectorized import Job, train_many
+from red_runtime.learn.data import Arrays
+from red_runtime.learn.models import build_model, get_flat
+from red_runtime.learn.training import LocalState, train_local
+from red_runtime.learn.vectorized import Job, train_many
 
 CLASSES = 10
 

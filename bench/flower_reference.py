@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_runtime import manifest  # noqa: E402
 
 from red_api.spec import parse_manifest  # noqa: E402
-from red_runtime.data import DataSource  # noqa: E402
-from red_runtime.models import build_model, get_flat, set_flat  # noqa: E402
-from red_runtime.node import round_generator  # noqa: E402
-from red_runtime.training import evaluate, local_splits, train_local  # noqa: E402
+from red_runtime.engine.node import round_generator  # noqa: E402
+from red_runtime.learn.data import DataSource  # noqa: E402
+from red_runtime.learn.models import build_model, get_flat, set_flat  # noqa: E402
+from red_runtime.learn.training import evaluate, local_splits, train_local  # noqa: E402
 
 ARGS = argparse.Namespace(nodes=100, rounds=5, out=Path("flower-model.pt"))
 

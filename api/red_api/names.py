@@ -18,11 +18,11 @@ PLURAL = "federations"
 # RayCluster (spec.rayVersion) to turn on Ray's token authentication.
 RAY_VERSION = "2.60.0"
 DEFAULT_IMAGE = "ghcr.io/red-dev/red-runtime:0.1.0"
-# The RayJob's entrypoint (red_operator.builders) and what the Pods' preStop hook looks for (red_runtime.drain).
-DRIVER_MODULE = "red_runtime.driver"
-DRAIN_MODULE = "red_runtime.drain"
-# The Ray Serve application that loads a run folder's model (red_runtime.serving).
-SERVE_IMPORT_PATH = "red_runtime.serving:build_app"
+# The RayJob's entrypoint (red_operator.builders) and what the Pods' preStop hook looks for (red_runtime.apps.drain).
+DRIVER_MODULE = "red_runtime.apps.launch"
+DRAIN_MODULE = "red_runtime.apps.drain"
+# The Ray Serve application that loads a run folder's model (red_runtime.apps.serving).
+SERVE_IMPORT_PATH = "red_runtime.apps.serving:build_app"
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

@@ -66,7 +66,7 @@ DRIVER_RAYJOB_ENV = "RED_RAYJOB"
 # Seconds a stopped RayJob's driver gets between SIGTERM and SIGKILL: its stop grace period (10 s by default)
 # plus a checkpoint and the last status patch, inside the 30 s a Pod gets after its own SIGTERM.
 JOB_STOP_WAIT_S = 25
-# The Ray Pods' preStop hook (red_runtime.drain) waits that long for the driver to stop and checkpoint
+# The Ray Pods' preStop hook (red_runtime.apps.drain) waits that long for the driver to stop and checkpoint
 # before the container is signalled; the Pods' grace period leaves Ray's own shutdown room after it.
 POD_GRACE_S = JOB_STOP_WAIT_S + 15
 # GKE's and EKS's GPU nodes carry this taint; a group with GPUs tolerates it unless it sets tolerations.
@@ -262,11 +262,11 @@ def _container(
     if name == HEAD_CONTAINER:
         container["ports"] = [{"name": port_name, "containerPort": port} for port_name, port in RAY_PORTS]
         # Ray's job supervisor (on the head) sends a stopped job's driver SIGTERM and, by default, SIGKILL 3 s
-        # later: too soon for the driver to finish its round, checkpoint and report (red_runtime.stopping).
+        # later: too soon for the driver to finish its round, checkpoint and report (red_runtime.engine.stopping).
         container["env"].append({"name": "RAY_JOB_STOP_WAIT_TIME_S", "value": str(JOB_STOP_WAIT_S)})
     # However the Pods go (Kueue preempts, spec.suspend, a drain), the driver first stops after its round and
     # checkpoints, so that the next attempt loses nothing: the head's hook asks it to, and a worker's keeps the
-    # node actors there until it has (red_runtime.drain).
+    # node actors there until it has (red_runtime.apps.drain).
     drain = ["python", "-m", DRAIN_MODULE, "--timeout", str(JOB_STOP_WAIT_S)]
     container["lifecycle"] = {
         "preStop": {"exec": {"command": drain if name == HEAD_CONTAINER else [*drain, "--actors"]}}

@@ -30,7 +30,7 @@ def run_operator(
     """
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
-    import kopf
+    import kopf  # deferred: kopf and the handlers, which `red --help` never needs
 
     import red_operator.handlers  # noqa: F401 - registers the handlers with kopf
     from red_operator.metrics import serve

@@ -160,7 +160,7 @@ def test_status_reports_survive_an_api_server_outage(kube, namespace, relay, tmp
     env["KUBECONFIG"] = str(kube.token_kubeconfig(token, tmp_path / "driver.kubeconfig", server=relay.url))
     out = tmp_path / "run"
     driver = subprocess.Popen(
-        [sys.executable, "-m", "red_runtime.driver", "--federation", f"{namespace}/outage", "--out", str(out)],
+        [sys.executable, "-m", "red_runtime.apps.launch", "--federation", f"{namespace}/outage", "--out", str(out)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -111,7 +111,7 @@ def uninterrupted(tmp_path_factory) -> float:
     manifest = out / "federation.yaml"
     manifest.write_text(yaml.safe_dump(slow("reference")))
     proc = subprocess.run(
-        [sys.executable, "-m", "red_runtime.cli", "run", str(manifest), "--out", str(out / "run")],
+        [sys.executable, "-m", "red_runtime.apps.cli", "run", str(manifest), "--out", str(out / "run")],
         capture_output=True,
         text=True,
         timeout=600,

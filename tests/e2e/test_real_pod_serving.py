@@ -15,7 +15,7 @@ import torch
 
 from red_api.manifest import load_manifest
 from red_api.names import MANIFEST
-from red_runtime.artifacts import load_model
+from red_runtime.apps.artifacts import load_model
 from tests.e2e.test_real_pod_storage import red_fetch
 from tests.e2e.test_real_pods import (  # noqa: F401 - chart, _the_suites_real_node: fixtures
     _the_suites_real_node,

@@ -38,7 +38,11 @@ def red_fetch(kube, *args: str) -> subprocess.CompletedProcess:
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
         env.pop(key, None)  # what red fetch needs comes from the cluster, not from this test
     proc = subprocess.run(
-        [sys.executable, "-m", "red_runtime.cli", "fetch", *args], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-m", "red_runtime.apps.cli", "fetch", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc

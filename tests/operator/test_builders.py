@@ -162,7 +162,7 @@ def test_rayjob_targets_the_federations_cluster_without_forbidden_fields():
     spec = job["spec"]
     assert spec["clusterSelector"] == {"ray.io/cluster": "digits-ray"}
     assert spec["entrypoint"] == (
-        "python -m red_runtime.driver --federation team-a/digits "
+        "python -m red_runtime.apps.launch --federation team-a/digits "
         "--out /red/storage/digits --artifacts-uri pvc://digits-storage/digits"
     )
     assert spec["submissionMode"] == "HTTPMode"
@@ -400,7 +400,7 @@ def test_the_rayservice_serves_the_run_folder_the_driver_wrote():
             {
                 "name": "model",
                 "route_prefix": "/",
-                "import_path": "red_runtime.serving:build_app",
+                "import_path": "red_runtime.apps.serving:build_app",
                 "args": {"run": "/red/storage/digits", "replicas": 3, "cpu": 0.5, "gpu": 1.0},
                 "runtime_env": {"pip": ["my-models"]},
             }

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from red_operator import builders
-from red_runtime import kube as driver_kube
+from red_runtime.report import kube as driver_kube
 from tests.operator.test_operator_cluster import INTERVAL_S, apply, federation, get, names, status, wait_children
 
 pytestmark = pytest.mark.cluster

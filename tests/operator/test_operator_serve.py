@@ -43,7 +43,7 @@ def succeed(kube, namespace: str, name: str) -> dict:
 
 def served_args(service: dict) -> dict:
     (app,) = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
-    assert (app["import_path"], app["route_prefix"]) == ("red_runtime.serving:build_app", "/")
+    assert (app["import_path"], app["route_prefix"]) == ("red_runtime.apps.serving:build_app", "/")
     return app["args"]
 
 

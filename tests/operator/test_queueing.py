@@ -143,7 +143,7 @@ def test_priority_does_not_retrain_and_the_head_drains_its_driver_before_it_goes
     cluster = builders.build_raycluster(fed)["spec"]
     head = cluster["headGroupSpec"]["template"]["spec"]
     (container,) = head["containers"]
-    assert container["lifecycle"]["preStop"]["exec"]["command"][:3] == ["python", "-m", "red_runtime.drain"]
+    assert container["lifecycle"]["preStop"]["exec"]["command"][:3] == ["python", "-m", "red_runtime.apps.drain"]
     # The hook's wait fits in the Pod's grace period, with room for Ray's own shutdown.
     assert head["terminationGracePeriodSeconds"] > builders.JOB_STOP_WAIT_S
     # A worker's hook keeps its node actors until the driver has let them go (its last round, the checkpoint).

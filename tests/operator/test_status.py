@@ -170,7 +170,7 @@ def test_every_status_field_written_is_declared_in_the_crd():
 
     import yaml
 
-    from red_runtime.status_sink import DRIVER_FIELDS
+    from red_runtime.report.status_sink import DRIVER_FIELDS
 
     crd = yaml.safe_load((Path(__file__).resolve().parents[2] / "crds" / "federation.yaml").read_text())
     declared = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]

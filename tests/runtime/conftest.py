@@ -10,7 +10,7 @@ import ray
 import yaml
 
 from red_api.spec import parse_manifest
-from red_runtime.reporting import Reporter, Sink
+from red_runtime.engine.events import Reporter, Sink
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,7 +65,7 @@ def rounds_done(out: Path) -> int:
 
 
 def run(doc: dict) -> Recorder:
-    from red_runtime.driver import Driver
+    from red_runtime.engine.driver import Driver
 
     rec = Recorder()
     Driver(parse_manifest(doc), Reporter([rec])).run()

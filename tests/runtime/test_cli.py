@@ -19,7 +19,7 @@ pytestmark = pytest.mark.ray
 
 def red(*args, cwd=None, env=None, timeout=300):
     return subprocess.run(
-        [sys.executable, "-m", "red_runtime.cli", *args],
+        [sys.executable, "-m", "red_runtime.apps.cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -128,7 +128,7 @@ def start_red(tmp_path, doc, *extra, env=None):
     """`red run` in a session of its own, as a user's shell starts it. Its SIGINT disposition is reset to the
     default, not inherited: a background job of a non-interactive shell starts with SIGINT ignored."""
     return subprocess.Popen(
-        [sys.executable, "-m", "red_runtime.cli", "run", str(write(tmp_path, doc)), "--out", str(tmp_path / "out")]
+        [sys.executable, "-m", "red_runtime.apps.cli", "run", str(write(tmp_path, doc)), "--out", str(tmp_path / "out")]
         + list(extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

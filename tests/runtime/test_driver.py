@@ -9,10 +9,10 @@ import ray
 from ray.util import placement_group_table
 
 from red_api.spec import Topology, parse_manifest
-from red_runtime.driver import Driver
-from red_runtime.reporting import HEALTHY, PENDING, Reporter
-from red_runtime.stopping import Interrupted, StopRequest
-from red_runtime.topology import TopologyError, TopologyManager, build_graph
+from red_runtime.engine.driver import Driver
+from red_runtime.engine.events import HEALTHY, PENDING, Reporter
+from red_runtime.engine.stopping import Interrupted, StopRequest
+from red_runtime.engine.topology import TopologyError, TopologyManager, build_graph
 from tests.runtime.conftest import Recorder, example
 
 pytestmark = pytest.mark.ray

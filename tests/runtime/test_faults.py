@@ -15,9 +15,9 @@ import torch
 import yaml
 
 from red_api.spec import parse_manifest
-from red_runtime.driver import Driver
-from red_runtime.reporting import FAILED, HEALTHY, RESTARTING, STRAGGLING, Reporter
-from red_runtime.schemas import QuorumError
+from red_runtime.engine.driver import Driver
+from red_runtime.engine.events import FAILED, HEALTHY, RESTARTING, STRAGGLING, Reporter
+from red_runtime.engine.rounds import QuorumError
 from tests.runtime.conftest import Recorder, example, rounds_done
 
 pytestmark = pytest.mark.ray
@@ -95,7 +95,7 @@ def test_a_paused_node_straggles_and_rounds_keep_their_deadline(ray_cluster):
 
 def red_run(manifest, out, *extra):
     return subprocess.Popen(
-        [sys.executable, "-m", "red_runtime.cli", "run", str(manifest), "--out", str(out), *extra],
+        [sys.executable, "-m", "red_runtime.apps.cli", "run", str(manifest), "--out", str(out), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

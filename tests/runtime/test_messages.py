@@ -22,9 +22,9 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     import ray
     from ray.cluster_utils import Cluster
-    from red_runtime.messages import readable
-    from red_runtime.schemas.base import collect_updates
-    from red_runtime.topology import SERVER, TopologyManager
+    from red_runtime.engine.messages import readable
+    from red_runtime.engine.rounds.base import collect_updates
+    from red_runtime.engine.topology import SERVER, TopologyManager
 
     @ray.remote(num_cpus=0)
     class Sender:

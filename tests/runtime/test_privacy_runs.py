@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from red_api.spec import Privacy
-from red_runtime.privacy import epsilon
+from red_runtime.learn.privacy import epsilon
 from tests.runtime.conftest import example
 
 pytestmark = pytest.mark.ray

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from red_api.spec import parse_manifest
-from red_runtime.checkpoint import rounds_in
-from red_runtime.driver import Diverged, Driver
-from red_runtime.outputs import RunFolderSink
-from red_runtime.reporting import Reporter
-from red_runtime.schemas import QuorumError
+from red_runtime.engine.checkpoint import rounds_in
+from red_runtime.engine.driver import Diverged, Driver
+from red_runtime.engine.events import Reporter
+from red_runtime.engine.rounds import QuorumError
+from red_runtime.report.run_folder import RunFolderSink
 from tests.runtime.conftest import Recorder, example, run
 
 pytestmark = pytest.mark.ray
@@ -73,7 +73,7 @@ def test_a_slow_node_costs_only_its_own_update(tmp_path):
     }
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "red_runtime.cli", "run", str(manifest), "--out", str(out)],
+        [sys.executable, "-m", "red_runtime.apps.cli", "run", str(manifest), "--out", str(out)],
         capture_output=True,
         text=True,
         env=env,
@@ -110,7 +110,7 @@ def test_a_diverging_run_may_continue_and_writes_strict_json(ray_cluster, tmp_pa
 def test_a_decentralised_round_nobody_mixes_in_fails_the_quorum(ray_cluster, monkeypatch):
     """The mixing phase gets what is left of the round's one deadline; if no node mixes in time the round
     fails its quorum by name instead of dividing by zero."""
-    from red_runtime.schemas import base
+    from red_runtime.engine.rounds import base
 
     real = base.gather
     phases = []
@@ -121,7 +121,7 @@ def test_a_decentralised_round_nobody_mixes_in_fails_the_quorum(ray_cluster, mon
             return base.Gathered(results={}, straggling=set(calls), failed=set())
         return real(calls, deadline, stop)
 
-    monkeypatch.setattr("red_runtime.schemas.decentralized.gather", second_phase_times_out)
+    monkeypatch.setattr("red_runtime.engine.rounds.decentralized.gather", second_phase_times_out)
     with pytest.raises(QuorumError, match=r"round 1: 0 of 8 node updates arrived, below the quorum"):
         run(example(rounds=2, topology={"kind": "ring"}))
 
@@ -165,7 +165,7 @@ def test_a_value_error_in_user_code_is_a_failure_not_an_invalid_federation(tmp_p
     manifest = tmp_path / "fed.yaml"
     manifest.write_text(json.dumps(example(rounds=2, **{"task.model": {"name": "picky:Picky"}})))
     proc = subprocess.run(
-        [sys.executable, "-m", "red_runtime.cli", "run", str(manifest), "--out", str(tmp_path / "out")],
+        [sys.executable, "-m", "red_runtime.apps.cli", "run", str(manifest), "--out", str(tmp_path / "out")],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(tmp_path)},

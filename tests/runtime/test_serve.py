@@ -17,7 +17,7 @@ import torch
 
 from red_api.manifest import load_manifest
 from red_api.names import MANIFEST
-from red_runtime.artifacts import load_model
+from red_runtime.apps.artifacts import load_model
 from tests.runtime.conftest import example
 from tests.runtime.test_cli import red, write
 
@@ -69,7 +69,7 @@ def start_serve(run, port, log, *extra, env=None):
     Its output goes to a file: Serve's logs would fill a pipe nobody reads until the end."""
     with open(log, "w") as fh:
         return subprocess.Popen(
-            [sys.executable, "-m", "red_runtime.cli", "serve", str(run), "--port", str(port), *extra],
+            [sys.executable, "-m", "red_runtime.apps.cli", "serve", str(run), "--port", str(port), *extra],
             stdout=fh,
             stderr=subprocess.STDOUT,
             env=env,
@@ -235,8 +235,8 @@ def test_a_port_in_use_fails_before_ray(run_folder):
 
 
 def test_a_model_in_object_storage_serves_the_same(s3, run_folder, expected):
-    from red_runtime.serving import ModelServer
-    from red_runtime.storage import Mirror
+    from red_runtime.apps.serving import ModelServer
+    from red_runtime.report.storage import Mirror
 
     uri = f"{s3}/runs/digits-star"
     Mirror(run_folder, uri).push()

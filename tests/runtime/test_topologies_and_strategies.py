@@ -6,7 +6,7 @@ import math
 import pytest
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
-from red_runtime.privacy import RDP_ORDERS
+from red_runtime.learn.privacy import RDP_ORDERS
 from tests.runtime.conftest import example
 
 pytestmark = pytest.mark.ray

@@ -19,7 +19,7 @@ from tests.runtime.conftest import example
 pytestmark = pytest.mark.ray
 
 
-def red(*args, module="red_runtime.cli", timeout=600):
+def red(*args, module="red_runtime.apps.cli", timeout=600):
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout)
 
 
@@ -98,7 +98,7 @@ def test_the_drivers_run_follows_spec_tracking_and_a_diverged_run_ends_failed(tm
     doc = example(rounds=3, **{"task.train.lr": 1e30, "nodes.count": 4})
     doc["spec"]["tracking"] = {"mlflow": {"uri": mlflow_server, "experiment": experiment}}
     out = tmp_path / "out"
-    proc = red("--manifest", str(write(tmp_path, doc)), "--out", str(out), module="red_runtime.driver")
+    proc = red("--manifest", str(write(tmp_path, doc)), "--out", str(out), module="red_runtime.apps.launch")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "training diverged" in proc.stderr
 
@@ -127,8 +127,8 @@ def test_runs_tracked_from_one_process_stay_apart_and_always_end(tmp_path, mlflo
     KILLED when a signal stopped it, FAILED when it failed before its first round or closed unfinished."""
     from mlflow.tracking import MlflowClient
 
-    from red_runtime.reporting import RoundReport, RunInfo
-    from red_runtime.tracking import MlflowSink
+    from red_runtime.engine.events import RoundReport, RunInfo
+    from red_runtime.report.tracking import MlflowSink
 
     experiment = f"sweep {uuid.uuid4().hex[:6]}"
     info = RunInfo(name="sweep", namespace="default", rounds=2, nodes=2, slots=1, topology="star", algorithm="fedavg")

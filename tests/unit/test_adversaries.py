@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from red_api.spec import Adversaries, SpecError, parse_spec
-from red_runtime.adversaries import chosen, flipped_labels, poisoned
-from red_runtime.reporting import NodeStatus
-from red_runtime.status_sink import adversary_fields, node_fields
+from red_runtime.engine.events import NodeStatus
+from red_runtime.learn.adversaries import chosen, flipped_labels, poisoned
+from red_runtime.report.status_sink import adversary_fields, node_fields
 
 pytestmark = pytest.mark.unit
 
@@ -92,7 +92,7 @@ def test_bad_stragglers_are_refused_naming_the_field(stragglers, field):
 
 def test_the_same_seed_slows_the_same_nodes_everywhere():
     from red_api.spec import Stragglers
-    from red_runtime.stragglers import slow_nodes
+    from red_runtime.learn.stragglers import slow_nodes
 
     picked = slow_nodes(Stragglers(count=3), seed=4, count=20)
     assert len(picked) == 3 and picked == slow_nodes(Stragglers(count=3), seed=4, count=20)

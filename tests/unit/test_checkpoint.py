@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from red_api.spec import parse_spec
-from red_runtime import checkpoint
+from red_runtime.engine import checkpoint
 
 SPEC = parse_spec({"rounds": 10})
 DIGEST = checkpoint.training_digest(SPEC)
@@ -113,7 +113,7 @@ def test_pruning_spares_other_federations_and_foreign_files(tmp_path):
 def test_a_checkpoint_keeps_the_global_model_by_name(tmp_path):
     from torch import nn
 
-    from red_runtime.models import get_flat, layout
+    from red_runtime.learn.models import get_flat, layout
 
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
     saved = checkpoint.Checkpoint(

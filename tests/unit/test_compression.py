@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from red_api.spec import Compression, SpecError, parse_spec
-from red_runtime.compression import dense_bytes, quantize, topk, with_error_feedback
+from red_runtime.learn.compression import dense_bytes, quantize, topk, with_error_feedback
 
 pytestmark = pytest.mark.unit
 

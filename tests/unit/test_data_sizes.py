@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from red_api.spec import DIGITS_CLASSES, SpecError, parse_manifest, parse_spec
-from red_runtime.data import check_partition, load_digits_pool
+from red_runtime.learn.data import check_partition, load_digits_pool
 
 pytestmark = pytest.mark.unit
 
@@ -85,7 +85,7 @@ def test_a_user_dataset_that_fails_to_load_names_the_field(user_datasets, factor
 
 
 def test_the_driver_checks_the_sizes_before_ray_starts():
-    from red_runtime.data import check_references
+    from red_runtime.learn.data import check_references
 
     doc = {"apiVersion": "red.dev/v1alpha1", "kind": "Federation", "metadata": {"name": "f"}}
     with pytest.raises(SpecError, match="spec.nodes.count: 5000"):

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from red_api.names import DRIVER_MODULE
 from red_api.spec import parse_manifest
-from red_runtime import drain
-from red_runtime.checkpointer import Checkpointer
-from red_runtime.stopping import Interrupted, StopRequest
+from red_runtime.apps import drain
+from red_runtime.engine.checkpointer import Checkpointer
+from red_runtime.engine.stopping import Interrupted, StopRequest
 
 pytestmark = pytest.mark.unit
 
-# A stand-in driver: its command line reads `python -c ... -m red_runtime.driver`, as a real one's names the
+# A stand-in driver: its command line reads `python -c ... -m red_runtime.apps.launch`, as a real one's names the
 # module; it exits once the stop file exists, as a driver does after its round and checkpoint.
 FAKE_DRIVER = (
     "import pathlib, sys, time\nwhile not pathlib.Path(sys.argv[1]).exists(): time.sleep(0.05)\ntime.sleep(0.3)"
@@ -28,7 +29,7 @@ FAKE_DRIVER = (
 
 def test_the_hook_asks_each_driver_to_stop_and_waits_until_it_has(tmp_path: Path):
     stop_file = tmp_path / "stop"
-    proc = subprocess.Popen([sys.executable, "-c", FAKE_DRIVER, str(stop_file), "-m", "red_runtime.driver"])
+    proc = subprocess.Popen([sys.executable, "-c", FAKE_DRIVER, str(stop_file), "-m", "red_runtime.apps.launch"])
     try:
         deadline = time.monotonic() + 10
         while proc.pid not in drain.drivers() and time.monotonic() < deadline:
@@ -55,7 +56,7 @@ def test_with_no_driver_the_hook_returns_at_once_and_leaves_no_file(tmp_path: Pa
     assert drain.drain(10, tmp_path / "stop", proc=proc) == []
     assert time.monotonic() - began < 5 and not (tmp_path / "stop").exists()
     (proc / "9").mkdir()
-    (proc / "9" / "cmdline").write_bytes(b"python\0-m\0red_runtime.driver\0--federation\0ns/f\0")
+    (proc / "9" / "cmdline").write_bytes(b"python\0-m\0" + DRIVER_MODULE.encode() + b"\0--federation\0ns/f\0")
     assert drain.drivers(proc) == [9]
     # A worker Pod's node actors, as Ray titles their processes.
     (proc / "10").mkdir()

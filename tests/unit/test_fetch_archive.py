@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from red_runtime.fetch import FetchError, spool, unpack
+from red_runtime.apps.fetch import FetchError, spool, unpack
 
 pytestmark = pytest.mark.unit
 

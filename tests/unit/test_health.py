@@ -2,8 +2,8 @@
 
 import pytest
 
-from red_runtime.health import HealthMonitor, SlotGone
-from red_runtime.reporting import FAILED, HEALTHY, RESTARTING, STRAGGLING, NodeStatus
+from red_runtime.engine.events import FAILED, HEALTHY, RESTARTING, STRAGGLING, NodeStatus
+from red_runtime.engine.health import HealthMonitor, SlotGone
 
 pytestmark = pytest.mark.unit
 SLOTS = 2

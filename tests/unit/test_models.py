@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from red_api.spec import Model, SpecError, parse_spec
-from red_runtime.driver import check_personal_layers
-from red_runtime.models import (
+from red_runtime.engine.driver import check_personal_layers
+from red_runtime.learn.models import (
     buffer_indices,
     build_model,
     flattened,

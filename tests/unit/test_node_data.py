@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from red_api.spec import SpecError, parse_spec
-from red_runtime.data import AUTO_CACHE_BYTES, DataSource, Rows, holds_generated
-from red_runtime.node import NodeHost, round_generator
-from red_runtime.training import local_splits, train_local
+from red_runtime.engine.node import NodeHost, round_generator
+from red_runtime.learn.data import AUTO_CACHE_BYTES, DataSource, Rows, holds_generated
+from red_runtime.learn.training import local_splits, train_local
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from red_api.spec import Partition
-from red_runtime.partition import class_counts, split
+from red_runtime.learn.partition import class_counts, split
 
 pytestmark = pytest.mark.unit
 

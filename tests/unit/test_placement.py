@@ -3,7 +3,7 @@
 import pytest
 
 from red_api.spec import parse_spec
-from red_runtime.placement import MANAGER_BUNDLE, plan_slots
+from red_runtime.engine.placement import MANAGER_BUNDLE, plan_slots
 
 pytestmark = pytest.mark.unit
 

@@ -9,8 +9,10 @@ import pytest
 from dp_accounting.rdp import RdpAccountant
 
 from red_api.spec import Privacy, SpecError, parse_manifest, parse_spec
-from red_runtime.driver import sample_nodes
-from red_runtime.privacy import (
+from red_runtime.engine.driver import sample_nodes
+from red_runtime.engine.events import HEALTHY, NodeStatus, RoundReport
+from red_runtime.engine.rounds.base import Context, server_updates
+from red_runtime.learn.privacy import (
     RDP_ORDERS,
     clip_update,
     counted,
@@ -20,10 +22,8 @@ from red_runtime.privacy import (
     report,
     summary_metrics,
 )
-from red_runtime.reporting import HEALTHY, NodeStatus, RoundReport
-from red_runtime.schemas.base import Context, server_updates
-from red_runtime.status_sink import StatusSink
-from red_runtime.strategies import Update
+from red_runtime.learn.strategies import Update
+from red_runtime.report.status_sink import StatusSink
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from red_runtime.serving import MAX_EXAMPLES, InputError, app_options, parse_inputs
+from red_runtime.apps.serving import MAX_EXAMPLES, InputError, app_options, parse_inputs
 
 pytestmark = pytest.mark.unit
 
@@ -101,7 +101,7 @@ def test_app_options_defaults_and_serve_run_strings():
         "gpu": 0.0,
         "trustCode": False,
     }
-    # `serve run red_runtime.serving:build_app run=... replicas=2` passes strings.
+    # `serve run red_runtime.apps.serving:build_app run=... replicas=2` passes strings.
     assert app_options({"run": "s3://b/p/a", "replicas": "2", "cpu": "0.5", "gpu": 1, "trustCode": "true"}) == {
         "run": "s3://b/p/a",
         "replicas": 2,

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from red_runtime.kube import Superseded, status_patch
-from red_runtime.reporting import FAILED, HEALTHY, RESTARTING, NodeStatus, RoundReport, RunInfo, Summary
-from red_runtime.status_sink import DRIVER_FIELDS, MAX_LISTED_NODES, StatusSink
+from red_runtime.engine.events import FAILED, HEALTHY, RESTARTING, NodeStatus, RoundReport, RunInfo, Summary
+from red_runtime.report.kube import Superseded, status_patch
+from red_runtime.report.status_sink import DRIVER_FIELDS, MAX_LISTED_NODES, StatusSink
 
 pytestmark = pytest.mark.unit
 
@@ -106,7 +106,7 @@ def test_only_driver_fields_are_written():
 def test_a_users_error_inside_a_node_actor_reads_as_the_users_own():
     from ray.exceptions import RayTaskError
 
-    from red_runtime.driver import failure_reason
+    from red_runtime.engine.driver import failure_reason
 
     cause = RuntimeError("loss diverged")
     wrapped = RayTaskError("NodeHost.train_round", "Traceback ...\n" * 200, cause)

@@ -7,9 +7,9 @@ from pyarrow import fs
 
 from red_api.names import artifact_uris, artifacts_base, claim_name, owns_claim, run_location
 from red_api.spec import SpecError, parse_manifest
-from red_runtime.reporting import RunInfo, Summary
-from red_runtime.status_sink import StatusSink
-from red_runtime.storage import Mirror, StorageError
+from red_runtime.engine.events import RunInfo, Summary
+from red_runtime.report.status_sink import StatusSink
+from red_runtime.report.storage import Mirror, StorageError
 
 pytestmark = pytest.mark.unit
 

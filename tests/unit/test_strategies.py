@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from red_runtime.strategies import STRATEGIES, Update, make_strategy
-from red_runtime.strategies.adaptive import FedAdagrad, FedAdam, FedYogi
+from red_runtime.learn.strategies import STRATEGIES, Update, make_strategy
+from red_runtime.learn.strategies.adaptive import FedAdagrad, FedAdam, FedYogi
 
 pytestmark = pytest.mark.unit
 

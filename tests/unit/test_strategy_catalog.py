@@ -4,7 +4,7 @@ import pytest
 
 from red_api.catalog import CATALOG, NAMES, defaults
 from red_api.spec import SpecError, parse_spec
-from red_runtime.strategies import STRATEGIES, make_strategy
+from red_runtime.learn.strategies import STRATEGIES, make_strategy
 
 pytestmark = pytest.mark.unit
 

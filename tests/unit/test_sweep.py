@@ -5,7 +5,7 @@ import pytest
 from red_api.spec import parse_spec
 from red_api.sweep import parse_param, parse_sweep, sweep_from_spec
 from red_api.trial import apply_values, check_sweep
-from red_runtime.placement import trial_plan
+from red_runtime.engine.placement import trial_plan
 from tests.runtime.conftest import example
 
 pytestmark = pytest.mark.unit

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from red_api.spec import Topology
-from red_runtime.topology import (
+from red_runtime.engine.topology import (
     SERVER,
     TopologyError,
     TopologyManager,

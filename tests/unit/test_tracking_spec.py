@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from red_api.spec import SpecError, parse_manifest
-from red_runtime.reporting import RoundReport
-from red_runtime.tracking import (
+from red_runtime.engine.events import RoundReport
+from red_runtime.report.tracking import (
     MAX_PARAM_VALUE,
     TrackingError,
     check_reachable,

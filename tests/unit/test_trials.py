@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from red_runtime.trials import best_trial, format_table, read_trial, write_csv
+from red_runtime.tune.trials import best_trial, format_table, read_trial, write_csv
 
 pytestmark = pytest.mark.unit
 
@@ -59,7 +59,7 @@ def test_csv_has_a_row_per_trial_with_config_outcome_and_no_nan(tmp_path):
 
 def test_status_counts_trials_and_names_the_best(tmp_path):
     from red_api.sweep import parse_sweep
-    from red_runtime.sweep_status import trial_fields
+    from red_runtime.tune.status import trial_fields
 
     sweep = parse_sweep(["task.train.lr=uniform:0.01:0.5"], 4, "accuracy", "max", "asha", 0)
     rows = [
@@ -74,13 +74,13 @@ def test_status_counts_trials_and_names_the_best(tmp_path):
 
 
 def report(round_no, accuracy):
-    from red_runtime.reporting import RoundReport
+    from red_runtime.engine.events import RoundReport
 
     return RoundReport(round_no, 3, 1 - accuracy, accuracy, 4, 4, 0.1)
 
 
 def test_tune_hears_each_round_one_late_and_the_last_only_after_every_sink_closed():
-    from red_runtime.tuning import TuneSink
+    from red_runtime.tune.tuning import TuneSink
 
     sent = []
     sink = TuneSink(sent.append)
@@ -96,7 +96,7 @@ def test_tune_hears_each_round_one_late_and_the_last_only_after_every_sink_close
 
 
 def test_a_trial_the_scheduler_stops_ends_as_stopped_not_failed():
-    from red_runtime.tuning import TrialStopped, TuneSink
+    from red_runtime.tune.tuning import TrialStopped, TuneSink
 
     def stopping(_):
         raise SystemExit(0)  # what Tune's report does to a trial it stops
@@ -114,7 +114,7 @@ def test_the_status_callback_does_not_count_a_trial_tune_is_completing_as_runnin
     import types
 
     from red_api.sweep import parse_sweep
-    from red_runtime.sweep_status import SweepStatus
+    from red_runtime.tune.status import SweepStatus
 
     class Sink:
         def __init__(self):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from red_api.manifest import load_manifest
-from red_runtime.artifacts import require_trust
+from red_runtime.apps.artifacts import require_trust
 
 pytestmark = pytest.mark.unit
 
@@ -50,7 +50,7 @@ def test_red_serve_refuses_before_anything_starts_and_imports_nothing(tmp_path):
     run = folder_with(tmp_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT / "api"), str(ROOT / "runtime")])}
     proc = subprocess.run(
-        [sys.executable, "-m", "red_runtime.cli", "serve", str(run), "--port", "0"],
+        [sys.executable, "-m", "red_runtime.apps.cli", "serve", str(run), "--port", "0"],
         env=env,
         capture_output=True,
         text=True,
@@ -62,12 +62,12 @@ def test_red_serve_refuses_before_anything_starts_and_imports_nothing(tmp_path):
 
 def test_red_serve_of_an_s3_folder_refuses_before_ray_starts(tmp_path, s3):
     """It refused only inside Serve's replicas, after Ray started, in a multi-line deployment traceback."""
-    from red_runtime.storage import Mirror
+    from red_runtime.report.storage import Mirror
 
     Mirror(folder_with(tmp_path), f"{s3}/theirs").push()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT / "api"), str(ROOT / "runtime")])}
     proc = subprocess.run(
-        [sys.executable, "-m", "red_runtime.cli", "serve", f"{s3}/theirs", "--port", "0"],
+        [sys.executable, "-m", "red_runtime.apps.cli", "serve", f"{s3}/theirs", "--port", "0"],
         env=env,
         capture_output=True,
         text=True,

@@ -41,7 +41,7 @@ def validate(path: Path, *flags: str) -> subprocess.CompletedProcess:
     parts = [str(ROOT / part) for part in ("api", "runtime", "operator")]
     pythonpath = os.pathsep.join([*parts, os.environ.get("PYTHONPATH", "")])
     return subprocess.run(
-        [sys.executable, "-m", "red_runtime.cli", "validate", str(path), *flags],
+        [sys.executable, "-m", "red_runtime.apps.cli", "validate", str(path), *flags],
         env={**os.environ, "PYTHONPATH": pythonpath},
         capture_output=True,
         text=True,
@@ -86,7 +86,7 @@ def test_validate_calls_no_code_a_manifest_names(tmp_path):
     (tmp_path / "loud.py").write_text("print('imported!')\ndef make():\n    print('called!')\n")
     path = manifest_naming(tmp_path, "loud:make", "time:sleep")
     proc = subprocess.run(
-        [sys.executable, "-m", "red_runtime.cli", "validate", str(path)],
+        [sys.executable, "-m", "red_runtime.apps.cli", "validate", str(path)],
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT / "api"), str(ROOT / "runtime")])},
         capture_output=True,
         text=True,
@@ -100,7 +100,7 @@ def test_validate_calls_no_code_a_manifest_names(tmp_path):
 def test_validate_import_imports_the_references_and_calls_nothing(tmp_path):
     (tmp_path / "loud.py").write_text("print('imported!')\ndef make():\n    print('called!')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT / "api"), str(ROOT / "runtime")])}
-    cmd = [sys.executable, "-m", "red_runtime.cli", "validate", "--import"]
+    cmd = [sys.executable, "-m", "red_runtime.apps.cli", "validate", "--import"]
     proc = subprocess.run(
         [*cmd, str(manifest_naming(tmp_path, "loud:make"))], env=env, capture_output=True, text=True, timeout=120
     )

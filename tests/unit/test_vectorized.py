@@ -14,13 +14,13 @@ from torch import nn
 
 from red_api.manifest import load_manifest
 from red_api.spec import Model, SpecError, Train, parse_manifest, parse_spec
-from red_runtime import node as node_module
-from red_runtime import vectorized
-from red_runtime.data import Arrays
-from red_runtime.models import build_model, get_flat, local_indices
-from red_runtime.node import NodeHost
-from red_runtime.training import LocalState, train_local
-from red_runtime.vectorized import Job, train_many
+from red_runtime.engine import node as node_module
+from red_runtime.engine.node import NodeHost
+from red_runtime.learn import vectorized
+from red_runtime.learn.data import Arrays
+from red_runtime.learn.models import build_model, get_flat, local_indices
+from red_runtime.learn.training import LocalState, train_local
+from red_runtime.learn.vectorized import Job, train_many
 
 pytestmark = pytest.mark.unit
 
