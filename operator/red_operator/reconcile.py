@@ -222,12 +222,66 @@ def failed(body: Mapping[str, Any], err: BaseException) -> Result:
     return Result(compute_status(body, obs))
 
 
+@dataclass
+class _Children:
+    """What one pass found of a Federation's children (the operator's watch indices, or API reads), and what
+    it changes as it goes: a RayCluster it creates or deletes, the RayJob it runs."""
+
+    body: Mapping[str, Any]
+    p: _Pass
+    generation: int
+    jobs: list[dict[str, Any]]
+    cluster_name: str
+    cluster: dict[str, Any] | None
+    service: Mapping[str, Any] | None
+
+
+@dataclass
+class _JobPlan:
+    """The RayJob of the current spec, if any, how it ended, and what else may still be running."""
+
+    current: dict[str, Any] | None
+    predecessor: dict[str, Any] | None  # a failed attempt, kept until its retry exists
+    attempt: int
+    finished: bool
+    blocking: list[dict[str, Any]]  # RayJobs that may still run: the next one waits for them
+
+
 def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> Result | None:
     """Drive the children toward the spec; None when `body` is older than the children (a stale event).
 
     `seen` answers what exists (the operator's watch indices); without it every question is an API read.
     """
     seen = seen or ApiSeen(rest)
+    kids = _observe(body, rest, seen)
+    if kids is None:
+        return None
+    meta = body.get("metadata") or {}
+    try:
+        fed = parse_manifest({**body, "metadata": {**meta, "namespace": kids.p.namespace}}, stored=True)
+    except Exception as err:  # noqa: BLE001 - whatever a spec makes the parser raise, it runs nothing
+        _stop_serving(kids.p, kids.service, "the spec is invalid")
+        return _release(body, kids.p, kids.jobs, kids.cluster, kids.cluster_name, _problems(err))
+    # Every child is rendered before any is created: a spec that a builder cannot render raises here (and
+    # ends in ReconcileError, passes.py) with nothing created.
+    builders.build_all(fed, kids.generation)
+    _ensure_rbac(kids.p, seen, fed)
+    if fed.spec.suspend:
+        return _suspend(kids)
+    storage_problem = _storage_problem(kids.p, seen, fed, needs_cluster=kids.cluster is None)
+    queue = queue_of(fed, kids.cluster)
+    held = held_by_queue(queue, kids.cluster)
+    plan = _plan_job(kids, fed, held)
+    released, created = _converge_cluster(kids, fed, plan, storage_problem)
+    if created:
+        held = held_by_queue(queue, kids.cluster)  # a queued RayCluster is created suspended
+    _converge_jobs(kids, fed, plan, held, why=f"Kueue holds RayCluster {kids.cluster_name} (LocalQueue {queue})")
+    return _report(kids, fed, plan, released, held, queue, "" if plan.finished else storage_problem)
+
+
+def _observe(body: Mapping[str, Any], rest: Rest, seen: Seen) -> _Children | None:
+    """The Federation's RayJobs, RayCluster and RayService; None when a RayJob is newer than `body` (a stale
+    event). A RayCluster of the Federation's name that it does not control is a conflict, left alone."""
     meta = body.get("metadata") or {}
     namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name") or "")
     uid = str(meta.get("uid") or "")
@@ -242,111 +296,123 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
         p.conflict("RayCluster", cluster)
         cluster = None
     service = seen.get("RayService", namespace, builders.rayservice_name(name))
-    try:
-        fed = parse_manifest({**body, "metadata": {**meta, "namespace": namespace}}, stored=True)
-    except Exception as err:  # noqa: BLE001 - whatever a spec makes the parser raise, it runs nothing
-        _stop_serving(p, service, "the spec is invalid")
-        return _release(body, p, jobs, cluster, cluster_name, _problems(err))
-    # Every child is rendered before any is created: a spec that a builder cannot render raises here (and
-    # ends in ReconcileError, passes.py) with nothing created.
-    builders.build_all(fed, generation)
+    return _Children(body, p, generation, jobs, cluster_name, cluster, service)
 
-    _ensure_rbac(p, seen, fed)
 
-    if fed.spec.suspend:
-        for job in jobs:
-            if not terminating(job):
-                p.delete("RayJob", _name(job), "suspended")
-        if cluster and not terminating(cluster):
-            p.delete("RayCluster", cluster_name, "suspended")
-        _stop_serving(p, service, "suspended")
-        # The stopped RayJob stays named: its driver's last report (the checkpoint it wrote on the way out)
-        # is accepted only while the status names its RayJob.
-        last_job = str((body.get("status") or {}).get("rayJobName") or "")
-        obs = Observed(
-            cluster_name=cluster_name,
-            job_name=last_job,
-            suspended=True,
-            attempts=_attempts(body),
-            conflicts=p.conflicts,
-        )
-        return Result(compute_status(body, obs), actions=p.actions, conflicts=p.conflicts)
+def _suspend(kids: _Children) -> Result:
+    """spec.suspend: every RayJob, the RayCluster and serving go; storage and RBAC stay."""
+    p = kids.p
+    for job in kids.jobs:
+        if not terminating(job):
+            p.delete("RayJob", _name(job), "suspended")
+    if kids.cluster and not terminating(kids.cluster):
+        p.delete("RayCluster", kids.cluster_name, "suspended")
+    _stop_serving(p, kids.service, "suspended")
+    # The stopped RayJob stays named: its driver's last report (the checkpoint it wrote on the way out)
+    # is accepted only while the status names its RayJob.
+    last_job = str((kids.body.get("status") or {}).get("rayJobName") or "")
+    obs = Observed(
+        cluster_name=kids.cluster_name,
+        job_name=last_job,
+        suspended=True,
+        attempts=_attempts(kids.body),
+        conflicts=p.conflicts,
+    )
+    return Result(compute_status(kids.body, obs), actions=p.actions, conflicts=p.conflicts)
 
-    storage_problem = _storage_problem(p, seen, fed, needs_cluster=cluster is None)
+
+def _plan_job(kids: _Children, fed: Federation, held: bool) -> _JobPlan:
+    """The current spec's RayJob and its attempt: a failed one within spec.faultTolerance.maxJobRetries
+    makes way for a retry. While Kueue holds the RayCluster (`held`), no RayJob is current."""
     digest = builders.spec_hash(fed.spec)
     # The current spec's RayJobs: by hash, or by generation for one that an older release labelled with a
     # hash of its own making (the spec has not changed since: the generation would have).
     mine = [
         j
-        for j in jobs
+        for j in kids.jobs
         if not terminating(j)
-        and (_label(j, LABEL_SPEC_HASH) == digest or _int_label(j, LABEL_GENERATION) == generation)
+        and (_label(j, LABEL_SPEC_HASH) == digest or _int_label(j, LABEL_GENERATION) == kids.generation)
     ]
     current = max(mine, key=lambda j: _int_label(j, LABEL_ATTEMPT), default=None)
-    queue = queue_of(fed, cluster)
-    held = held_by_queue(queue, cluster)
     if held:
         # Kueue holds the RayCluster: not admitted yet, or evicted (its Pods go, and the head's preStop hook
-        # has the driver checkpoint). No RayJob runs until Kueue admits it again (the loop below deletes any);
-        # the next one resumes.
+        # has the driver checkpoint). No RayJob runs until Kueue admits it again (_converge_jobs deletes
+        # any); the next one resumes.
         current = None
     attempt = _int_label(current, LABEL_ATTEMPT) if current else 1
     outcome = job_outcome(current)
     predecessor = None
     if current and outcome and outcome.phase == FAILED and attempt <= fed.spec.faultTolerance.maxJobRetries:
-        p.actions.append(Action("RetryingRayJob", f"RayJob {_name(current)} failed ({outcome.reason}); retrying"))
+        why = f"RayJob {_name(current)} failed ({outcome.reason}); retrying"
+        kids.p.actions.append(Action("RetryingRayJob", why))
         predecessor, current, outcome, attempt = current, None, None, attempt + 1
-    finished = outcome is not None
     # A RayJob that may still run (not ended, or being deleted) blocks the next one: two drivers of one
     # Federation would share its cluster and its status.
-    blocking = [j for j in jobs if j is not current and j is not predecessor and job_outcome(j) is None]
+    blocking = [j for j in kids.jobs if j is not current and j is not predecessor and job_outcome(j) is None]
+    return _JobPlan(current, predecessor, attempt, outcome is not None, blocking)
 
-    released = False
-    if finished and not fed.spec.ray.keepCluster:
+
+def _converge_cluster(kids: _Children, fed: Federation, plan: _JobPlan, storage_problem: str) -> tuple[bool, bool]:
+    """Create the RayCluster, release it once the job finished (unless spec.ray.keepCluster), or replace it
+    between RayJobs when spec.ray changed; (released, created)."""
+    p, cluster = kids.p, kids.cluster
+    if plan.finished and not fed.spec.ray.keepCluster:
         if cluster and not terminating(cluster):
-            p.delete("RayCluster", cluster_name, "the job finished")
-        cluster, released = None, True
-    elif cluster is None:
-        if not finished and not p.conflicts and not storage_problem:
-            cluster = p.create(builders.build_raycluster(fed))
-            held = held_by_queue(queue, cluster)  # a queued one is created suspended
+            p.delete("RayCluster", kids.cluster_name, "the job finished")
+        kids.cluster = None
+        return True, False
+    if cluster is None:
+        if not plan.finished and not p.conflicts and not storage_problem:
+            kids.cluster = p.create(builders.build_raycluster(fed))
+            return False, True
     elif (
-        current is None
-        and not finished
+        plan.current is None
+        and not plan.finished
         and not terminating(cluster)
         and _label(cluster, LABEL_RAY_HASH) != builders.ray_hash(fed.spec)
     ):
         # Only between RayJobs: a cluster under a RayJob of the current spec is never replaced.
-        p.delete("RayCluster", cluster_name, "spec.ray changed; recreated once gone")
-        cluster = {**cluster, "metadata": {**cluster["metadata"], "deletionTimestamp": "now"}}
+        p.delete("RayCluster", kids.cluster_name, "spec.ray changed; recreated once gone")
+        kids.cluster = {**cluster, "metadata": {**cluster["metadata"], "deletionTimestamp": "now"}}
+    return False, False
 
-    cluster_usable = cluster is not None and not terminating(cluster)
-    if current is None and not finished and cluster_usable and not held and not blocking and not p.conflicts:
-        current = p.create(builders.build_rayjob(fed, attempt, generation))
+
+def _converge_jobs(kids: _Children, fed: Federation, plan: _JobPlan, held: bool, why: str) -> None:
+    """Create the current spec's RayJob once its RayCluster is usable and nothing blocks it; delete every
+    other RayJob (`why`, when Kueue holds the cluster)."""
+    p, cluster = kids.p, kids.cluster
+    usable = cluster is not None and not terminating(cluster)
+    if plan.current is None and not plan.finished and usable and not held and not plan.blocking and not p.conflicts:
+        plan.current = p.create(builders.build_rayjob(fed, plan.attempt, kids.generation))
     # The failed attempt stays until its successor exists: its attempt label is the retry count.
-    keep = {_name(j) for j in (current, None if current else predecessor) if j}
-    why = f"Kueue holds RayCluster {cluster_name} (LocalQueue {queue})" if held else "superseded"
-    for job in jobs:
+    keep = {_name(j) for j in (plan.current, None if plan.current else plan.predecessor) if j}
+    for job in kids.jobs:
         if _name(job) not in keep and not terminating(job):
-            p.delete("RayJob", _name(job), why)
+            p.delete("RayJob", _name(job), why if held else "superseded")
 
-    job_name = _name(current) if current else builders.rayjob_name(fed.name, digest, attempt)
+
+def _report(
+    kids: _Children, fed: Federation, plan: _JobPlan, released: bool, held: bool, queue: str, storage_problem: str
+) -> Result:
+    """The status this pass observed, serving brought in line with its phase."""
+    digest = builders.spec_hash(fed.spec)
+    job_name = _name(plan.current) if plan.current else builders.rayjob_name(fed.name, digest, plan.attempt)
     obs = Observed(
-        cluster=cluster,
-        job=current,
-        cluster_name=cluster_name,
+        cluster=kids.cluster,
+        job=plan.current,
+        cluster_name=kids.cluster_name,
         job_name=job_name,
-        attempts=attempt,
+        attempts=plan.attempt,
         cluster_released=released,
-        conflicts=p.conflicts,
-        storage_problem="" if finished else storage_problem,
+        conflicts=kids.p.conflicts,
+        storage_problem=storage_problem,
         queue=queue,
-        waiting=queue_wait(p.rest, fed.namespace, queue, cluster) if held and cluster else None,
+        waiting=queue_wait(kids.p.rest, fed.namespace, queue, kids.cluster) if held and kids.cluster else None,
     )
     # Serving follows the phase this pass computes (Succeeded only with the driver's final report in).
-    url, served = _serve(p, service, fed, compute_status(body, obs)["phase"])
-    obs = replace(obs, serve_url=url, service=served, conflicts=p.conflicts)
-    return Result(compute_status(body, obs), actions=p.actions, conflicts=p.conflicts)
+    url, served = _serve(kids.p, kids.service, fed, compute_status(kids.body, obs)["phase"])
+    obs = replace(obs, serve_url=url, service=served, conflicts=kids.p.conflicts)
+    return Result(compute_status(kids.body, obs), actions=kids.p.actions, conflicts=kids.p.conflicts)
 
 
 def queue_of(fed: Federation, cluster: Mapping[str, Any] | None) -> str:
