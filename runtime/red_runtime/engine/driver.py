@@ -296,75 +296,100 @@ class Driver:
     def _rounds(
         self, schema, ctx: Context, health: HealthMonitor, prepared: Prepared, test_set, info: RunInfo, first: int
     ) -> Summary:
+        """Rounds `first`..spec.rounds, each run, evaluated, reported and checkpointed, until the last, the
+        target accuracy, a stop request or divergence; then the summary."""
         spec = self.spec
-        loss = accuracy = float("nan")
+        report = None
         stopped_early = False
         abandoned = None
         for round_no in range(first, spec.rounds + 1):
             if self.stop.requested:
                 break
-            sampled = sample_nodes(self.fed, round_no, health.failed_indices())
             try:
-                # Start the actors this round needs, all at once, and wait until they answer: start-up (a
-                # torch import) never counts against the round's deadline, nor in its seconds.
-                new = [s for s in ctx.pool.by_slot(sampled) if s not in ctx.pool.actors]
-                with self.phases.timing("actors"):
-                    for slot in new:
-                        ctx.pool.actor(slot)
-                    for slot in new:
-                        health.started(slot)
-                started = time.monotonic()
-                with self.phases.timing("rounds"):
-                    outcome = schema.run_round(round_no, sampled)
+                outcome, started = self._run_round(schema, ctx, health, round_no)
             except RoundAbandoned as err:
                 abandoned = err
                 break
-            with self.phases.timing("evaluate"):
-                loss, accuracy = self._evaluate(prepared.model, outcome.params, test_set)
-            before = [(n.state, n.restarts) for n in self.nodes]
-            gone = health.round_done(round_no, outcome.results, outcome.straggling, outcome.failed)
-            if gone:
-                self._relink(ctx, schema, gone)
-            if before != [(n.state, n.restarts) for n in self.nodes]:
-                self.reporter.nodes_changed(self.nodes)
-            report = RoundReport(
-                round=round_no,
-                rounds=spec.rounds,
-                loss=loss,
-                accuracy=accuracy,
-                nodes_healthy=sum(n.state == HEALTHY for n in self.nodes),
-                nodes_total=len(self.nodes),
-                seconds=time.monotonic() - started,
-                metrics=self._round_metrics(round_no, outcome),
-                node_losses=self._node_losses(outcome),
-            )
-            self.history.append(report.as_dict())
-            self.reporter.round_done(report, self.nodes)
-            reached = spec.algorithm.targetAccuracy is not None and accuracy >= spec.algorithm.targetAccuracy
-            last = reached or round_no == spec.rounds or self.stop.requested
-            if self.checkpoints.due(round_no, last, stopping=self.stop.requested):
-                path = self.checkpoints.save(
-                    round_no,
-                    ctx.params,
-                    ctx.strategy.state_dict(),
-                    self.history,
-                    self.nodes,
-                    ctx.pool,
-                    health.dead_slots,
-                )
-                self.reporter.checkpointed(round_no, str(path))
-            if not math.isfinite(loss) and spec.faultTolerance.divergence == "fail":
-                raise Diverged(
-                    f"round {round_no}: the global model's test loss is {loss} (training diverged); lower "
-                    "spec.task.train.lr, or set spec.faultTolerance.divergence: continue to keep going"
-                )
+            report = self._record_round(schema, ctx, health, prepared, test_set, round_no, outcome, started)
+            reached = spec.algorithm.targetAccuracy is not None and report.accuracy >= spec.algorithm.targetAccuracy
+            self._checkpoint_if_due(ctx, health, round_no, last=reached or round_no == spec.rounds)
+            self._check_divergence(round_no, report.loss)
             if reached:
                 stopped_early = round_no < spec.rounds
                 break
         schema.finished()
         if self.stop.requested:
             raise self._stopped(abandoned)
-        if first > spec.rounds and self.history:
+        return self._finish(ctx, prepared, info, report, stopped_early)
+
+    def _run_round(self, schema, ctx: Context, health: HealthMonitor, round_no: int) -> tuple[RoundOutcome, float]:
+        """The round's outcome and when its clock started. The actors it samples are started first, all at
+        once, and waited for: start-up (a torch import) never counts against its deadline, nor in its seconds."""
+        sampled = sample_nodes(self.fed, round_no, health.failed_indices())
+        new = [s for s in ctx.pool.by_slot(sampled) if s not in ctx.pool.actors]
+        with self.phases.timing("actors"):
+            for slot in new:
+                ctx.pool.actor(slot)
+            for slot in new:
+                health.started(slot)
+        started = time.monotonic()
+        with self.phases.timing("rounds"):
+            return schema.run_round(round_no, sampled), started
+
+    def _record_round(
+        self, schema, ctx: Context, health: HealthMonitor, prepared: Prepared, test_set, round_no: int,
+        outcome: RoundOutcome, started: float,
+    ) -> RoundReport:  # fmt: skip
+        """Evaluate the round's model, account for the nodes' health (relinking around the gone), report."""
+        with self.phases.timing("evaluate"):
+            loss, accuracy = self._evaluate(prepared.model, outcome.params, test_set)
+        before = [(n.state, n.restarts) for n in self.nodes]
+        gone = health.round_done(round_no, outcome.results, outcome.straggling, outcome.failed)
+        if gone:
+            self._relink(ctx, schema, gone)
+        if before != [(n.state, n.restarts) for n in self.nodes]:
+            self.reporter.nodes_changed(self.nodes)
+        report = RoundReport(
+            round=round_no,
+            rounds=self.spec.rounds,
+            loss=loss,
+            accuracy=accuracy,
+            nodes_healthy=sum(n.state == HEALTHY for n in self.nodes),
+            nodes_total=len(self.nodes),
+            seconds=time.monotonic() - started,
+            metrics=self._round_metrics(round_no, outcome),
+            node_losses=self._node_losses(outcome),
+        )
+        self.history.append(report.as_dict())
+        self.reporter.round_done(report, self.nodes)
+        return report
+
+    def _checkpoint_if_due(self, ctx: Context, health: HealthMonitor, round_no: int, last: bool) -> None:
+        """A checkpoint per spec.checkpoint.every, and always after the last round or on a stop request."""
+        stopping = self.stop.requested
+        if self.checkpoints.due(round_no, last or stopping, stopping=stopping):
+            state = ctx.strategy.state_dict()
+            path = self.checkpoints.save(
+                round_no, ctx.params, state, self.history, self.nodes, ctx.pool, health.dead_slots
+            )
+            self.reporter.checkpointed(round_no, str(path))
+
+    def _check_divergence(self, round_no: int, loss: float) -> None:
+        if not math.isfinite(loss) and self.spec.faultTolerance.divergence == "fail":
+            raise Diverged(
+                f"round {round_no}: the global model's test loss is {loss} (training diverged); lower "
+                "spec.task.train.lr, or set spec.faultTolerance.divergence: continue to keep going"
+            )
+
+    def _finish(
+        self, ctx: Context, prepared: Prepared, info: RunInfo, report: RoundReport | None, stopped_early: bool
+    ) -> Summary:
+        """The summary of a run that ended (a resumed one that had nothing left: its last recorded round), the
+        test role's metrics in it, as every sink hears it."""
+        loss = accuracy = float("nan")
+        if report is not None:
+            loss, accuracy = report.loss, report.accuracy
+        elif self.history:
             loss, accuracy = self.history[-1]["loss"], self.history[-1]["accuracy"]
         with self.phases.timing("evaluate"):
             final = self._test_role(ctx)
@@ -374,7 +399,7 @@ class Driver:
             final_accuracy=accuracy,
             final_loss=loss,
             seconds_per_round=statistics.median([h["seconds"] for h in self.history] or [0.0]),
-            nodes=spec.nodes.count,
+            nodes=self.spec.nodes.count,
             slots=info.slots,
             startup_seconds=info.startup_seconds,
             stopped_early=stopped_early,
