@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.real_node import chart, real_node  # noqa: F401 - fixtures of the tests in real Pods
+from tests.helm.conftest import helm  # noqa: F401 - the chart fixture installs with it
 from tests.operator.conftest import ROOT, crd, free_port, operator  # noqa: F401 - fixtures shared with the operator tests
 
 DASHBOARD_PORT = 8265  # the head Service's "dashboard" port, which KubeRay's HTTPMode submits to

@@ -11,54 +11,25 @@ import time
 
 import pytest
 
-from tests.e2e.test_e2e import Watch
-from tests.e2e.test_real_pods import (  # noqa: F401 - chart: the fixture
+from tests.e2e.real_node import (
     NODE,
-    chart,
+    delete_pod,
     diagnose,
     federation,
     node_hosts_in,
     pods_of,
+    progress,
+    slow_federation,
+    wait_for_round,
     wait_for_the_end,
 )
-from tests.helm.conftest import helm  # noqa: F401 - the fixture
+from tests.e2e.real_node import (
+    SLOW_ROUNDS as ROUNDS,
+)
+from tests.e2e.test_e2e import Watch
 from tests.operator.test_operator_cluster import status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("chart")]
-
-ROUNDS = 20
-
-
-def progress(doc: dict) -> int:
-    """The round the driver last reported (status.progress is "k/R")."""
-    return int(doc.get("progress", "0/0").split("/")[0])
-
-
-def wait_for_round(kube, namespace: str, name: str, at_least: int) -> dict:
-    return kube.wait_for(
-        lambda: (s := status(kube, namespace, name)) and progress(s) >= at_least and s,
-        timeout=600,
-        interval=1,
-        message=lambda: (
-            f"round {at_least} of {name}: {json.dumps(status(kube, namespace, name))[:1500]}\n"
-            + diagnose(kube, namespace)
-        ),
-    )
-
-
-def slow_federation(name: str) -> dict:
-    """Rounds of about 3 s on half a core (digits trains in well under one otherwise): a Pod deleted after
-    the first rounds dies while the federation trains, with time left to see it through."""
-    doc = federation(name)
-    doc["spec"]["rounds"] = ROUNDS
-    doc["spec"]["task"]["model"]["hidden"] = [128]
-    doc["spec"]["task"]["train"].update(epochs=20, batchSize=8)
-    return doc
-
-
-def delete_pod(kube, namespace: str, pod: dict) -> None:
-    # As a node that fails does: the containers stop at once (a second's grace), mid-round.
-    kube.kubectl("delete", "pod", pod["metadata"]["name"], "--grace-period=1", "--wait=false", namespace=namespace)
 
 
 def test_a_deleted_worker_pod_is_survived_and_its_restarts_counted(kube, node_namespace: str):

@@ -22,17 +22,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.test_e2e import Watch
-from tests.e2e.test_real_pod_faults import slow_federation, wait_for_round
-from tests.e2e.test_real_pod_storage import red_fetch
-from tests.e2e.test_real_pods import (  # noqa: F401 - chart, _the_suites_real_node: fixtures
-    _the_suites_real_node,
-    chart,
+from tests.e2e.real_node import (
     diagnose,
     federation,
+    red_fetch,
+    slow_federation,
+    wait_for_round,
     wait_for_the_end,
 )
-from tests.helm.conftest import helm  # noqa: F401 - the fixture
+from tests.e2e.test_e2e import Watch
 from tests.operator.test_operator_cluster import status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("chart")]

@@ -16,15 +16,12 @@ import torch
 from red_api.manifest import load_manifest
 from red_api.names import MANIFEST
 from red_runtime.apps.artifacts import load_model
-from tests.e2e.test_real_pod_storage import red_fetch
-from tests.e2e.test_real_pods import (  # noqa: F401 - chart, _the_suites_real_node: fixtures
-    _the_suites_real_node,
-    chart,
+from tests.e2e.real_node import (
     diagnose,
     federation,
+    red_fetch,
     wait_for_the_end,
 )
-from tests.helm.conftest import helm  # noqa: F401 - the fixture
 from tests.operator.test_operator_cluster import status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("chart")]

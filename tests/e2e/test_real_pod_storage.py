@@ -9,50 +9,23 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import re
-import subprocess
-import sys
 import uuid
 
 import pytest
 from pyarrow import fs
 
-from tests.e2e.test_real_pods import (  # noqa: F401 - chart, _the_suites_real_node: fixtures
-    _the_suites_real_node,
-    chart,
+from tests.e2e.real_node import (
+    accuracies,
     diagnose,
     federation,
+    red_fetch,
     wait_for_the_end,
 )
-from tests.helm.conftest import helm  # noqa: F401 - the fixture
 from tests.operator.test_operator_cluster import status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("chart")]
 
 NODE_IP = "10.88.0.1"  # tests/cluster/node.sh: the bridge's address, where Pods reach the host
-
-
-def red_fetch(kube, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KUBECONFIG": kube.kubeconfig}
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
-        env.pop(key, None)  # what red fetch needs comes from the cluster, not from this test
-    proc = subprocess.run(
-        [sys.executable, "-m", "red_runtime.apps.cli", "fetch", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
-
-
-def accuracies(stdout: str) -> tuple[float, float]:
-    """What red fetch printed: the accuracy the run reported, and the fetched model's, measured again."""
-    reported = float(re.search(r"final accuracy (\d\.\d+)", stdout).group(1))
-    measured = float(re.search(r"on the test set: accuracy (\d\.\d+)", stdout).group(1))
-    return reported, measured
 
 
 def test_the_model_outlives_the_head_on_its_claim_and_red_fetch_brings_back_what_was_reported(
