@@ -3,7 +3,7 @@
 Nodes train without waiting for each other, each from whatever global model was current when it
 started; the server steps as soon as `bufferSize` changes have arrived. A change that started from a
 model `tau` steps old counts `1 / sqrt(1 + tau)` (polynomial) or fully (constant). The scheduling lives
-in schemas/buffered.py; this is the arithmetic.
+in engine/rounds/buffered.py; this is the arithmetic.
 """
 
 from __future__ import annotations
