@@ -21,7 +21,7 @@ PATHS = {
     "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
     "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
     "PersistentVolumeClaim": "/api/v1/namespaces/{namespace}/persistentvolumeclaims",
-    "Secret": "/api/v1/namespaces/{namespace}/secrets",
+    "Pod": "/api/v1/namespaces/{namespace}/pods",
     "RayCluster": "/apis/ray.io/v1/namespaces/{namespace}/rayclusters",
     "RayJob": "/apis/ray.io/v1/namespaces/{namespace}/rayjobs",
     "RayService": "/apis/ray.io/v1/namespaces/{namespace}/rayservices",
@@ -93,8 +93,7 @@ class Rest:
             raise
 
     def exists(self, kind: str, namespace: str, name: str) -> bool:
-        """Whether the object exists, read as metadata only (PartialObjectMetadata: a Secret's data never
-        reaches the operator)."""
+        """Whether the object exists, read as metadata only (PartialObjectMetadata)."""
         try:
             self._call("GET", self.path(kind, namespace, name), accept=PARTIAL_METADATA)
             return True

@@ -32,6 +32,10 @@ from red_operator.status import FAILED, SUCCEEDED, Observed, QueueWait, compute_
 
 # Kueue's label on the Workload it makes for a job: the job's uid.
 KUEUE_JOB_UID = "kueue.x-k8s.io/job-uid"
+# KubeRay's label on a RayCluster's Pods, and the kubelet's reason for a container it cannot configure (a
+# Secret or ConfigMap it references is missing).
+RAY_CLUSTER_LABEL = "ray.io/cluster"
+CONFIG_ERROR = "CreateContainerConfigError"
 
 
 @dataclass(frozen=True)
@@ -133,21 +137,16 @@ def _ensure_rbac(p: _Pass, seen: Seen, fed: Federation) -> None:
             p.delete("ServiceAccount", _name(account), "no worker group asks for it")
 
 
-def _storage_problem(p: _Pass, seen: Seen, fed: Federation, needs_cluster: bool) -> str:
-    """Make the Federation's claim if it is the operator's to make; say what is missing for a RayCluster to
-    start (the claim the spec names, the object-storage Secret), "" if nothing. A claim of the name that
-    someone else made is a Conflict, never used."""
+def _storage_problem(p: _Pass, seen: Seen, fed: Federation, kids: _Children) -> str:
+    """Make the Federation's claim if it is the operator's to make; say what is missing for the RayCluster
+    (the claim the spec names, the object-storage Secret), "" if nothing. A claim of the name that someone
+    else made is a Conflict, never used."""
     storage, ns = fed.spec.storage, fed.namespace
     if storage.uri:
-        if storage.secretRef and needs_cluster and not p.rest.exists("Secret", ns, storage.secretRef):
-            return (
-                f"spec.storage.secretRef.name: {storage.secretRef!r}: no such Secret in namespace {ns}; create it "
-                "with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for an S3-compatible server)"
-            )
-        return ""
+        return _missing_secret(p, fed, kids) if storage.secretRef else ""
     name = claim_name(fed)
     if not owns_claim(fed):
-        if needs_cluster and not p.rest.exists("PersistentVolumeClaim", ns, name):
+        if kids.cluster is None and not p.rest.exists("PersistentVolumeClaim", ns, name):
             return f"spec.storage.pvc.claimName: {name!r}: no such PersistentVolumeClaim in namespace {ns}"
         return ""
     current = seen.get("PersistentVolumeClaim", ns, name)
@@ -157,6 +156,26 @@ def _storage_problem(p: _Pass, seen: Seen, fed: Federation, needs_cluster: bool)
             p.actions.append(Action("CreatedPersistentVolumeClaim", f"created PersistentVolumeClaim {name}"))
     if current is not None and not builders.claimed_by(current, fed):
         p.conflict("PersistentVolumeClaim", current)
+    return ""
+
+
+def _missing_secret(p: _Pass, fed: Federation, kids: _Children) -> str:
+    """spec.storage.secretRef as the kubelet found it: a Ray Pod whose container it cannot create for want
+    of the Secret. The operator may not read Secrets; the Pods say what it needs to know, and the kubelet
+    starts them once the Secret exists. Asked only while the RayCluster is not ready."""
+    cluster = kids.cluster
+    if cluster is None or terminating(cluster) or (cluster.get("status") or {}).get("state") == "ready":
+        return ""
+    secret, ns = fed.spec.storage.secretRef, fed.namespace
+    for pod in p.rest.list("Pod", ns, f"{RAY_CLUSTER_LABEL}={kids.cluster_name}"):
+        status = pod.get("status") or {}
+        for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") == CONFIG_ERROR and f'secret "{secret}"' in str(waiting.get("message") or ""):
+                return (
+                    f"spec.storage.secretRef.name: {secret!r}: no such Secret in namespace {ns}; create it with "
+                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for an S3-compatible server)"
+                )
     return ""
 
 
@@ -268,14 +287,15 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
     _ensure_rbac(kids.p, seen, fed)
     if fed.spec.suspend:
         return _suspend(kids)
-    storage_problem = _storage_problem(kids.p, seen, fed, needs_cluster=kids.cluster is None)
+    storage_problem = _storage_problem(kids.p, seen, fed, kids)
     queue = queue_of(fed, kids.cluster)
     held = held_by_queue(queue, kids.cluster)
     plan = _plan_job(kids, fed, held)
     released, created = _converge_cluster(kids, fed, plan, storage_problem)
     if created:
         held = held_by_queue(queue, kids.cluster)  # a queued RayCluster is created suspended
-    _converge_jobs(kids, fed, plan, held, why=f"Kueue holds RayCluster {kids.cluster_name} (LocalQueue {queue})")
+    why = f"Kueue holds RayCluster {kids.cluster_name} (LocalQueue {queue})"
+    _converge_jobs(kids, fed, plan, held, why, storage_problem)
     return _report(kids, fed, plan, released, held, queue, "" if plan.finished else storage_problem)
 
 
@@ -377,11 +397,11 @@ def _converge_cluster(kids: _Children, fed: Federation, plan: _JobPlan, storage_
     return False, False
 
 
-def _converge_jobs(kids: _Children, fed: Federation, plan: _JobPlan, held: bool, why: str) -> None:
-    """Create the current spec's RayJob once its RayCluster is usable and nothing blocks it; delete every
-    other RayJob (`why`, when Kueue holds the cluster)."""
+def _converge_jobs(kids: _Children, fed: Federation, plan: _JobPlan, held: bool, why: str, storage: str) -> None:
+    """Create the current spec's RayJob once its RayCluster is usable, its storage is there and nothing blocks
+    it; delete every other RayJob (`why`, when Kueue holds the cluster)."""
     p, cluster = kids.p, kids.cluster
-    usable = cluster is not None and not terminating(cluster)
+    usable = cluster is not None and not terminating(cluster) and not storage
     if plan.current is None and not plan.finished and usable and not held and not plan.blocking and not p.conflicts:
         plan.current = p.create(builders.build_rayjob(fed, plan.attempt, kids.generation))
     # The failed attempt stays until its successor exists: its attempt label is the retry count.

@@ -54,10 +54,11 @@ def test_install_creates_the_operator_and_uninstall_keeps_the_crd(kube, helm: He
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert can_i(kube, namespace, name, "create", "rayjobs.ray.io", "--namespace", "default")
     assert can_i(kube, namespace, name, "patch", "federations.red.dev/status", "--subresource=status", "-A")
-    # A Federation's storage Secret is looked up by name (as metadata); Secrets are never listed or watched.
-    assert can_i(kube, namespace, name, "get", "secrets", "--namespace", namespace)
-    assert not can_i(kube, namespace, name, "list", "secrets", "--namespace", namespace)
-    assert not can_i(kube, namespace, name, "watch", "secrets", "-A")
+    # No rights on Secrets: a missing storage Secret is seen on the Ray Pod the kubelet cannot start.
+    for verb in ("get", "list", "watch"):
+        assert not can_i(kube, namespace, name, verb, "secrets", "--namespace", namespace), verb
+    assert can_i(kube, namespace, name, "list", "pods", "--namespace", "default")
+    assert not can_i(kube, namespace, name, "get", "pods/exec", "--namespace", "default")
     assert not can_i(kube, namespace, name, "delete", "federations.red.dev", "-A")
 
     out = helm.run("uninstall", release, "--namespace", namespace, "--wait").stdout

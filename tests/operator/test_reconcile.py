@@ -428,18 +428,63 @@ def test_a_worker_account_of_someone_else_blocks_the_cluster_and_is_not_deleted(
 S3_STORAGE = {"rounds": 3, "storage": {"uri": "s3://bucket/feds", "secretRef": {"name": "s3-creds"}}}
 
 
-def test_a_missing_storage_secret_is_a_condition_not_a_crash_and_its_arrival_starts_the_cluster():
-    rest = FakeRest()
+class NoSecretRights(FakeRest):
+    """The API as the chart's Role lets the operator see it: any request about a Secret is forbidden."""
+
+    def _refuse(self, kind):
+        if kind == "Secret":
+            raise AssertionError("the operator asked the API server about a Secret: it has no rights on Secrets")
+
+    def get(self, kind, namespace, name):
+        self._refuse(kind)
+        return super().get(kind, namespace, name)
+
+    def exists(self, kind, namespace, name):
+        self._refuse(kind)
+        return super().exists(kind, namespace, name)
+
+    def list(self, kind, namespace, selector):
+        self._refuse(kind)
+        return super().list(kind, namespace, selector)
+
+
+def ray_pod(name: str, cluster: str, waiting: dict | None = None) -> dict:
+    """A Ray Pod as the kubelet reports it: waiting (with its reason and message), or running."""
+    state = {"waiting": waiting} if waiting else {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
+    return {
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"ray.io/cluster": cluster, "ray.io/node-type": "head"}},
+        "status": {
+            "phase": "Pending" if waiting else "Running",
+            "containerStatuses": [{"name": "ray-head", "state": state}],
+        },
+    }
+
+
+def test_a_missing_storage_secret_is_read_off_the_waiting_pod_never_off_the_secret():
+    rest = NoSecretRights()
+    status = settle(rest, federation(S3_STORAGE))
+    assert rest.names("RayCluster") == ["f-ray"], "the cluster is made: only its Pod can tell the Secret is missing"
+    assert {c["type"]: c for c in status["conditions"]}["StorageReady"]["status"] == "True"
+
+    # The kubelet cannot make the head's container: its envFrom names a Secret that does not exist.
+    missing = {"reason": "CreateContainerConfigError", "message": 'secret "s3-creds" not found'}
+    rest.objects[("Pod", "f-ray-head")] = ray_pod("f-ray-head", "f-ray", missing)
     status = settle(rest, federation(S3_STORAGE))
     conds = {c["type"]: c for c in status["conditions"]}
     assert status["phase"] == "Pending" and status["reason"] == "StorageUnavailable"
     assert conds["StorageReady"]["status"] == "False"
     assert conds["StorageReady"]["message"].startswith("spec.storage.secretRef.name: 's3-creds': no such Secret")
-    assert rest.names("RayCluster") == [] and rest.names("RayJob") == []
-    rest.objects[("Secret", "s3-creds")] = {"kind": "Secret", "metadata": {"name": "s3-creds"}}
+
+    # Another Secret missing (the user's own envFrom) is not the storage's; a head that runs is fine.
+    other = {"reason": "CreateContainerConfigError", "message": 'secret "their-own" not found'}
+    rest.objects[("Pod", "f-ray-head")] = ray_pod("f-ray-head", "f-ray", other)
+    assert settle(rest, federation(S3_STORAGE)).get("reason") != "StorageUnavailable"
+    rest.objects[("Pod", "f-ray-head")] = ray_pod("f-ray-head", "f-ray")
+    rest.set_status("RayCluster", "f-ray", state="ready")
     status = settle(rest, federation(S3_STORAGE))
-    assert rest.names("RayCluster") == ["f-ray"] and rest.names("PersistentVolumeClaim") == []
     assert {c["type"]: c for c in status["conditions"]}["StorageReady"]["status"] == "True"
+    assert rest.names("PersistentVolumeClaim") == []
 
 
 def test_a_named_claim_that_does_not_exist_holds_the_cluster_back():

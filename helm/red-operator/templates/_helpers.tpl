@@ -78,10 +78,11 @@ events: one per child change.
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get, list, watch, create]
-# Whether a Federation's storage Secret exists, read as metadata only (the operator never reads its data).
+# A Federation's Ray Pods, listed while its RayCluster is not ready: a Pod the kubelet cannot start for want
+# of the storage Secret says so. The operator has no rights on Secrets.
 - apiGroups: [""]
-  resources: [secrets]
-  verbs: [get]
+  resources: [pods]
+  verbs: [list]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
