@@ -58,7 +58,8 @@ class Operator:
         cmd = [sys.executable, "-m", "red_operator"]
         if self.source:
             env["PYTHONPATH"] = os.pathsep.join(str(self.source / part) for part in ("runtime", "operator"))
-            cmd = [sys.executable, "-m", "red_runtime.apps.cli", "operator"]
+            # The previous release's own entry point: its runtime was one flat package (red_runtime.cli).
+            cmd = [sys.executable, "-m", "red_runtime.cli", "operator"]
         log = open(self.log_dir / f"operator-{self.starts}.log", "w")  # noqa: SIM115 - closed by the child's exit
         for namespace in [self.namespace] if isinstance(self.namespace, str) else self.namespace:
             cmd += ["--namespace", namespace]
