@@ -75,6 +75,14 @@ def artifacts_base(fed: _Stored) -> str:
     return f"{PVC}{claim_name(fed)}/{fed.name}"
 
 
-def artifact_uris(base: str) -> dict[str, str]:
-    """status.artifacts: the model, the metrics and the checkpoint folder under a run folder's URI."""
-    return {"model": join(base, MODEL), "metrics": join(base, METRICS), "checkpoint": join(base, CHECKPOINTS) + "/"}
+def is_checkpoint_file(name: str) -> bool:
+    """Whether a file name is a checkpoint's (`round-000012-<owner>.pt` and its .json): what a mirror of the run
+    folder deletes once the checkpointer has pruned it, in whichever folder spec.checkpoint.path names."""
+    return re.fullmatch(r"round-\d{6}-[0-9a-f]+\.(pt|json)", name) is not None
+
+
+def artifact_uris(base: str, checkpoints: str = "") -> dict[str, str]:
+    """status.artifacts: the model, the metrics and the checkpoint folder (spec.checkpoint.path, a folder
+    inside the run folder; CHECKPOINTS if empty) under a run folder's URI."""
+    folder = join(base, checkpoints or CHECKPOINTS) + "/"
+    return {"model": join(base, MODEL), "metrics": join(base, METRICS), "checkpoint": folder}

@@ -443,7 +443,17 @@ class Task(Declared):
 @dataclass(frozen=True)
 class Checkpoint(Declared):
     every: int = api(Int(0, minimum=0, maximum=100_000, doc="rounds between checkpoints; 0 turns checkpoints off."))
-    path: str = api(Str("", max_length=1024))
+    path: str = api(
+        Str(
+            "",
+            max_length=1024,
+            # Segments that start with a letter, digit or "_": no "..", no absolute path, no empty part.
+            pattern=r"^$|^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$",
+            reason="must be a folder inside the run folder, such as checkpoints-fast or ckpt/digits "
+            "(no '..', no leading '/')",
+            doc="the checkpoints' folder inside the run folder (default checkpoints), so on the Federation's storage.",
+        )
+    )
     keep: int = api(Int(3, minimum=1, maximum=1000))
 
 

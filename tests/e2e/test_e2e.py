@@ -115,7 +115,7 @@ def test_a_failed_attempt_is_retried_and_the_driver_resumes(kube, namespace, ope
     (faultTolerance.maxJobRetries), whose driver resumes from the checkpoint and finishes the federation."""
     overrides = {
         "task.model": {"name": "tests.e2e.models:CrashOnceModel"},
-        "checkpoint": {"every": 1, "path": str(tmp_path / "checkpoints")},
+        "checkpoint": {"every": 1},  # in the run folder on its storage, which both attempts share
         "faultTolerance.maxJobRetries": 1,
     }
     env = {"RED_TEST_CRASH_MARKER": str(tmp_path / "crashed"), "RED_TEST_CRASH_AFTER": "200"}  # ~2 rounds

@@ -78,7 +78,7 @@ VALID = {
     "imported model and dataset": doc({"task": {"model": {"name": "pkg.mod:Net"}, "dataset": {"name": "a.b:make"}}}),
     "HTTPMode": doc({"ray": {"submissionMode": "HTTPMode"}}),
     "checkpoints and retries": doc(
-        {"checkpoint": {"every": 2, "path": "/ckpt"}, "faultTolerance": {"maxJobRetries": 2}}
+        {"checkpoint": {"every": 2, "path": "ckpt/fast"}, "faultTolerance": {"maxJobRetries": 2}}
     ),
     "suspended": doc({"suspend": True}),
     "top-k compression": doc({"communication": {"compression": {"kind": "topk", "ratio": 0.05}}}),
@@ -249,6 +249,8 @@ INVALID = {
         "spec.storage",
     ),
     "a storage secret without a uri": (doc({"storage": {"secretRef": {"name": "s3"}}}), "spec.storage.secretRef"),
+    "checkpoints outside the run folder": (doc({"checkpoint": {"path": "../../.."}}), "spec.checkpoint.path"),
+    "checkpoints at an absolute path": (doc({"checkpoint": {"path": "/etc/cron.d"}}), "spec.checkpoint.path"),
     "an existing claim with a size": (
         doc({"storage": {"pvc": {"claimName": "c", "size": "1Gi"}}}),
         "spec.storage.pvc",

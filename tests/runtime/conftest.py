@@ -64,11 +64,12 @@ def rounds_done(out: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def run(doc: dict) -> Recorder:
+def run(doc: dict, checkpoints: Path | None = None) -> Recorder:
+    """The driver on the suite's Ray; `checkpoints` is the run folder's checkpoint folder, where it has one."""
     from red_runtime.engine.driver import Driver
 
     rec = Recorder()
-    Driver(parse_manifest(doc), Reporter([rec])).run()
+    Driver(parse_manifest(doc), Reporter([rec]), checkpoint_dir=checkpoints).run()
     return rec
 
 

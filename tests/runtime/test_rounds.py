@@ -127,18 +127,18 @@ def test_a_decentralised_round_nobody_mixes_in_fails_the_quorum(ray_cluster, mon
 
 
 def test_an_early_stop_is_checkpointed(run_federation, tmp_path):
-    doc = example(rounds=50, checkpoint={"every": 100, "path": str(tmp_path)}, **{"algorithm.targetAccuracy": 0.5})
-    rec = run(doc)
+    doc = example(rounds=50, checkpoint={"every": 100}, **{"algorithm.targetAccuracy": 0.5})
+    rec = run(doc, checkpoints=tmp_path)
     assert rec.summary.stopped_early
     assert rounds_in(tmp_path, "digits-star") == [rec.summary.rounds_run]
 
 
 def test_a_resume_onto_fewer_slots_reports_where_nodes_live_now(ray_cluster, tmp_path):
-    ckpt = {"every": 1, "path": str(tmp_path)}
-    run(example(rounds=2, checkpoint=ckpt))  # two slots: bundles 1, 2, 1, 2, ...
+    ckpt = {"every": 1}
+    run(example(rounds=2, checkpoint=ckpt), checkpoints=tmp_path)  # two slots: bundles 1, 2, 1, 2, ...
     one_slot = example(rounds=3, checkpoint=ckpt, **{"nodes.resources": {"cpu": 2}})
     rec = Recorder()
-    Driver(parse_manifest(one_slot), Reporter([rec]), resume=True).run()
+    Driver(parse_manifest(one_slot), Reporter([rec]), checkpoint_dir=tmp_path, resume=True).run()
     assert rec.info.resumed_from == 2 and rec.info.slots == 1
     assert [n.bundle for n in rec.nodes] == [1] * 8
 

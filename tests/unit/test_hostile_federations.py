@@ -166,6 +166,8 @@ def federation(spec: Any, **metadata: Any) -> dict:
         ({"task": {"model": {"hidden": [10**9]}}}, "spec.task.model.hidden"),
         ({"task": {"train": {"batchSize": 10**9}}}, "spec.task.train.batchSize"),
         ({"checkpoint": {"path": "x" * 10_000_000}}, "spec.checkpoint.path"),
+        ({"checkpoint": {"path": "../../../.."}}, "spec.checkpoint.path"),
+        ({"checkpoint": {"path": "/home/ray/.bashrc.d"}}, "spec.checkpoint.path"),
         ({"ray": {"image": "x" * 10_000}}, "spec.ray.image"),
         ({"ray": {"head": {"affinity": {"nodeAffinity": nested(300)}}}}, "spec.ray.head.affinity"),
         ({"ray": {"workerGroups": [{"name": f"g{i}"} for i in range(100)]}}, "spec.ray.workerGroups"),

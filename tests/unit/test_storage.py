@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from pyarrow import fs
 
-from red_api.names import artifact_uris, artifacts_base, claim_name, owns_claim, run_location
+from red_api.names import artifact_uris, artifacts_base, claim_name, is_checkpoint_file, owns_claim, run_location
 from red_api.spec import SpecError, parse_manifest
 from red_runtime.engine.events import RunInfo, Summary
+from red_runtime.report.run_folder import RunFolder
 from red_runtime.report.status_sink import StatusSink
 from red_runtime.report.storage import Mirror, StorageError
 
@@ -31,6 +32,25 @@ def test_by_default_a_federation_keeps_its_folder_on_a_claim_of_its_own():
         "metrics": "pvc://digits-storage/digits/metrics.jsonl",
         "checkpoint": "pvc://digits-storage/digits/checkpoints/",
     }
+
+
+def test_checkpoints_stay_inside_the_run_folder_wherever_spec_checkpoint_path_puts_them(tmp_path):
+    """checkpoint.path is a folder inside the run folder: local runs and the status name it there, and a
+    path that would leave the run folder is refused before anything is written."""
+    run = RunFolder(tmp_path / "digits", resume=False)
+    assert run.checkpoints() == tmp_path / "digits" / "checkpoints"
+    assert run.checkpoints("ckpt/fast") == tmp_path / "digits" / "ckpt" / "fast"
+    uris = artifact_uris("pvc://digits-storage/digits", "ckpt/fast")
+    assert uris["checkpoint"] == "pvc://digits-storage/digits/ckpt/fast/"
+    for outside in ("../../..", "/etc/cron.d", "ckpt/../..", "ckpt//x", "./ckpt", ".hidden"):
+        doc = {"apiVersion": "red.dev/v1alpha1", "kind": "Federation", "metadata": {"name": "digits"}}
+        with pytest.raises(SpecError, match=r"spec\.checkpoint\.path: .*inside the run folder"):
+            parse_manifest({**doc, "spec": {"checkpoint": {"path": outside}}})
+
+
+def test_a_mirror_deletes_pruned_checkpoints_in_whichever_folder_they_were():
+    assert is_checkpoint_file("round-000012-0a1b2c3d.pt") and is_checkpoint_file("round-000012-0a1b2c3d.json")
+    assert not is_checkpoint_file("model.pt") and not is_checkpoint_file("metrics.jsonl")
 
 
 def test_an_existing_claim_and_object_storage_are_not_the_operators_to_make():

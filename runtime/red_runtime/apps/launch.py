@@ -72,7 +72,8 @@ def launch(
     from red_runtime.engine.driver import execute  # deferred: torch and Ray import while Ray starts
 
     run.sinks.extend(tracking_sinks(fed, run.folder, mlflow))  # spec.tracking.mlflow, or `mlflow`
-    code = execute(fed, [*sinks, *run.sinks], address, run.checkpoints, resume, stop_file, ray_start, phases)
+    checkpoints = run.checkpoints(fed.spec.checkpoint.path)
+    code = execute(fed, [*sinks, *run.sinks], address, checkpoints, resume, stop_file, ray_start, phases)
     try:
         run.finish()  # the last push to object storage failing fails the run
     except StorageError as err:
@@ -105,12 +106,13 @@ def main(argv: list[str] | None = None) -> int:
             fed, doc = read_federation(api, namespace, name)
         staging = Path(f"/tmp/red/{fed.name}")
         location = args.out or str(staging)
-        # A retried RayJob continues from the newest checkpoint: on the Federation's storage (a claim, or
-        # pulled from its s3:// folder), or spec.checkpoint.path on a volume of the user's.
+        # A retried RayJob continues from the newest checkpoint on the Federation's storage (a claim, or
+        # pulled from its s3:// folder).
         run = open_run(fed, doc, location, resume=True, staging=staging)
         if not args.manifest:
             report = functools.partial(patch_status, api, namespace, name)
-            status = StatusSink(report, artifacts=args.artifacts_uri or location)
+            artifacts = args.artifacts_uri or location
+            status = StatusSink(report, artifacts=artifacts, checkpoints=fed.spec.checkpoint.path)
             sinks.append(status)
     except SETUP_ERRORS as err:
         print(f"red: {err}", file=sys.stderr)

@@ -63,7 +63,8 @@ def owner_tag(federation: str) -> str:
 
 
 def path_for(folder: Path, round_no: int, federation: str) -> Path:
-    """The tensor file of one round's checkpoint; its metadata is the same name with .json."""
+    """The tensor file of one round's checkpoint; its metadata is the same name with .json (both match
+    red_api.names.is_checkpoint_file)."""
     return Path(folder) / f"round-{round_no:06d}-{owner_tag(federation)}.pt"
 
 

@@ -165,8 +165,8 @@ class Driver:
             NodeStatus(id=node_id(i), gpu=res.gpu, attack=attack if i in attackers else None)
             for i in range(self.spec.nodes.count)
         ]
-        path = self.spec.checkpoint.path or checkpoint_dir
-        self.checkpoints = Checkpointer(fed, Path(path) if path else None)
+        # The run folder's (apps.launch resolves spec.checkpoint.path inside it); None keeps no checkpoints.
+        self.checkpoints = Checkpointer(fed, Path(checkpoint_dir) if checkpoint_dir else None)
         self.resume = resume
         self.history: list[dict] = []
 

@@ -111,9 +111,10 @@ class RunFolder:
         if self.mirror:
             self.sinks.append(MirrorSink(self.mirror))
 
-    @property
-    def checkpoints(self) -> Path:
-        return self.folder / CHECKPOINTS
+    def checkpoints(self, path: str = "") -> Path:
+        """The checkpoints' folder: spec.checkpoint.path inside this run folder (red_api refuses one that
+        would leave it), else CHECKPOINTS."""
+        return self.folder / (path or CHECKPOINTS)
 
     def finish(self) -> None:
         """The last push, whose failure the caller reports (a sink's failure is only logged)."""

@@ -93,9 +93,10 @@ class StatusSink(Sink):
         final_flush_s: float = 60.0,
         rayjob: str | None = None,
         artifacts: str | None = None,
+        checkpoints: str = "",
     ):
         self._patch = patch
-        self.artifacts = artifact_uris(artifacts) if artifacts else None
+        self.artifacts = artifact_uris(artifacts, checkpoints) if artifacts else None
         self.rayjob = driver_rayjob() if rayjob is None else rayjob
         self.superseded = False
         self.min_interval_s = min_interval_s

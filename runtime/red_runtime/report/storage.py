@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from red_api.kinds import excerpt
-from red_api.names import join
+from red_api.names import is_checkpoint_file, join
 from red_runtime.engine.events import NodeStatus, RoundReport, Sink, Summary
 
 log = logging.getLogger("red.storage")
@@ -154,7 +154,7 @@ class Mirror:
                 raise StorageError(f"{join(self.uri, rel)}: cannot upload: {err}") from err
             self._pushed[rel] = key
         for rel in [r for r in self._pushed if r not in local]:
-            if rel.startswith("checkpoints/"):
+            if is_checkpoint_file(rel.rsplit("/", 1)[-1]):  # pruned by the checkpointer, in any folder
                 try:
                     self.fs.delete_file(f"{self.root}/{rel}")
                 except OSError as err:

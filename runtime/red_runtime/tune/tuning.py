@@ -124,9 +124,6 @@ def run_trial(
     fed = trial_manifest(manifest, values, f"trial {values}")
     name = trial_name(fed.name, tune.get_context().get_trial_id())
     fed = dataclasses.replace(fed, name=name)
-    if fed.spec.checkpoint.path:  # trials must not share (and resume from) one another's checkpoints
-        own = dataclasses.replace(fed.spec.checkpoint, path=str(Path(fed.spec.checkpoint.path) / name))
-        fed = dataclasses.replace(fed, spec=dataclasses.replace(fed.spec, checkpoint=own))
     doc = apply_values(manifest, values)
     doc["metadata"] = {**doc.get("metadata", {}), "name": name}
     folder = Path(out) / TRIALS / name
@@ -134,7 +131,8 @@ def run_trial(
     sinks = [*run.sinks, *(extra_sinks(fed, folder, name) if extra_sinks else []), TuneSink(tune.report)]
     reserved = Reservation(ray.util.get_current_placement_group(), plan)
     try:
-        Driver(fed, Reporter(sinks), checkpoint_dir=run.checkpoints, reserved=reserved).run()
+        checkpoints = run.checkpoints(fed.spec.checkpoint.path)  # the trial's own run folder: never shared
+        Driver(fed, Reporter(sinks), checkpoint_dir=checkpoints, reserved=reserved).run()
     except TrialStopped:
         sys.exit(0)
 
