@@ -207,6 +207,47 @@ def _compression_server(s: FederationSpec, raw: Mapping[str, Any]) -> tuple[Any,
     return None
 
 
+# Synthetic data's sizes, bounded so that a spec cannot ask one process for more memory than a node has. Every
+# process that builds node data (the driver and each actor) holds the per-node class table (nodes x classes:
+# shares, counts and their temporaries, about 24 bytes a cell) and the class centres (classes x features
+# float32); one node's data is samplesPerNode x features float32 while it trains.
+MAX_NODE_CLASS_CELLS = 20_000_000  # about 0.5 GB of class table
+MAX_CLASS_FEATURE_CELLS = 50_000_000  # 200 MB of class centres
+MAX_NODE_DATA_CELLS = 50_000_000  # 200 MB of one node's samples
+GB = 1e9
+
+
+def _synthetic_size(left: str, right: str, cells: int, bytes_per_cell: int, what: str) -> Rule:
+    """A rule that the product of two synthetic-data fields stays within `cells` (the message says the memory
+    that the product would take, so the user sees why)."""
+    a_path, b_path = left.split("."), right.split(".")
+
+    def value(s: FederationSpec, path: list[str]) -> int:
+        obj: Any = s
+        for part in path:
+            obj = getattr(obj, part)
+        return int(obj)
+
+    def check(s: FederationSpec, raw: Mapping[str, Any]) -> tuple[Any, str] | None:
+        if s.task.dataset.name != "synthetic":
+            return None
+        a, b = value(s, a_path), value(s, b_path)
+        if a * b <= cells:
+            return None
+        need = a * b * bytes_per_cell / GB
+        return a, (
+            f"times {right} ({b}) is {a * b:,} cells of {what}, about {need:.1f} GB in every process that builds "
+            f"node data; keep the product at most {cells:,}"
+        )
+
+    return Rule(
+        left,
+        f"times {right} must be at most {cells} for synthetic data ({what})",
+        check,
+        cel=f"self.task.dataset.name != 'synthetic' || self.{left} * self.{right} <= {cells}",
+    )
+
+
 FEDERATION_RULES = (
     Rule(
         "topology.degree",
@@ -272,6 +313,9 @@ FEDERATION_RULES = (
         cel="!has(self.topology.edges) || self.topology.edges.all(e, e[0] != e[1])",
     ),
     *_algorithm_rules(),
+    _synthetic_size("nodes.count", "task.dataset.classes", MAX_NODE_CLASS_CELLS, 24, "the per-node class table"),
+    _synthetic_size("task.dataset.classes", "task.dataset.features", MAX_CLASS_FEATURE_CELLS, 4, "class centres"),
+    _synthetic_size("task.dataset.samplesPerNode", "task.dataset.features", MAX_NODE_DATA_CELLS, 4, "one node's data"),
     Rule(
         "communication.compression.kind",
         "applies to updates sent to a server, without algorithm.privacy",

@@ -251,6 +251,14 @@ INVALID = {
     "a storage secret without a uri": (doc({"storage": {"secretRef": {"name": "s3"}}}), "spec.storage.secretRef"),
     "checkpoints outside the run folder": (doc({"checkpoint": {"path": "../../.."}}), "spec.checkpoint.path"),
     "checkpoints at an absolute path": (doc({"checkpoint": {"path": "/etc/cron.d"}}), "spec.checkpoint.path"),
+    "a synthetic class table of 24 GB": (
+        doc({"nodes": {"count": 100_000}, "task": {"dataset": {"name": "synthetic", "classes": 10_000}}}),
+        "spec.nodes.count",
+    ),
+    "one node's synthetic data of 40 GB": (
+        doc({"task": {"dataset": {"name": "synthetic", "samplesPerNode": 10**6, "features": 10**4}}}),
+        "spec.task.dataset.samplesPerNode",
+    ),
     "an existing claim with a size": (
         doc({"storage": {"pvc": {"claimName": "c", "size": "1Gi"}}}),
         "spec.storage.pvc",

@@ -167,6 +167,19 @@ def federation(spec: Any, **metadata: Any) -> dict:
         ({"task": {"train": {"batchSize": 10**9}}}, "spec.task.train.batchSize"),
         ({"checkpoint": {"path": "x" * 10_000_000}}, "spec.checkpoint.path"),
         ({"checkpoint": {"path": "../../../.."}}, "spec.checkpoint.path"),
+        # Memory: found asking for about 16 GB before any field was named (the class table alone).
+        (
+            {"nodes": {"count": 100_000}, "task": {"dataset": {"name": "synthetic", "classes": 10_000}}},
+            "spec.nodes.count",
+        ),
+        (
+            {"task": {"dataset": {"name": "synthetic", "classes": 10_000, "features": 100_000}}},
+            "spec.task.dataset.classes",
+        ),
+        (
+            {"task": {"dataset": {"name": "synthetic", "samplesPerNode": 10**6, "features": 10**4}}},
+            "spec.task.dataset.samplesPerNode",
+        ),
         ({"checkpoint": {"path": "/home/ray/.bashrc.d"}}, "spec.checkpoint.path"),
         ({"ray": {"image": "x" * 10_000}}, "spec.ray.image"),
         ({"ray": {"head": {"affinity": {"nodeAffinity": nested(300)}}}}, "spec.ray.head.affinity"),
