@@ -13,7 +13,6 @@ from typing import Any
 
 from red_api.names import MODEL, SUMMARY
 from red_api.spec import Federation
-from red_runtime.learn.data import DataSource
 
 
 def code_references(fed: Federation) -> list[tuple[str, str]]:
@@ -45,8 +44,9 @@ def read_summary(folder: Path) -> dict[str, Any]:
 def load_model(fed: Federation, folder: Path):
     """The final global model of a run folder, rebuilt from the spec. The state dict is read with
     weights_only=True: a file from shared storage can hold tensors only, never code."""
-    import torch  # deferred here and below: torch, which `red fetch` without --evaluate never needs
+    import torch  # deferred here and below: torch and numpy, which `red fetch` without --evaluate never needs
 
+    from red_runtime.learn.data import DataSource
     from red_runtime.learn.models import build_model
 
     spec = fed.spec

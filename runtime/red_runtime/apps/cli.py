@@ -15,12 +15,9 @@ from red_api.sweep import parse_sweep
 from red_api.trial import check_sweep
 from red_runtime.apps.artifacts import read_summary, require_trust, score
 from red_runtime.apps.fetch import FetchError, fetch_federation, fetch_folder
-from red_runtime.apps.launch import SETUP_ERRORS, launch, open_run
-from red_runtime.apps.serving import app_options, check_run, port_free, serve_until_stopped
 from red_runtime.engine.phases import Phases
 from red_runtime.engine.session import ray_session
 from red_runtime.engine.stopping import EXIT_FAILED, EXIT_INVALID, StopRequest
-from red_runtime.learn.data import check_partition, check_references
 from red_runtime.learn.references import resolve
 from red_runtime.report.console import ConsoleSink
 from red_runtime.report.kube import api_client, read_federation
@@ -34,6 +31,10 @@ def run_command(
 ) -> int:
     """Run one Federation to completion with a progress bar and a run folder (local or s3://), tracked in
     MLflow where `mlflow` (or spec.tracking.mlflow) names a server."""
+    # deferred here and in the commands below: numpy and the run's modules, so that `red --help` and a
+    # manifest's error answer in a quarter of a second
+    from red_runtime.apps.launch import SETUP_ERRORS, launch, open_run
+
     phases = Phases()
     try:
         doc, fed = read_manifest(manifest)
@@ -50,6 +51,7 @@ def run_command(
 
 def tune_command(manifest: str, args: argparse.Namespace) -> int:
     """Sweep a Federation's spec with Ray Tune: every trial a whole federation; table, CSV, plot, best/."""
+    from red_runtime.learn.data import check_references  # deferred: numpy, as in run_command
 
     try:
         doc, fed = read_manifest(manifest)
@@ -101,6 +103,7 @@ def validate_command(manifest: str, imports: bool = False) -> int:
     """Check a manifest as `red run` does before it starts Ray, running nothing the manifest names: the spec,
     then the data each node gets. A "package.module:name" reference is checked for its form only; with
     `imports`, also that it imports and names something (the module runs on import; nothing is called)."""
+    from red_runtime.learn.data import check_partition  # deferred: numpy, as in run_command
 
     try:
         fed = load_manifest(manifest)
@@ -176,6 +179,7 @@ def serve_command(
     run: str, host: str, port: int, replicas: int, cpu: float, gpu: float, address: str | None, trust_code: bool
 ) -> int:
     """Serve a finished run's model over HTTP (POST /predict, GET /healthz) until Ctrl-C or SIGTERM."""
+    from red_runtime.apps.serving import app_options, check_run, port_free, serve_until_stopped  # deferred: numpy
 
     try:
         # Replicas run in Ray's worker processes, which have a directory of their own.
