@@ -140,11 +140,12 @@ def test_no_import_circles():
 
 
 def import_block(path: Path, line: int) -> list[str]:
-    """The run of import lines around `line` (1-based), across the blank lines that separate their groups."""
+    """The run of import lines around `line` (1-based), with the comments above them and across the blank lines
+    that separate their groups."""
     lines = path.read_text().splitlines()
 
     def part(text: str) -> bool:
-        return text.strip().startswith(("import ", "from ")) or not text.strip()
+        return text.strip().startswith(("import ", "from ", "#")) or not text.strip()
 
     start, end = line - 1, line
     while start > 0 and part(lines[start - 1]):
