@@ -23,6 +23,9 @@ DRIVER_MODULE = "red_runtime.apps.launch"
 DRAIN_MODULE = "red_runtime.apps.drain"
 # The Ray Serve application that loads a run folder's model (red_runtime.apps.serving).
 SERVE_IMPORT_PATH = "red_runtime.apps.serving:build_app"
+# How long Serve's proxy gives a request (queueing and the batch included) before it answers 408: `red serve`
+# and the RayService's serveConfigV2 alike.
+SERVE_REQUEST_TIMEOUT_S = 60.0
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

@@ -27,6 +27,7 @@ from red_api.names import (
     KIND,
     RAY_VERSION,
     SERVE_IMPORT_PATH,
+    SERVE_REQUEST_TIMEOUT_S,
     STORAGE_MOUNT,
     STORAGE_VOLUME,
     artifacts_base,
@@ -443,7 +444,9 @@ def serve_config(fed: Federation) -> str:
         app["args"]["trustCode"] = refs
     if fed.spec.ray.runtimeEnv:
         app["runtime_env"] = copy.deepcopy(dict(fed.spec.ray.runtimeEnv))
-    return yaml.safe_dump({"applications": [app]}, sort_keys=True)
+    # The proxy's request timeout, as `red serve` sets it: Serve takes http_options when it starts.
+    config = {"http_options": {"request_timeout_s": SERVE_REQUEST_TIMEOUT_S}, "applications": [app]}
+    return yaml.safe_dump(config, sort_keys=True)
 
 
 def build_rayservice(fed: Federation) -> dict[str, Any]:

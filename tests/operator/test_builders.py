@@ -396,6 +396,7 @@ def test_the_rayservice_serves_the_run_folder_the_driver_wrote():
     assert meta["labels"][builders.LABEL_FEDERATION] == "digits" and "argocd" not in meta["labels"]
     config = yaml.safe_load(service["spec"]["serveConfigV2"])
     assert config == {
+        "http_options": {"request_timeout_s": 60.0},  # as `red serve` starts Serve
         "applications": [
             {
                 "name": "model",
@@ -404,7 +405,7 @@ def test_the_rayservice_serves_the_run_folder_the_driver_wrote():
                 "args": {"run": "/red/storage/digits", "replicas": 3, "cpu": 0.5, "gpu": 1.0},
                 "runtime_env": {"pip": ["my-models"]},
             }
-        ]
+        ],
     }
     assert builders.serve_url(f) == "http://digits-serve-serve-svc.team-a.svc:8000"
 

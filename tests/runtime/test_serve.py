@@ -24,6 +24,7 @@ from tests.runtime.test_cli import red, write
 pytestmark = pytest.mark.ray
 
 START_S = 300  # an embedded Ray, Serve's controller and proxy, a replica importing torch: on 2 busy cores
+TOKEN = "token-of-the-suite"  # the module's server answers only requests that carry it
 
 
 def free_port() -> int:
@@ -32,11 +33,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def request(port, method, path, body=None, timeout=60):
+def request(port, method, path, body=None, timeout=60, token=TOKEN):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         data = body if isinstance(body, bytes | None) else json.dumps(body).encode()
-        conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+        conn.request(method, path, body=data, headers=headers)
         resp = conn.getresponse()
         return resp.status, resp.getheader("Content-Type"), json.loads(resp.read())
     finally:
@@ -98,7 +100,7 @@ def wait_healthy(proc, port, log):
 def server(run_folder, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve-log") / "serve.log"
     port = free_port()
-    proc = start_serve(run_folder, port, log)
+    proc = start_serve(run_folder, port, log, "--token", TOKEN)
     try:
         health = wait_healthy(proc, port, log)
         yield {"proc": proc, "port": port, "log": log, "health": health}
@@ -199,6 +201,30 @@ def test_bad_requests_get_a_4xx_saying_what_was_expected(server, method, path, b
     assert list(answer) == ["error"] and message in answer["error"], answer
 
 
+@pytest.mark.parametrize("token", [None, "not-the-token"])
+def test_a_request_without_the_token_gets_401_and_no_prediction(server, token):
+    status, kind, answer = request(server["port"], "POST", "/predict", {"inputs": [[0.5] * 64]}, token=token)
+    assert (status, kind) == (401, "application/json") and "bearer token" in answer["error"], answer
+    assert request(server["port"], "GET", "/healthz", token=token)[0] == 401, "nor what the model is"
+
+
+def test_a_64_mib_body_gets_413_before_it_is_sent(server):
+    """Declared 64 MiB, the body never follows: the answer comes from the Content-Length alone (were the body
+    read first, this request would wait for bytes that never come)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server["port"], timeout=60)
+    try:
+        conn.putrequest("POST", "/predict")
+        for key, value in {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json",
+                           "Content-Length": str(64 * 2**20)}.items():  # fmt: skip
+            conn.putheader(key, value)
+        conn.endheaders(b'{"inputs": [[0.5')
+        resp = conn.getresponse()
+        assert resp.status == 413, resp.read()
+        assert "the body is over 16 MiB" in json.loads(resp.read())["error"]
+    finally:
+        conn.close()
+
+
 def test_sigint_stops_serve_and_ray_cleanly(server):
     """Last in this file: it ends the module's server."""
     proc, port = server["proc"], server["port"]
@@ -225,6 +251,11 @@ def test_a_folder_that_is_not_a_finished_run_fails_before_ray(tmp_path, run_fold
     assert half.returncode == 2
     assert f"{tmp_path / 'half'}: not a finished run folder: no model.pt" in half.stderr
     assert "Ray" not in gone.stderr + half.stderr
+
+
+def test_serving_beyond_this_machine_needs_a_token(run_folder):
+    proc = red("serve", str(run_folder), "--host", "0.0.0.0")
+    assert proc.returncode == 2 and "--host 0.0.0.0: other machines could reach the model; give --token" in proc.stderr
 
 
 def test_a_port_in_use_fails_before_ray(run_folder):

@@ -5,7 +5,16 @@ import json
 import numpy as np
 import pytest
 
-from red_runtime.apps.serving import MAX_EXAMPLES, InputError, app_options, parse_inputs
+from red_runtime.apps.serving import (
+    MAX_BODY_BYTES,
+    MAX_EXAMPLES,
+    InputError,
+    app_options,
+    authorized,
+    body_too_large,
+    parse_inputs,
+    token_sha256,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -100,6 +109,7 @@ def test_app_options_defaults_and_serve_run_strings():
         "cpu": 1.0,
         "gpu": 0.0,
         "trustCode": False,
+        "tokenSha256": "",
     }
     # `serve run red_runtime.apps.serving:build_app run=... replicas=2` passes strings.
     assert app_options({"run": "s3://b/p/a", "replicas": "2", "cpu": "0.5", "gpu": 1, "trustCode": "true"}) == {
@@ -108,6 +118,7 @@ def test_app_options_defaults_and_serve_run_strings():
         "cpu": 0.5,
         "gpu": 1.0,
         "trustCode": True,
+        "tokenSha256": "",
     }
 
 
@@ -124,7 +135,8 @@ def test_app_options_defaults_and_serve_run_strings():
         ({"run": "r", "replicas": True}, "build_app args: replicas: True: must be a whole number at least 1"),
         ({"run": "r", "cpu": -1}, "build_app args: cpu: -1: must be a number at least 0"),
         ({"run": "r", "gpu": "nan"}, "build_app args: gpu: 'nan': must be a number at least 0"),
-        ({"run": "r", "memory": 1}, "build_app args: memory: unknown (known: run, replicas, cpu, gpu, trustCode)"),
+        ({"run": "r", "memory": 1}, "build_app args: memory: unknown (known: run, replicas, cpu, gpu, trustCode, "),
+        ({"run": "r", "tokenSha256": "secret"}, "build_app args: tokenSha256: must be a token's SHA-256"),
         (["run"], "build_app args: expected a mapping"),
     ],
 )
@@ -132,3 +144,18 @@ def test_app_options_name_the_bad_key(args, message):
     with pytest.raises(ValueError) as err:
         app_options(args)
     assert message in str(err.value)
+
+
+def test_a_token_is_kept_as_its_hash_and_checked_in_constant_time():
+    digest = token_sha256("s3cret-token")
+    assert len(digest) == 64 and "s3cret" not in digest
+    assert authorized("Bearer s3cret-token", digest) and authorized("bearer  s3cret-token", digest)
+    for header in (None, "", "Bearer", "Bearer wrong", "Basic s3cret-token", "s3cret-token"):
+        assert not authorized(header, digest), header
+    assert authorized(None, ""), "no token configured: every request is"
+
+
+@pytest.mark.parametrize("length, refused", [(None, False), ("2048", False), (str(MAX_BODY_BYTES + 1), True),
+                                             (str(64 * 2**20), True), ("-1", True), ("12abc", True)])  # fmt: skip
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_read(length, refused):
+    assert body_too_large(length) is refused

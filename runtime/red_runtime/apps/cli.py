@@ -176,15 +176,34 @@ def folder_manifest(location: str) -> Federation:
 
 
 def serve_command(
-    run: str, host: str, port: int, replicas: int, cpu: float, gpu: float, address: str | None, trust_code: bool
+    run: str,
+    host: str,
+    port: int,
+    replicas: int,
+    cpu: float,
+    gpu: float,
+    address: str | None,
+    trust_code: bool,
+    token: str | None = None,
 ) -> int:
-    """Serve a finished run's model over HTTP (POST /predict, GET /healthz) until Ctrl-C or SIGTERM."""
-    from red_runtime.apps.serving import app_options, check_run, port_free, serve_until_stopped  # deferred: numpy
+    """Serve a finished run's model over HTTP (POST /predict, GET /healthz) until Ctrl-C or SIGTERM; with
+    `token`, only to requests that carry it (Authorization: Bearer TOKEN)."""
+    from red_runtime.apps.serving import (  # deferred: numpy
+        app_options,
+        check_run,
+        port_free,
+        serve_until_stopped,
+        token_sha256,
+    )
 
     try:
+        if not token and not _loopback(host):
+            raise ValueError(f"--host {host}: other machines could reach the model; give --token (or RED_SERVE_TOKEN)")
         # Replicas run in Ray's worker processes, which have a directory of their own.
         location = run if is_remote(run) else str(Path(run).resolve())
         args = {"run": location, "replicas": replicas, "cpu": cpu, "gpu": gpu, "trustCode": trust_code}
+        if token:
+            args["tokenSha256"] = token_sha256(token)
         options = app_options(args)
         check_run(location)
         require_trust(folder_manifest(location), run, trust_code)  # before Ray starts, not in its replicas
@@ -195,6 +214,10 @@ def serve_command(
         print(f"red: --port {port}: {host}:{port} is in use (pick another with --port)", file=sys.stderr)
         return 2
     return serve_until_stopped(options, host, port, address, label=run)
+
+
+def _loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _current_namespace() -> str:
@@ -260,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--gpu", type=float, default=0.0, help="GPUs per replica (default 0)")
     srv.add_argument("--address", help="serve on this Ray cluster instead of an embedded one")
     srv.add_argument("--trust-code", action="store_true", help=trust)
+    srv.add_argument(
+        "--token",
+        default=os.environ.get("RED_SERVE_TOKEN") or None,
+        help="answer only requests with Authorization: Bearer TOKEN (default $RED_SERVE_TOKEN; needed off 127.0.0.1)",
+    )
     from red_operator.run import add_arguments, run_from_args  # deferred: kopf, for the operator command
 
     add_arguments(sub.add_parser("operator", help="run the Federation operator (kopf) against the current kubeconfig"))
@@ -272,8 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         return tune_command(args.file, args)
     if args.command == "serve":
         return serve_command(
-            args.run, args.host, args.port, args.replicas, args.cpu, args.gpu, args.address, args.trust_code
-        )
+            args.run, args.host, args.port, args.replicas, args.cpu, args.gpu, args.address, args.trust_code,
+            args.token,
+        )  # fmt: skip
     if args.command == "fetch":
         if bool(args.name) == bool(args.source):
             parser.error("fetch takes a Federation NAME or --from LOCATION")

@@ -3,6 +3,11 @@
     POST /predict  {"inputs": [[...], ...]}  ->  {"predictions": [...], "probabilities": [[...], ...]}
     GET  /healthz                            ->  {"status": "ok", "run": NAME, "input_shape": [...], ...}
 
+With a token (`red serve --token`, build_app's tokenSha256), every request must carry `Authorization: Bearer
+TOKEN` or gets a 401; the application keeps only the token's SHA-256. A body over MAX_BODY_BYTES is a 413,
+answered from its Content-Length before any of it is read (or as soon as a chunked one passes the limit), and
+Serve's proxy ends a request that takes longer than red_api.names.SERVE_REQUEST_TIMEOUT_S.
+
 Inputs are in the scale of the test set the run was evaluated on: for `digits`, each example is the
 8x8 image divided by 16 (pixels 0..1, as red_runtime.learn.data.load_digits_pool scales them), 64 numbers
 flat or nested as [[[8 numbers] x 8]] (shape 1x8x8); for `synthetic`, `features` numbers. Bad input is
@@ -12,8 +17,11 @@ that arrive together are one forward pass.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
+import re
 import shutil
 import socket
 import sys
@@ -25,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from red_api.manifest import load_manifest
-from red_api.names import MANIFEST, MODEL
+from red_api.names import MANIFEST, MODEL, SERVE_REQUEST_TIMEOUT_S
 from red_runtime import strict_json
 from red_runtime.apps.artifacts import load_model, require_trust
 from red_runtime.apps.fetch import fetch_folder
@@ -41,7 +49,33 @@ MAX_BATCH_REQUESTS = 64
 BATCH_WAIT_S = 0.005
 MAX_ONGOING_REQUESTS = 2 * MAX_BATCH_REQUESTS
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-APP_ARGS = ("run", "replicas", "cpu", "gpu", "trustCode")
+# A request's body: MAX_EXAMPLES digits images as JSON take about 2 MiB; larger inputs take fewer per request.
+MAX_BODY_BYTES = 16 * 2**20
+APP_ARGS = ("run", "replicas", "cpu", "gpu", "trustCode", "tokenSha256")
+
+
+def token_sha256(token: str) -> str:
+    """What the application keeps of a bearer token: its SHA-256, so that neither Serve's config nor the
+    Ray dashboard shows the token itself."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def authorized(header: str | None, expected_sha256: str) -> bool:
+    """Whether an Authorization header carries the bearer token whose SHA-256 is `expected_sha256` (compared
+    in constant time); with no token configured, every request is."""
+    if not expected_sha256:
+        return True
+    scheme, _, token = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    return hmac.compare_digest(token_sha256(token.strip()), expected_sha256)
+
+
+def body_too_large(content_length: str | None) -> bool:
+    """A declared Content-Length over MAX_BODY_BYTES (or not a number): refused before the body is read."""
+    if content_length is None:
+        return False
+    return not content_length.strip().isdigit() or int(content_length) > MAX_BODY_BYTES
 
 
 class InputError(ValueError):
@@ -217,9 +251,10 @@ def _response(status: int, payload: Mapping[str, Any]) -> Any:
 class ModelDeployment:
     """The Serve replica: HTTP in, `@serve.batch` around the model, HTTP out."""
 
-    def __init__(self, run: str, gpu: float = 0.0, trust_code: bool | list[str] = False):
-        from ray import serve
+    def __init__(self, run: str, gpu: float = 0.0, trust_code: bool | list[str] = False, token_hash: str = ""):
+        from ray import serve  # deferred: Serve, only in a replica
 
+        self.token_hash = token_hash
         self.server = ModelServer(run, device="cuda" if gpu > 0 else "cpu", trust_code=trust_code)
         # Decorated here, not on the class, so that importing this module (for parse_inputs) needs no Ray.
         self._predict_batch = serve.batch(max_batch_size=MAX_BATCH_REQUESTS, batch_wait_timeout_s=BATCH_WAIT_S)(
@@ -241,6 +276,10 @@ class ModelDeployment:
 
     async def __call__(self, request: Any) -> Any:
         path, method = request.url.path.rstrip("/") or "/", request.method
+        if not authorized(request.headers.get("authorization"), self.token_hash):
+            reply = _response(401, {"error": "missing or wrong bearer token: send Authorization: Bearer TOKEN"})
+            reply.headers["WWW-Authenticate"] = 'Bearer realm="red"'
+            return reply
         if path == "/healthz":
             if method != "GET":
                 return _response(405, {"error": f"{method} /healthz: use GET"})
@@ -250,7 +289,10 @@ class ModelDeployment:
             return _response(404, {"error": f"{request.url.path}: no such endpoint (POST /predict, GET /healthz)"})
         if method != "POST":
             return _response(405, {"error": f"{method} /predict: use POST with a JSON body"})
-        raw = await request.body()
+        raw = await _bounded_body(request)
+        if raw is None:
+            limit = f"{MAX_BODY_BYTES // 2**20} MiB"
+            return _response(413, {"error": f"the body is over {limit}: send fewer examples per request"})
         # ValueError: JSONDecodeError, UnicodeDecodeError, and an integer past Python's 4,300 digits.
         try:
             body = json.loads(raw)
@@ -264,6 +306,19 @@ class ModelDeployment:
         self.requests += 1
         predictions, probabilities = await self._predict_batch(batch)
         return _response(200, {"predictions": predictions, "probabilities": probabilities})
+
+
+async def _bounded_body(request: Any) -> bytes | None:
+    """The request's body, or None once it is known to pass MAX_BODY_BYTES: from its Content-Length before
+    reading anything, else while its chunks arrive."""
+    if body_too_large(request.headers.get("content-length")):
+        return None
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            return None
+    return bytes(raw)
 
 
 def _number_arg(args: Mapping[str, Any], key: str, default: float, whole: bool) -> Any:
@@ -299,7 +354,16 @@ def app_options(args: Mapping[str, Any]) -> dict[str, Any]:
         "cpu": _number_arg(args, "cpu", 1.0, whole=False),
         "gpu": _number_arg(args, "gpu", 0.0, whole=False),
         "trustCode": _flag_arg(args, "trustCode"),
+        "tokenSha256": _digest_arg(args, "tokenSha256"),
     }
+
+
+def _digest_arg(args: Mapping[str, Any], key: str) -> str:
+    """args[key]: a SHA-256 in hex, or empty for no token; ValueError naming the key otherwise."""
+    value = args.get(key, "")
+    if not isinstance(value, str) or (value and not re.fullmatch(r"[0-9a-f]{64}", value)):
+        raise ValueError(f"build_app args: {key}: must be a token's SHA-256 in lowercase hex (64 characters)")
+    return value
 
 
 def _flag_arg(args: Mapping[str, Any], key: str) -> bool | list[str]:
@@ -331,7 +395,7 @@ def build_app(args: Mapping[str, Any]) -> Any:
         max_ongoing_requests=MAX_ONGOING_REQUESTS,
         ray_actor_options={"num_cpus": opts["cpu"], "num_gpus": opts["gpu"]},
     )
-    return deployment.bind(opts["run"], opts["gpu"], opts["trustCode"])
+    return deployment.bind(opts["run"], opts["gpu"], opts["trustCode"], opts["tokenSha256"])
 
 
 APP_NAME = "red"
@@ -362,11 +426,12 @@ def serve_until_stopped(
     try:
         with ray_session(address, stop):
             try:
-                serve.start(http_options={"host": host, "port": port})
+                serve.start(http_options={"host": host, "port": port, "request_timeout_s": SERVE_REQUEST_TIMEOUT_S})
                 # No access log: a line per request through Ray's log monitor costs a core's share on a small box.
                 quiet = {"enable_access_log": False}
                 serve.run(build_app(options), name=APP_NAME, route_prefix="/", blocking=False, logging_config=quiet)
-                print(f"red: serving {label} at http://{host}:{port}/predict", file=sys.stderr, flush=True)
+                guarded = " (bearer token required)" if options.get("tokenSha256") else ""
+                print(f"red: serving {label} at http://{host}:{port}/predict{guarded}", file=sys.stderr, flush=True)
                 while not stop.wait(1.0):
                     pass
             finally:
