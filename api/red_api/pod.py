@@ -42,6 +42,13 @@ EMPTYDIR_MEDIA = ("", "Memory")
 # KubeRay and Red steer their Pods with labels and annotations under these prefixes (ray.io/cluster,
 # ray.io/overwrite-container-cmd, red.dev/federation): a user's would change what they mean.
 RESERVED_PREFIXES = ("ray.io/", "red.dev/")
+# Annotations that loosen a Pod's confinement below what POD_SECURITY sets (an AppArmor or seccomp profile of
+# the tenant's choosing, "unconfined" included): never on a Federation's Pods, whatever the chart allows.
+WEAKENING_PREFIXES = (
+    "container.apparmor.security.beta.kubernetes.io/",
+    "seccomp.security.alpha.kubernetes.io/",
+    "container.seccomp.security.alpha.kubernetes.io/",
+)
 # Volumes KubeRay adds to a Ray Pod itself (/dev/shm for the object store, the Ray token), and the one
 # Red mounts its storage claim from.
 RESERVED_VOLUMES = ("shared-mem", "ray-token", STORAGE_VOLUME)
@@ -73,6 +80,7 @@ _KEY_CEL = (
 )
 KEY_REASON = "is not a valid key: an optional DNS prefix and '/', then a name of at most 63 characters"
 RESERVED_REASON = f"keys under {' and '.join(RESERVED_PREFIXES)} are KubeRay's and Red's own"
+WEAKENING_REASON = "AppArmor and seccomp annotations would loosen the Pods' confinement (Red sets RuntimeDefault)"
 
 
 def qualified(key: str) -> bool:
@@ -90,7 +98,17 @@ def _unreserved_key(key: str) -> str | None:
     return RESERVED_REASON if key.startswith(RESERVED_PREFIXES) else None
 
 
-def _string_map(doc: str, label_values: bool = False, reserved: bool = False, value_length: int = 4096) -> MapOf:
+def _pod_annotation_key(key: str) -> str | None:
+    return _unreserved_key(key) or (WEAKENING_REASON if key.startswith(WEAKENING_PREFIXES) else None)
+
+
+def _string_map(
+    doc: str,
+    label_values: bool = False,
+    reserved: bool = False,
+    value_length: int = 4096,
+    refused: tuple[str, ...] = (),
+) -> MapOf:
     value = (
         Str(
             max_length=63,
@@ -105,10 +123,13 @@ def _string_map(doc: str, label_values: bool = False, reserved: bool = False, va
     if reserved:
         cel += " && self.all(k, " + " && ".join(f"!k.startsWith('{p}')" for p in RESERVED_PREFIXES) + ")"
         message += f"; {RESERVED_REASON}"
+    if refused:
+        cel += " && self.all(k, " + " && ".join(f"!k.startsWith('{p}')" for p in refused) + ")"
+        message += f"; {WEAKENING_REASON}"
     return MapOf(
         value=value,
         max_properties=MAX_ENTRIES,
-        key=_unreserved_key if reserved else _key,
+        key=_pod_annotation_key if refused else _unreserved_key if reserved else _key,
         key_cel=cel,
         key_message=message,
         shape="must be a mapping of strings to strings",
@@ -349,7 +370,11 @@ class PodOptions(Declared):
         _string_map("labels on the Pods (ray.io/ and red.dev/ keys are reserved).", label_values=True, reserved=True)
     )
     annotations: Mapping[str, str] = api(
-        _string_map("annotations on the Pods (ray.io/ and red.dev/ keys are reserved).", reserved=True)
+        _string_map(
+            "annotations on the Pods (ray.io/ and red.dev/ keys are reserved; AppArmor and seccomp ones refused).",
+            reserved=True,
+            refused=WEAKENING_PREFIXES,
+        )
     )
     imagePullSecrets: tuple[str, ...] = api(
         PullSecrets(

@@ -251,6 +251,16 @@ INVALID = {
     "a storage secret without a uri": (doc({"storage": {"secretRef": {"name": "s3"}}}), "spec.storage.secretRef"),
     "checkpoints outside the run folder": (doc({"checkpoint": {"path": "../../.."}}), "spec.checkpoint.path"),
     "checkpoints at an absolute path": (doc({"checkpoint": {"path": "/etc/cron.d"}}), "spec.checkpoint.path"),
+    "an AppArmor annotation that unconfines the head": (
+        doc(
+            {
+                "ray": {
+                    "head": {"annotations": {"container.apparmor.security.beta.kubernetes.io/ray-head": "unconfined"}}
+                }
+            }
+        ),
+        "spec.ray.head.annotations",
+    ),
     "a synthetic class table of 24 GB": (
         doc({"nodes": {"count": 100_000}, "task": {"dataset": {"name": "synthetic", "classes": 10_000}}}),
         "spec.nodes.count",

@@ -181,6 +181,23 @@ def federation(spec: Any, **metadata: Any) -> dict:
             "spec.task.dataset.samplesPerNode",
         ),
         ({"checkpoint": {"path": "/home/ray/.bashrc.d"}}, "spec.checkpoint.path"),
+        # Pod Security: the README says "restricted as built"; these annotations would unmake it.
+        (
+            {
+                "ray": {
+                    "head": {"annotations": {"container.apparmor.security.beta.kubernetes.io/ray-head": "unconfined"}}
+                }
+            },
+            "spec.ray.head.annotations[container.apparmor.security.beta.kubernetes.io/ray-head]",
+        ),
+        (
+            {
+                "ray": {
+                    "workerGroups": [{"name": "w", "annotations": {"seccomp.security.alpha.kubernetes.io/pod": "x"}}]
+                }
+            },
+            "spec.ray.workerGroups[0].annotations",
+        ),
         ({"ray": {"image": "x" * 10_000}}, "spec.ray.image"),
         ({"ray": {"head": {"affinity": {"nodeAffinity": nested(300)}}}}, "spec.ray.head.affinity"),
         ({"ray": {"workerGroups": [{"name": f"g{i}"} for i in range(100)]}}, "spec.ray.workerGroups"),
