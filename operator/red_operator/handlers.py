@@ -28,6 +28,7 @@ import urllib3
 from kubernetes.client import ApiException
 
 from red_api.names import API_GROUP, KIND, PLURAL, VERSION
+from red_api.policy import TenantPolicy
 from red_operator.builders import LABEL_FEDERATION
 from red_operator.children import IndexSeen, by_controller, by_name
 from red_operator.kube import Rest, new_api_client
@@ -151,7 +152,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **indices: Any) 
         indices["red_rayjobs_by_controller"],
         indices["red_serviceaccounts_by_controller"],
     )
-    memo.passes = Passes(Rest(new_api_client()), indices["red_federations"], seen)
+    # The chart's tenant policy (RED_TENANT_POLICY): a bad one stops the operator here, at start, not later.
+    policy = TenantPolicy.from_env(os.environ)
+    memo.passes = Passes(Rest(new_api_client()), indices["red_federations"], seen, policy)
     memo.stop, memo.indexed = threading.Event(), threading.Event()
     args = (memo.stop, memo.indexed, INTERVAL_S)
     threading.Thread(target=memo.passes.resync, args=args, name="red-resync", daemon=True).start()

@@ -21,6 +21,7 @@ import urllib3
 from kubernetes.client import ApiException
 
 from red_api.names import KIND
+from red_api.policy import TenantPolicy
 from red_operator import events
 from red_operator.children import Seen
 from red_operator.kube import Rest
@@ -52,8 +53,9 @@ def _ready(status: Mapping[str, Any]) -> Mapping[str, Any]:
 class Passes:
     """The operator's reconcile passes over the Federations that `federations` (an index) holds."""
 
-    def __init__(self, rest: Rest, federations: Mapping[Key, Any], seen: Seen):
+    def __init__(self, rest: Rest, federations: Mapping[Key, Any], seen: Seen, policy: TenantPolicy | None = None):
         self.rest, self.federations, self.seen = rest, federations, seen
+        self.policy = policy or TenantPolicy()
         self._locks: dict[Key, threading.Lock] = collections.defaultdict(threading.Lock)
         self._guard = threading.Lock()
         self._written: dict[Key, tuple[str, dict[str, Any]]] = {}
@@ -91,7 +93,7 @@ class Passes:
             if body is None or meta.get("deletionTimestamp") or (uid and meta.get("uid") != uid):
                 return None
             try:
-                result = reconcile(body, self.rest, self.seen)
+                result = reconcile(body, self.rest, self.seen, self.policy)
             except (ApiException, urllib3.exceptions.HTTPError, OSError):
                 raise  # the API's, which the handlers sort into retry-later and give-up
             except Exception as err:  # anything else this Federation's content caused: its status says so

@@ -16,6 +16,8 @@ from typing import Any
 from kubernetes.client import ApiException
 
 from red_api.names import claim_name, owns_claim
+from red_api.policy import TenantPolicy
+from red_api.policy import problems as tenant_problems
 from red_api.spec import QUEUE_LABEL, Federation, SpecError, parse_manifest
 from red_operator import builders
 from red_operator.builders import (
@@ -266,10 +268,13 @@ class _JobPlan:
     blocking: list[dict[str, Any]]  # RayJobs that may still run: the next one waits for them
 
 
-def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> Result | None:
+def reconcile(
+    body: Mapping[str, Any], rest: Rest, seen: Seen | None = None, policy: TenantPolicy | None = None
+) -> Result | None:
     """Drive the children toward the spec; None when `body` is older than the children (a stale event).
 
     `seen` answers what exists (the operator's watch indices); without it every question is an API read.
+    `policy` is the chart's tenant policy: a spec it does not allow is invalid, as a spec that does not parse.
     """
     seen = seen or ApiSeen(rest)
     kids = _observe(body, rest, seen)
@@ -278,6 +283,9 @@ def reconcile(body: Mapping[str, Any], rest: Rest, seen: Seen | None = None) -> 
     meta = body.get("metadata") or {}
     try:
         fed = parse_manifest({**body, "metadata": {**meta, "namespace": kids.p.namespace}}, stored=True)
+        refused = tenant_problems(fed.spec, policy or TenantPolicy())
+        if refused:  # got in before the policy, or past its admission check
+            raise SpecError(refused)
     except Exception as err:  # noqa: BLE001 - whatever a spec makes the parser raise, it runs nothing
         _stop_serving(kids.p, kids.service, "the spec is invalid")
         return _release(body, kids.p, kids.jobs, kids.cluster, kids.cluster_name, _problems(err))

@@ -103,7 +103,8 @@ def test_values_reach_the_deployment(helm: Helm):
     assert container["args"][1:] == ["--metrics-port=0", "--namespace=team-a", "--namespace=team-b", "--verbose"]
     assert [p["name"] for p in container["ports"]] == ["healthz"]
     assert container["resources"]["limits"] == {"memory": "1Gi"}
-    assert container["env"] == [{"name": "RED_RECONCILE_INTERVAL", "value": "30"}]
+    assert container["env"][1:] == [{"name": "RED_RECONCILE_INTERVAL", "value": "30"}]
+    assert container["env"][0]["name"] == "RED_TENANT_POLICY"  # tests/helm/test_tenant_policy.py
     assert pod["priorityClassName"] == "system-cluster-critical"
     assert pod["nodeSelector"] == {"pool": "ops"} and pod["tolerations"] == [{"operator": "Exists"}]
     assert not find(objs, "Service")

@@ -57,6 +57,9 @@ def test_install_yaml_holds_the_whole_operator_in_red_system():
             "ClusterRoleBinding",
             "Service",
             "Deployment",
+            # the tenant policy at admission (helm/red-operator/templates/tenant-policy.yaml)
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]
     )
     assert {
