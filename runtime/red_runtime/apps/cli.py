@@ -13,6 +13,7 @@ from red_api.names import MANIFEST, run_location
 from red_api.spec import Federation, SpecError
 from red_api.sweep import parse_sweep
 from red_api.trial import check_sweep
+from red_runtime import __version__
 from red_runtime.apps.artifacts import read_summary, require_trust, score
 from red_runtime.apps.fetch import FetchError, fetch_federation, fetch_folder
 from red_runtime.engine.phases import Phases
@@ -24,6 +25,13 @@ from red_runtime.report.kube import api_client, read_federation
 from red_runtime.report.storage import Mirror, StorageError, is_remote
 from red_runtime.report.tracking import TrackingError, check_tracking
 from red_runtime.tune.trials import TRIALS_CSV, finish_sweep, without_sweep
+
+
+def one_line(err: BaseException) -> str:
+    """One line for an error: a missing or unreadable file as `PATH: no such file or directory`."""
+    if isinstance(err, OSError) and err.filename and err.strerror:
+        return f"{err.filename}: {err.strerror[0].lower()}{err.strerror[1:]}"
+    return str(err)
 
 
 def run_command(
@@ -41,7 +49,7 @@ def run_command(
         location = out or (run_location(fed) if fed.spec.storage.uri else f"runs/{fed.name}")
         run = open_run(fed, doc, location, resume, mlflow)
     except SETUP_ERRORS as err:
-        print(f"red: {err}", file=sys.stderr)
+        print(f"red: {one_line(err)}", file=sys.stderr)
         return EXIT_INVALID
     code = launch(fed, doc, run, [ConsoleSink()], address, resume, mlflow, phases=phases)
     if code == 0 and fed.spec.sweep is None:
@@ -68,7 +76,7 @@ def tune_command(manifest: str, args: argparse.Namespace) -> int:
             raise ValueError(f"--out {out}: holds an earlier sweep ({TRIALS_CSV}); choose another folder")
         out.mkdir(parents=True, exist_ok=True)
     except (SpecError, OSError, ValueError, TrackingError) as err:
-        print(f"red: {err}", file=sys.stderr)
+        print(f"red: {one_line(err)}", file=sys.stderr)
         return EXIT_INVALID
 
     from red_runtime.tune.progress import TrialProgress  # deferred: Ray Tune and torch, seconds to import
@@ -84,7 +92,7 @@ def tune_command(manifest: str, args: argparse.Namespace) -> int:
             progress = TrialProgress(sweep.trials, sweep.metric, sweep.mode)
             rows = tune_federations(doc, fed, sweep, out, [progress], args.mlflow)
     except SpecError as err:
-        print(f"red: {err}", file=sys.stderr)
+        print(f"red: {one_line(err)}", file=sys.stderr)
         return EXIT_INVALID
     best = finish_sweep(rows, sweep, out, title=f"{fed.name}: {sweep.trials} trials")
     if best is None:
@@ -114,7 +122,7 @@ def validate_command(manifest: str, imports: bool = False) -> int:
                 resolve(ref, field)
         sizes = None if ":" in task.dataset.name else check_partition(task, fed.spec.nodes.count)
     except (SpecError, OSError, ValueError) as err:
-        print(f"red: {err}", file=sys.stderr)
+        print(f"red: {one_line(err)}", file=sys.stderr)
         return 2
     if sizes is None:
         print(
@@ -148,7 +156,7 @@ def fetch_command(
             source = f"Federation {fed.namespace}/{fed.name}"
         summary = read_summary(target)
     except (FetchError, StorageError, SpecError, OSError, ValueError) as err:
-        print(f"red: {err}", file=sys.stderr)
+        print(f"red: {one_line(err)}", file=sys.stderr)
         return 1
     accuracy, rounds = summary.get("final_accuracy"), summary.get("rounds_run")
     said = f"final accuracy {accuracy:.4f}" if isinstance(accuracy, float) else "no final accuracy in summary.json"
@@ -208,7 +216,7 @@ def serve_command(
         check_run(location)
         require_trust(folder_manifest(location), run, trust_code)  # before Ray starts, not in its replicas
     except (OSError, ValueError, StorageError, SpecError) as err:
-        print(f"red: {err}", file=sys.stderr)
+        print(f"red: {one_line(err)}", file=sys.stderr)
         return 2
     if address is None and not port_free(host, port):
         print(f"red: --port {port}: {host}:{port} is in use (pick another with --port)", file=sys.stderr)
@@ -231,6 +239,7 @@ def _current_namespace() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="red", description="Federated learning on Ray and Kubernetes")
+    parser.add_argument("--version", action="version", version=f"red {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a Federation manifest on an embedded (or given) Ray")
     run.add_argument("file", help="Federation YAML, as kubectl apply takes it")

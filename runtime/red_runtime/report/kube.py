@@ -26,10 +26,14 @@ def api_client() -> Any:
     """In-cluster credentials (the head Pod's ServiceAccount) or the kubeconfig the environment names."""
     from kubernetes import client, config
 
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        config.load_incluster_config()
-        return client.ApiClient()
-    return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+    try:
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+            config.load_incluster_config()
+            return client.ApiClient()
+        return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+    except config.ConfigException as err:  # one line for the user, not the client's traceback
+        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        raise ValueError(f"no Kubernetes credentials in {where}: {err}; set KUBECONFIG or run in a Pod") from None
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
