@@ -127,11 +127,13 @@ def _values(key: str) -> str:
     return "{{ .Values.tenantPolicy." + key + " | toJson }}"
 
 
-_IMAGE = f"(has(object.spec.ray) && has(object.spec.ray.image) ? object.spec.ray.image : '{DEFAULT_IMAGE}')"
+# A Federation may have no spec at all (every field defaulted): each path is guarded from `object.spec` down.
+_RAY = "has(object.spec) && has(object.spec.ray)"
+_IMAGE = f"({_RAY} && has(object.spec.ray.image) ? object.spec.ray.image : '{DEFAULT_IMAGE}')"
 _ENV_IMAGE = "object.spec.ray.runtimeEnv.image_uri"
 _GROUPS = (
-    "(has(object.spec.ray) && has(object.spec.ray.head) ? [object.spec.ray.head] : []) + "
-    "(has(object.spec.ray) && has(object.spec.ray.workerGroups) ? object.spec.ray.workerGroups : [])"
+    f"({_RAY} && has(object.spec.ray.head) ? [object.spec.ray.head] : []) + "
+    f"({_RAY} && has(object.spec.ray.workerGroups) ? object.spec.ray.workerGroups : [])"
 )
 
 
@@ -143,7 +145,7 @@ RULES = (
     PolicyRule(
         "images",
         _images,
-        cel=f"{_prefixed(_IMAGE, 'imagePrefixes')} && (!has(object.spec.ray) || !has(object.spec.ray.runtimeEnv) || "
+        cel=f"{_prefixed(_IMAGE, 'imagePrefixes')} && (!({_RAY}) || !has(object.spec.ray.runtimeEnv) || "
         f"!has({_ENV_IMAGE}) || {_prefixed(_ENV_IMAGE, 'imagePrefixes')})",
         message="spec.ray.image (or runtimeEnv.image_uri) is not an image this cluster allows",
     ),

@@ -9,6 +9,7 @@ that is someone else's is reported as a Conflict and left alone.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,7 +31,7 @@ from red_operator.builders import (
 )
 from red_operator.children import ApiSeen, Seen, terminating
 from red_operator.kube import Rest
-from red_operator.status import FAILED, SUCCEEDED, Observed, QueueWait, compute_status, job_outcome
+from red_operator.status import FAILED, SUCCEEDED, Observed, QueueWait, cluster_ready, compute_status, job_outcome
 
 # Kueue's label on the Workload it makes for a job: the job's uid.
 KUEUE_JOB_UID = "kueue.x-k8s.io/job-uid"
@@ -166,14 +167,16 @@ def _missing_secret(p: _Pass, fed: Federation, kids: _Children) -> str:
     of the Secret. The operator may not read Secrets; the Pods say what it needs to know, and the kubelet
     starts them once the Secret exists. Asked only while the RayCluster is not ready."""
     cluster = kids.cluster
-    if cluster is None or terminating(cluster) or (cluster.get("status") or {}).get("state") == "ready":
+    if cluster is None or terminating(cluster) or cluster_ready(cluster):
         return ""
     secret, ns = fed.spec.storage.secretRef, fed.namespace
+    # The kubelet's words: `secret "X" not found` from its watch, `secrets "X" not found` from the API server.
+    missing = re.compile(rf'secrets? "{re.escape(secret)}"')
     for pod in p.rest.list("Pod", ns, f"{RAY_CLUSTER_LABEL}={kids.cluster_name}"):
         status = pod.get("status") or {}
         for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
             waiting = (container.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") == CONFIG_ERROR and f'secret "{secret}"' in str(waiting.get("message") or ""):
+            if waiting.get("reason") == CONFIG_ERROR and missing.search(str(waiting.get("message") or "")):
                 return (
                     f"spec.storage.secretRef.name: {secret!r}: no such Secret in namespace {ns}; create it with "
                     "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for an S3-compatible server)"

@@ -65,6 +65,12 @@ def test_the_admission_policy_refuses_what_the_operator_refuses(kube, helm: Helm
             said = [r.message for r in RULES if r.message in got.stderr]
             assert said, f"{label}: refused without naming the field:\n{got.stderr}"
             assert "ValidatingAdmissionPolicy" in got.stderr and "denied request" in got.stderr, got.stderr
+        # A Federation with no spec at all (every field defaulted) runs the default image: refused for that,
+        # by the rule's message, not by an error evaluating a path that is not there.
+        bare = {"apiVersion": "red.dev/v1alpha1", "kind": "Federation", "metadata": {"name": "bare"}}
+        assert problems(parse_manifest(bare).spec, STRICT), "the default image is not in the strict list"
+        got = dry_run(kube, namespace, bare)
+        assert got.returncode != 0 and RULES[0].message in got.stderr, got.stderr
     finally:
         for obj in admission:
             kube.kubectl("delete", obj["kind"].lower(), obj["metadata"]["name"], "--ignore-not-found", check=False)

@@ -476,6 +476,11 @@ def test_a_missing_storage_secret_is_read_off_the_waiting_pod_never_off_the_secr
     assert conds["StorageReady"]["status"] == "False"
     assert conds["StorageReady"]["message"].startswith("spec.storage.secretRef.name: 's3-creds': no such Secret")
 
+    # As the API server words it (the kubelet's Get strategy): the same condition.
+    missing = {"reason": "CreateContainerConfigError", "message": 'secrets "s3-creds" not found'}
+    rest.objects[("Pod", "f-ray-head")] = ray_pod("f-ray-head", "f-ray", missing)
+    assert settle(rest, federation(S3_STORAGE))["reason"] == "StorageUnavailable"
+
     # Another Secret missing (the user's own envFrom) is not the storage's; a head that runs is fine.
     other = {"reason": "CreateContainerConfigError", "message": 'secret "their-own" not found'}
     rest.objects[("Pod", "f-ray-head")] = ray_pod("f-ray-head", "f-ray", other)

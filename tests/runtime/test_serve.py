@@ -256,6 +256,10 @@ def test_a_folder_that_is_not_a_finished_run_fails_before_ray(tmp_path, run_fold
 def test_serving_beyond_this_machine_needs_a_token(run_folder):
     proc = red("serve", str(run_folder), "--host", "0.0.0.0")
     assert proc.returncode == 2 and "--host 0.0.0.0: other machines could reach the model; give --token" in proc.stderr
+    proc = red("serve", str(run_folder), "--host", "127.example.com")
+    assert proc.returncode == 2 and "--host 127.example.com: other machines" in proc.stderr
+    proc = red("serve", str(run_folder), "--address", "ray://ray-head:10001")
+    assert proc.returncode == 2 and "--address ray://ray-head:10001: a shared cluster's Serve" in proc.stderr
 
 
 def test_a_port_in_use_fails_before_ray(run_folder):

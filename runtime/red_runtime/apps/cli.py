@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import sys
@@ -205,6 +206,12 @@ def serve_command(
     )
 
     try:
+        if token is not None and (not token.strip() or token != token.strip()):
+            raise ValueError("--token: must not be empty or start or end with spaces")
+        if not token and address is not None:
+            raise ValueError(
+                f"--address {address}: a shared cluster's Serve may listen beyond this machine; give --token"
+            )
         if not token and not _loopback(host):
             raise ValueError(f"--host {host}: other machines could reach the model; give --token (or RED_SERVE_TOKEN)")
         # Replicas run in Ray's worker processes, which have a directory of their own.
@@ -225,7 +232,13 @@ def serve_command(
 
 
 def _loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
+    """Whether `host` is this machine only: localhost, or a loopback address (not a name that starts "127.")."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _current_namespace() -> str:
