@@ -63,7 +63,7 @@ def test_a_bad_manifest_exits_2_naming_the_field(tmp_path, case):
 def test_a_file_that_is_not_text_or_not_there_exits_2(tmp_path):
     binary = tmp_path / "fed.yaml"
     binary.write_bytes(b"\xff\xfe\x00\x01")
-    for path, named in ((binary, "not UTF-8"), (tmp_path / "missing.yaml", "No such file")):
+    for path, named in ((binary, "not UTF-8"), (tmp_path / "missing.yaml", "missing.yaml: no such file or directory")):
         proc = validate(path)
         assert proc.returncode == 2 and named in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
