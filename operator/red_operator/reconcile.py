@@ -140,13 +140,13 @@ def _ensure_rbac(p: _Pass, seen: Seen, fed: Federation) -> None:
             p.delete("ServiceAccount", _name(account), "no worker group asks for it")
 
 
-def _storage_problem(p: _Pass, seen: Seen, fed: Federation, kids: _Children) -> str:
+def _storage_problem(kids: _Children, seen: Seen, fed: Federation) -> str:
     """Make the Federation's claim if it is the operator's to make; say what is missing for the RayCluster
     (the claim the spec names, the object-storage Secret), "" if nothing. A claim of the name that someone
     else made is a Conflict, never used."""
-    storage, ns = fed.spec.storage, fed.namespace
+    p, storage, ns = kids.p, fed.spec.storage, fed.namespace
     if storage.uri:
-        return _missing_secret(p, fed, kids) if storage.secretRef else ""
+        return _missing_secret(kids, fed) if storage.secretRef else ""
     name = claim_name(fed)
     if not owns_claim(fed):
         if kids.cluster is None and not p.rest.exists("PersistentVolumeClaim", ns, name):
@@ -162,7 +162,7 @@ def _storage_problem(p: _Pass, seen: Seen, fed: Federation, kids: _Children) -> 
     return ""
 
 
-def _missing_secret(p: _Pass, fed: Federation, kids: _Children) -> str:
+def _missing_secret(kids: _Children, fed: Federation) -> str:
     """spec.storage.secretRef as the kubelet found it: a Ray Pod whose container it cannot create for want
     of the Secret. The operator may not read Secrets; the Pods say what it needs to know, and the kubelet
     starts them once the Secret exists. Asked only while the RayCluster is not ready."""
@@ -172,7 +172,7 @@ def _missing_secret(p: _Pass, fed: Federation, kids: _Children) -> str:
     secret, ns = fed.spec.storage.secretRef, fed.namespace
     # The kubelet's words: `secret "X" not found` from its watch, `secrets "X" not found` from the API server.
     missing = re.compile(rf'secrets? "{re.escape(secret)}"')
-    for pod in p.rest.list("Pod", ns, f"{RAY_CLUSTER_LABEL}={kids.cluster_name}"):
+    for pod in kids.p.rest.list("Pod", ns, f"{RAY_CLUSTER_LABEL}={kids.cluster_name}"):
         status = pod.get("status") or {}
         for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
             waiting = (container.get("state") or {}).get("waiting") or {}
@@ -291,14 +291,14 @@ def reconcile(
             raise SpecError(refused)
     except Exception as err:  # noqa: BLE001 - whatever a spec makes the parser raise, it runs nothing
         _stop_serving(kids.p, kids.service, "the spec is invalid")
-        return _release(body, kids.p, kids.jobs, kids.cluster, kids.cluster_name, _problems(err))
+        return _release(kids, _problems(err))
     # Every child is rendered before any is created: a spec that a builder cannot render raises here (and
     # ends in ReconcileError, passes.py) with nothing created.
     builders.build_all(fed, kids.generation)
     _ensure_rbac(kids.p, seen, fed)
     if fed.spec.suspend:
         return _suspend(kids)
-    storage_problem = _storage_problem(kids.p, seen, fed, kids)
+    storage_problem = _storage_problem(kids, seen, fed)
     queue = queue_of(fed, kids.cluster)
     held = held_by_queue(queue, kids.cluster)
     plan = _plan_job(kids, fed, held)
@@ -333,11 +333,7 @@ def _observe(body: Mapping[str, Any], rest: Rest, seen: Seen) -> _Children | Non
 def _suspend(kids: _Children) -> Result:
     """spec.suspend: every RayJob, the RayCluster and serving go; storage and RBAC stay."""
     p = kids.p
-    for job in kids.jobs:
-        if not terminating(job):
-            p.delete("RayJob", _name(job), "suspended")
-    if kids.cluster and not terminating(kids.cluster):
-        p.delete("RayCluster", kids.cluster_name, "suspended")
+    _remove_compute(kids, "suspended")
     _stop_serving(p, kids.service, "suspended")
     # The stopped RayJob stays named: its driver's last report (the checkpoint it wrote on the way out)
     # is accepted only while the status names its RayJob.
@@ -484,24 +480,22 @@ def queue_wait(rest: Rest, namespace: str, queue: str, cluster: Mapping[str, Any
     return QueueWait(queue, name, "Queued", str(message))
 
 
-def _release(
-    body: Mapping[str, Any],
-    p: _Pass,
-    jobs: list[dict[str, Any]],
-    cluster: Mapping[str, Any] | None,
-    cluster_name: str,
-    invalid: str,
-) -> Result:
-    """A spec that does not parse runs nothing: its RayJobs are stopped and its RayCluster (GPUs and all)
-    deleted; the driver's RBAC and any storage stay, so that fixing the spec picks up where it was."""
-    for job in jobs:
+def _remove_compute(kids: _Children, why: str, cluster_why: str = "") -> None:
+    """Every RayJob and the RayCluster go (GPUs and all); the driver's RBAC and any storage stay."""
+    for job in kids.jobs:
         if not terminating(job):
-            p.delete("RayJob", _name(job), "the spec is invalid")
-    if cluster and not terminating(cluster):
-        p.delete("RayCluster", cluster_name, "the spec is invalid; storage kept")
+            kids.p.delete("RayJob", _name(job), why)
+    if kids.cluster and not terminating(kids.cluster):
+        kids.p.delete("RayCluster", kids.cluster_name, cluster_why or why)
+
+
+def _release(kids: _Children, invalid: str) -> Result:
+    """A spec that does not parse runs nothing: its compute goes, and fixing the spec picks up where it was."""
+    _remove_compute(kids, "the spec is invalid", "the spec is invalid; storage kept")
+    p, body = kids.p, kids.body
     previous = body.get("status") or {}
     obs = Observed(
-        cluster_name=cluster_name,
+        cluster_name=kids.cluster_name,
         job_name=str(previous.get("rayJobName") or ""),
         attempts=_attempts(body),
         invalid=invalid,
